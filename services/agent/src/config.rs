@@ -1,0 +1,88 @@
+//! The agent's configuration: flags, each with an environment variable and a documented default.
+use std::{net::SocketAddr, path::PathBuf};
+
+use crate::driver::known_driver_names;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentConfig {
+    /// This agent's id, unique among the scheduler's agents.
+    #[arg(long, env = "LBAAS_AGENT_ID", default_value = "agent-1")]
+    pub agent_id: String,
+    /// Address the agent's gRPC API listens on.
+    #[arg(
+        long = "listen",
+        env = "LBAAS_AGENT_LISTEN",
+        default_value = "127.0.0.1:9003"
+    )]
+    pub listen: SocketAddr,
+    /// The scheduler to register with.
+    #[arg(
+        long,
+        env = "LBAAS_SCHEDULER_URL",
+        default_value = "http://127.0.0.1:9002"
+    )]
+    pub scheduler_url: String,
+    /// URL the scheduler uses to reach this agent (default: http://<listen address>).
+    #[arg(long, env = "LBAAS_AGENT_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// The driver of this agent's devices (haproxy, noop).
+    #[arg(long, env = "LBAAS_AGENT_DRIVER", default_value = "haproxy")]
+    pub driver: String,
+    /// How many devices (for haproxy: HAProxy instances) this agent hosts.
+    #[arg(long, env = "LBAAS_AGENT_DEVICES", default_value_t = 1)]
+    pub devices: u32,
+    /// How many load balancers each device can host.
+    #[arg(long, env = "LBAAS_AGENT_CAPACITY", default_value_t = 100)]
+    pub capacity: i32,
+    /// The range VIPs are allocated from. On one machine, a range of 127.0.0.0/8.
+    #[arg(long, env = "LBAAS_AGENT_VIP_CIDR", default_value = "127.0.10.0/24")]
+    pub vip_cidr: String,
+    /// Where devices keep their files.
+    #[arg(long, env = "LBAAS_AGENT_STATE_DIR", default_value = "data/agent")]
+    pub state_dir: PathBuf,
+    /// The HAProxy binary.
+    #[arg(long, env = "LBAAS_HAPROXY_BIN", default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+    /// Stop the devices' data plane when the agent exits (by default it keeps serving).
+    #[arg(long, env = "LBAAS_AGENT_STOP_DATA_PLANE_ON_EXIT")]
+    pub stop_data_plane_on_exit: bool,
+}
+
+impl AgentConfig {
+    /// Checks everything at once, before any port is bound, and reports every problem together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if !known_driver_names().contains(&self.driver.as_str()) {
+            problems.push(format!(
+                "driver {:?} is unknown (known: {})",
+                self.driver,
+                known_driver_names().join(", ")
+            ));
+        }
+        if self.vip_cidr.parse::<ipnet::IpNet>().is_err() {
+            problems.push(format!("vip_cidr {:?} is not a CIDR", self.vip_cidr));
+        }
+        if self.capacity < 1 {
+            problems.push("capacity must be at least 1".into());
+        }
+        if self.devices < 1 {
+            problems.push("devices must be at least 1".into());
+        }
+        if self.agent_id.is_empty()
+            || !self
+                .agent_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            problems.push(format!(
+                "agent_id {:?} must be letters, digits and '-'",
+                self.agent_id
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid agent configuration:\n  {}", problems.join("\n  "))
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The HAProxy driver: renders haproxy.cfg, checks it with `haproxy -c`, and runs HAProxy in
+//! master-worker mode, reloading through the master CLI so listening sockets pass to the new
+//! worker and no connection is dropped.
+//!
+//! HAProxy runs daemonized, not as a child of the agent: the data plane keeps serving while the
+//! agent restarts, and a restarted agent adopts the running master through its socket.
+
+mod master;
+pub mod render;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lbaas::agent::v1::LoadBalancerConfig;
+use tokio::sync::Mutex;
+
+use self::{master::MasterCli, render::ConfigRenderer};
+use super::{DeviceHealth, Driver, DriverError, DriverOptions};
+
+/// How long a started or reloaded HAProxy may take to show a new worker.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drives one HAProxy instance (one device).
+pub struct HaproxyDriver {
+    bin: PathBuf,
+    dir: PathBuf,
+    /// Serialises starts and reloads of this instance.
+    lock: Mutex<()>,
+}
+
+impl HaproxyDriver {
+    pub fn new(options: &DriverOptions) -> Self {
+        Self {
+            bin: options.haproxy_bin.clone(),
+            dir: options.state_dir.clone(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("haproxy.cfg")
+    }
+
+    fn master(&self) -> MasterCli {
+        MasterCli::new(self.dir.join("master.sock"))
+    }
+
+    fn stats_socket(&self) -> PathBuf {
+        self.dir.join("stats.sock")
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("haproxy.pid")
+    }
+
+    fn render(&self, desired: &[LoadBalancerConfig]) -> Result<String, DriverError> {
+        let stats_socket = self.stats_socket();
+        ConfigRenderer {
+            stats_socket: &stats_socket,
+        }
+        .render(desired)
+        .map_err(|e| DriverError::Rejected(e.to_string()))
+    }
+
+    /// `haproxy -c`: the candidate config must parse and bind-check before it replaces the live one.
+    async fn check(&self, path: &Path) -> Result<(), DriverError> {
+        let output = tokio::process::Command::new(&self.bin)
+            .arg("-c")
+            .arg("-q")
+            .arg("-f")
+            .arg(path)
+            .output()
+            .await
+            .map_err(|e| {
+                DriverError::Unavailable(format!("cannot run {}: {e}", self.bin.display()))
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let alerts: Vec<&str> = stderr.lines().filter(|l| l.contains("ALERT")).collect();
+            Err(DriverError::Rejected(if alerts.is_empty() {
+                stderr.trim().to_owned()
+            } else {
+                alerts.join("; ")
+            }))
+        }
+    }
+
+    async fn spawn_master(&self) -> Result<(), DriverError> {
+        let log = std::fs::File::create(self.dir.join("haproxy.log"))
+            .map_err(|e| DriverError::Unavailable(format!("cannot open haproxy.log: {e}")))?;
+        let master_socket = self.dir.join("master.sock");
+        let _ = std::fs::remove_file(&master_socket);
+        let status = tokio::process::Command::new(&self.bin)
+            .arg("-W")
+            .arg("-D")
+            .arg("-S")
+            .arg(format!("{},mode,600", master_socket.display()))
+            .arg("-p")
+            .arg(self.pid_file())
+            .arg("-f")
+            .arg(self.config_path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .status()
+            .await
+            .map_err(|e| {
+                DriverError::Unavailable(format!("cannot start {}: {e}", self.bin.display()))
+            })?;
+        if !status.success() {
+            let log = std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default();
+            return Err(DriverError::Unavailable(format!(
+                "haproxy exited with {status}: {}",
+                log.trim()
+            )));
+        }
+        self.master()
+            .wait_for_worker(None, READY_TIMEOUT)
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("haproxy did not come up: {e}")))?;
+        Ok(())
+    }
+
+    /// Writes the candidate config, checks it, and only then makes it live.
+    async fn install(&self, text: &str) -> Result<(), DriverError> {
+        let candidate = self.dir.join("haproxy.cfg.new");
+        tokio::fs::write(&candidate, text)
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("cannot write config: {e}")))?;
+        self.check(&candidate).await?;
+        tokio::fs::rename(&candidate, self.config_path())
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("cannot install config: {e}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for HaproxyDriver {
+    fn name(&self) -> &'static str {
+        "haproxy"
+    }
+
+    async fn start(&self) -> Result<(), DriverError> {
+        let _guard = self.lock.lock().await;
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            DriverError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
+        })?;
+        if self.master().show_proc().await.is_ok() {
+            tracing::info!(dir = %self.dir.display(), "adopted running haproxy");
+            return Ok(());
+        }
+        if !self.config_path().exists() {
+            let text = self.render(&[])?;
+            self.install(&text).await?;
+        }
+        self.spawn_master().await
+    }
+
+    async fn apply(&self, desired: &[LoadBalancerConfig]) -> Result<(), DriverError> {
+        let text = self.render(desired)?;
+        let _guard = self.lock.lock().await;
+        let current = tokio::fs::read_to_string(self.config_path())
+            .await
+            .unwrap_or_default();
+        let master = self.master();
+        let running = master.show_proc().await;
+        if current == text && running.is_ok() {
+            return Ok(());
+        }
+        self.install(&text).await?;
+        match running {
+            Ok(before) => master
+                .reload(&before, READY_TIMEOUT)
+                .await
+                .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}"))),
+            // HAProxy is gone (killed, crashed): start it on the new config.
+            Err(_) => self.spawn_master().await,
+        }
+    }
+
+    async fn health(&self) -> DeviceHealth {
+        match self.master().show_proc().await {
+            Ok(proc) => DeviceHealth {
+                healthy: proc.worker_pid.is_some(),
+                detail: format!("master {} reloads {}", proc.master_pid, proc.reloads),
+            },
+            Err(e) => DeviceHealth {
+                healthy: false,
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    async fn stop(&self) -> Result<(), DriverError> {
+        let _guard = self.lock.lock().await;
+        let Ok(proc) = self.master().show_proc().await else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(proc.master_pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        // Wait for the master to go so the ports are free when this returns.
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while process_alive(proc.master_pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a process is running: a zombie (exited, not yet reaped by its parent) is not.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}

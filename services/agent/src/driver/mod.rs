@@ -1,0 +1,87 @@
+//! The driver API and the registry of known drivers, selected by name (`--driver haproxy`), as
+//! Libra's worker does with `known_drivers`.
+//!
+//! A driver turns the desired configs of every load balancer on one device into that device's
+//! configuration. It knows nothing of tenants, databases or the scheduler.
+
+pub mod haproxy;
+pub mod noop;
+
+use std::{path::PathBuf, sync::Arc};
+
+use lbaas::agent::v1::LoadBalancerConfig;
+
+/// What went wrong in a driver, in words the tenant can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The device refused the configuration (e.g. `haproxy -c` failed); nothing was changed.
+    #[error("device rejected the configuration: {0}")]
+    Rejected(String),
+    /// The device could not be reached or started.
+    #[error("device unavailable: {0}")]
+    Unavailable(String),
+    /// The driver cannot do what was asked.
+    #[error("driver {driver} does not support {operation}")]
+    Unsupported {
+        driver: &'static str,
+        operation: &'static str,
+    },
+}
+
+/// Health of one device as the driver sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceHealth {
+    pub healthy: bool,
+    pub detail: String,
+}
+
+/// Drives one device.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// The name the registry knows the driver by.
+    fn name(&self) -> &'static str;
+
+    /// Brings the device up, adopting a device that is already running (the data plane outlives
+    /// agent restarts).
+    async fn start(&self) -> Result<(), DriverError>;
+
+    /// Converges the device to exactly these load balancers: those absent are removed.
+    async fn apply(&self, desired: &[LoadBalancerConfig]) -> Result<(), DriverError>;
+
+    /// How the device is doing.
+    async fn health(&self) -> DeviceHealth;
+
+    /// Stops the device's data plane (only on an explicit request: agent exit leaves it serving).
+    async fn stop(&self) -> Result<(), DriverError>;
+}
+
+/// What a driver is built from.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    pub device_id: String,
+    /// Where the driver keeps its files (config, sockets, pid file).
+    pub state_dir: PathBuf,
+    /// The HAProxy binary, for the haproxy driver.
+    pub haproxy_bin: PathBuf,
+}
+
+type DriverFactory = fn(&DriverOptions) -> Arc<dyn Driver>;
+
+/// The known drivers. Adding one is a module plus one line here.
+const KNOWN_DRIVERS: &[(&str, DriverFactory)] = &[
+    ("haproxy", |o| Arc::new(haproxy::HaproxyDriver::new(o))),
+    ("noop", |o| Arc::new(noop::NoopDriver::new(o))),
+];
+
+/// The names `--driver` accepts.
+pub fn known_driver_names() -> Vec<&'static str> {
+    KNOWN_DRIVERS.iter().map(|(name, _)| *name).collect()
+}
+
+/// Builds the named driver, or `None` if no driver has that name.
+pub fn build_driver(name: &str, options: &DriverOptions) -> Option<Arc<dyn Driver>> {
+    KNOWN_DRIVERS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, factory)| factory(options))
+}

@@ -1,0 +1,262 @@
+//! The agent's reconciler: per device, the desired and applied config of every load balancer it
+//! hosts. Applies are coalesced: whoever holds the device lock applies everything desired so far,
+//! so a burst of changes costs one driver apply, and a generation already applied is a no-op.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use lbaas::agent::v1::{AppliedState, ApplyRequest, LoadBalancerConfig};
+use prost::Message as _;
+
+use crate::driver::{Driver, DriverError};
+
+/// What became of one apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The device now runs this generation (or a batch that included it).
+    Applied,
+    /// This generation (or a newer one) was already applied: nothing was done.
+    AlreadyApplied,
+    /// A newer generation arrived before this one was applied; it carries on.
+    Superseded { by: i64 },
+}
+
+#[derive(Default)]
+struct Slots {
+    desired: BTreeMap<String, (i64, LoadBalancerConfig)>,
+    applied: HashMap<String, (i64, LoadBalancerConfig)>,
+}
+
+/// One device and the load balancers on it.
+pub struct DeviceReconciler {
+    pub id: String,
+    pub driver: Arc<dyn Driver>,
+    slots: Mutex<Slots>,
+    /// Held while the driver applies, so applies on one device never interleave.
+    apply_lock: tokio::sync::Mutex<()>,
+    state_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("agent state lock poisoned")]
+    Poisoned,
+}
+
+impl DeviceReconciler {
+    pub fn new(id: String, driver: Arc<dyn Driver>, state_file: PathBuf) -> Self {
+        Self {
+            id,
+            driver,
+            slots: Mutex::new(Slots::default()),
+            apply_lock: tokio::sync::Mutex::new(()),
+            state_file,
+        }
+    }
+
+    /// Starts the device and restores every load balancer recorded as applied, before the agent
+    /// reports ready.
+    pub async fn restore(&self) -> Result<usize, ReconcileError> {
+        let saved = std::fs::read(&self.state_file)
+            .ok()
+            .and_then(|bytes| AppliedState::decode(bytes.as_slice()).ok())
+            .unwrap_or_default();
+        {
+            let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            for request in saved.load_balancers {
+                if let Some(config) = request.config {
+                    slots
+                        .desired
+                        .insert(config.id.clone(), (request.generation, config));
+                }
+            }
+        }
+        self.driver.start().await?;
+        let _guard = self.apply_lock.lock().await;
+        self.apply_desired().await?;
+        let slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+        Ok(slots.applied.len())
+    }
+
+    /// Applies one load balancer's desired config at `generation`.
+    pub async fn apply(
+        &self,
+        generation: i64,
+        config: LoadBalancerConfig,
+    ) -> Result<ApplyOutcome, ReconcileError> {
+        let id = config.id.clone();
+        {
+            let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            if slots
+                .applied
+                .get(&id)
+                .is_some_and(|(g, _)| *g >= generation)
+            {
+                return Ok(ApplyOutcome::AlreadyApplied);
+            }
+            match slots.desired.get(&id) {
+                Some((g, _)) if *g > generation => return Ok(ApplyOutcome::Superseded { by: *g }),
+                _ => {
+                    slots.desired.insert(id.clone(), (generation, config));
+                }
+            }
+        }
+        let _guard = self.apply_lock.lock().await;
+        {
+            let slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            // Another apply took the lock first and applied everything desired, ours included.
+            if slots
+                .applied
+                .get(&id)
+                .is_some_and(|(g, _)| *g >= generation)
+            {
+                return Ok(ApplyOutcome::Applied);
+            }
+            if let Some((g, _)) = slots.desired.get(&id).filter(|(g, _)| *g > generation) {
+                return Ok(ApplyOutcome::Superseded { by: *g });
+            }
+        }
+        self.apply_desired().await?;
+        Ok(ApplyOutcome::Applied)
+    }
+
+    /// Removes a load balancer from the device. Removing one that is not there succeeds.
+    pub async fn remove(&self, id: &str) -> Result<bool, ReconcileError> {
+        let existed = {
+            let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            slots.desired.remove(id).is_some() | slots.applied.contains_key(id)
+        };
+        let _guard = self.apply_lock.lock().await;
+        self.apply_desired().await?;
+        Ok(existed)
+    }
+
+    /// The applied generation of every load balancer on the device.
+    pub fn applied_generations(&self) -> Vec<(String, i64)> {
+        self.slots
+            .lock()
+            .map(|s| {
+                s.applied
+                    .iter()
+                    .map(|(id, (g, _))| (id.clone(), *g))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Applies everything desired. On failure the load balancers whose change failed go back to
+    /// their last applied config, so one bad change does not block the next apply.
+    async fn apply_desired(&self) -> Result<(), ReconcileError> {
+        let snapshot: Vec<(String, i64, LoadBalancerConfig)> = {
+            let slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            slots
+                .desired
+                .iter()
+                .map(|(id, (g, c))| (id.clone(), *g, c.clone()))
+                .collect()
+        };
+        let configs: Vec<LoadBalancerConfig> = snapshot.iter().map(|(_, _, c)| c.clone()).collect();
+        let result = self.driver.apply(&configs).await;
+        let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+        match result {
+            Ok(()) => {
+                slots.applied = snapshot
+                    .into_iter()
+                    .map(|(id, g, c)| (id, (g, c)))
+                    .collect();
+                let state = AppliedState {
+                    load_balancers: slots
+                        .applied
+                        .values()
+                        .map(|(g, c)| ApplyRequest {
+                            device_id: self.id.clone(),
+                            generation: *g,
+                            config: Some(c.clone()),
+                        })
+                        .collect(),
+                };
+                if let Err(e) = write_atomically(&self.state_file, &state.encode_to_vec()) {
+                    tracing::warn!(device = %self.id, error = %e, "cannot persist applied state");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (id, generation, _) in &snapshot {
+                    let previous = slots.applied.get(id).cloned();
+                    if previous.as_ref().map(|(g, _)| g) != Some(generation) {
+                        match previous {
+                            Some(p) => {
+                                slots.desired.insert(id.clone(), p);
+                            }
+                            None => {
+                                slots.desired.remove(id);
+                            }
+                        }
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::driver::{DriverOptions, noop::NoopDriver};
+
+    fn config(id: &str) -> LoadBalancerConfig {
+        LoadBalancerConfig {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn reconciler(dir: &std::path::Path) -> DeviceReconciler {
+        let options = DriverOptions {
+            device_id: "d".into(),
+            state_dir: dir.into(),
+            haproxy_bin: "haproxy".into(),
+        };
+        DeviceReconciler::new(
+            "d".into(),
+            Arc::new(NoopDriver::new(&options)),
+            dir.join("state.pb"),
+        )
+    }
+
+    #[tokio::test]
+    async fn same_generation_twice_is_a_no_op_and_state_survives_restart() {
+        let dir = std::env::temp_dir().join(format!("lbaas-reconciler-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = reconciler(&dir);
+        assert_eq!(
+            r.apply(1, config("a")).await.unwrap(),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(
+            r.apply(1, config("a")).await.unwrap(),
+            ApplyOutcome::AlreadyApplied
+        );
+        assert_eq!(
+            r.apply(2, config("b")).await.unwrap(),
+            ApplyOutcome::Applied
+        );
+        let restarted = reconciler(&dir);
+        assert_eq!(restarted.restore().await.unwrap(), 2);
+        assert!(restarted.remove("a").await.unwrap());
+        assert_eq!(restarted.applied_generations(), vec![("b".to_string(), 2)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

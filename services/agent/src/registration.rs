@@ -1,0 +1,79 @@
+//! Keeps the agent registered with the scheduler: register, heartbeat, and on any failure back off
+//! and register again, for as long as the agent runs. Devices keep serving meanwhile.
+use std::time::Duration;
+
+use lbaas::scheduler::v1::{
+    Device, HeartbeatRequest, RegisterAgentRequest,
+    agent_registry_service_client::AgentRegistryServiceClient,
+};
+use tonic::transport::Endpoint;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the agent tells the scheduler about itself.
+#[derive(Clone)]
+pub struct Registration {
+    pub agent_id: String,
+    pub scheduler_url: String,
+    /// Where the scheduler reaches this agent.
+    pub advertise_url: String,
+    pub devices: Vec<Device>,
+}
+
+impl Registration {
+    /// Runs until the task is dropped.
+    pub async fn run(self) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.session().await {
+                Ok(()) => backoff = MIN_BACKOFF,
+                Err(e) => {
+                    tracing::warn!(scheduler = %self.scheduler_url, error = %e, retry_in_ms = backoff.as_millis() as u64, "scheduler unreachable");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One registration followed by heartbeats; returns when the scheduler forgets the agent.
+    async fn session(&self) -> Result<(), tonic::Status> {
+        let endpoint = Endpoint::from_shared(self.scheduler_url.clone())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = AgentRegistryServiceClient::new(channel);
+        let registered = client
+            .register_agent(RegisterAgentRequest {
+                agent_id: self.agent_id.clone(),
+                address: self.advertise_url.clone(),
+                devices: self.devices.clone(),
+            })
+            .await?
+            .into_inner();
+        tracing::info!(scheduler = %self.scheduler_url, devices = self.devices.len(), "registered with scheduler");
+        let interval = Duration::from_millis(
+            u64::try_from(registered.heartbeat_interval_ms)
+                .unwrap_or(1000)
+                .max(50),
+        );
+        loop {
+            tokio::time::sleep(interval).await;
+            let answer = client
+                .heartbeat(HeartbeatRequest {
+                    agent_id: self.agent_id.clone(),
+                })
+                .await?
+                .into_inner();
+            if !answer.known {
+                tracing::info!("scheduler no longer knows this agent; registering again");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The agent's gRPC API: Apply streams ACCEPTED, APPLYING, then ACTIVE or ERROR; Remove; status.
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Instant};
+
+use futures::Stream;
+use lbaas::agent::v1::{
+    ApplyEvent, ApplyPhase, ApplyRequest, DeviceStatus, GetStatusRequest, GetStatusResponse,
+    LoadBalancerStatus, RemoveRequest, RemoveResponse, agent_service_server::AgentService,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    driver::DriverError,
+    reconciler::{ApplyOutcome, DeviceReconciler, ReconcileError},
+};
+
+/// The devices this agent hosts, by id.
+pub type Devices = Arc<HashMap<String, Arc<DeviceReconciler>>>;
+
+pub struct AgentApi {
+    pub agent_id: String,
+    pub devices: Devices,
+}
+
+impl AgentApi {
+    fn device(&self, id: &str) -> Result<Arc<DeviceReconciler>, Status> {
+        self.devices.get(id).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "device {id:?} is not hosted by agent {}",
+                self.agent_id
+            ))
+        })
+    }
+}
+
+fn event(
+    lb: &str,
+    generation: i64,
+    phase: ApplyPhase,
+    message: String,
+    started: Instant,
+) -> ApplyEvent {
+    ApplyEvent {
+        loadbalancer_id: lb.to_owned(),
+        generation,
+        phase: phase as i32,
+        message,
+        elapsed_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        retryable: false,
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type ApplyStream = Pin<Box<dyn Stream<Item = Result<ApplyEvent, Status>> + Send>>;
+
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<Self::ApplyStream>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let device = self.device(&request.device_id)?;
+        let config = request
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let lb = config.id.clone();
+        let generation = request.generation;
+        let (tx, rx) = mpsc::channel(4);
+        // The apply runs to completion even if the caller goes away: the device must converge.
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(event(
+                    &lb,
+                    generation,
+                    ApplyPhase::Accepted,
+                    String::new(),
+                    started,
+                )))
+                .await;
+            let _ = tx
+                .send(Ok(event(
+                    &lb,
+                    generation,
+                    ApplyPhase::Applying,
+                    String::new(),
+                    started,
+                )))
+                .await;
+            let last = match device.apply(generation, config).await {
+                Ok(ApplyOutcome::Applied) => event(
+                    &lb,
+                    generation,
+                    ApplyPhase::Active,
+                    "applied".into(),
+                    started,
+                ),
+                Ok(ApplyOutcome::AlreadyApplied) => event(
+                    &lb,
+                    generation,
+                    ApplyPhase::Active,
+                    "already applied".into(),
+                    started,
+                ),
+                Ok(ApplyOutcome::Superseded { by }) => event(
+                    &lb,
+                    generation,
+                    ApplyPhase::Superseded,
+                    format!("superseded by generation {by}"),
+                    started,
+                ),
+                Err(e) => {
+                    tracing::warn!(loadbalancer = %lb, generation, error = %e, "apply failed");
+                    let retryable = !matches!(
+                        e,
+                        ReconcileError::Driver(
+                            DriverError::Rejected(_) | DriverError::Unsupported { .. }
+                        )
+                    );
+                    ApplyEvent {
+                        retryable,
+                        ..event(&lb, generation, ApplyPhase::Error, e.to_string(), started)
+                    }
+                }
+            };
+            tracing::info!(loadbalancer = %lb, generation, phase = ?last.phase(), elapsed_ms = last.elapsed_ms, "apply finished");
+            let _ = tx.send(Ok(last)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        let request = request.into_inner();
+        let device = self.device(&request.device_id)?;
+        device
+            .remove(&request.loadbalancer_id)
+            .await
+            .map_err(|e| match e {
+                ReconcileError::Driver(d) => Status::unavailable(d.to_string()),
+                ReconcileError::Poisoned => Status::internal("agent state unavailable"),
+            })?;
+        Ok(Response::new(RemoveResponse {}))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<GetStatusRequest>,
+    ) -> Result<Response<GetStatusResponse>, Status> {
+        let mut devices = Vec::new();
+        let mut load_balancers = Vec::new();
+        for (id, device) in self.devices.iter() {
+            let health = device.driver.health().await;
+            devices.push(DeviceStatus {
+                device_id: id.clone(),
+                driver: device.driver.name().into(),
+                healthy: health.healthy,
+                detail: health.detail,
+            });
+            for (lb, generation) in device.applied_generations() {
+                load_balancers.push(LoadBalancerStatus {
+                    loadbalancer_id: lb,
+                    device_id: id.clone(),
+                    applied_generation: generation,
+                });
+            }
+        }
+        Ok(Response::new(GetStatusResponse {
+            agent_id: self.agent_id.clone(),
+            devices,
+            load_balancers,
+        }))
+    }
+}

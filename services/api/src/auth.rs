@@ -1,0 +1,158 @@
+//! Who is calling: the project and role from request metadata. A bearer token is resolved through
+//! the configured token file; without one, `x-project-id` is accepted when the operator allows it
+//! (local use). Full JWT authentication comes later.
+use std::{collections::HashMap, path::Path};
+
+use tonic::metadata::MetadataMap;
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Reader,
+    Member,
+    Admin,
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub project_id: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Readers may look but not change.
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        if self.role == Role::Reader {
+            return Err(ApiError::PermissionDenied(
+                "the reader role cannot change objects".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Authenticator {
+    tokens: HashMap<String, Caller>,
+    allow_project_header: bool,
+}
+
+impl Authenticator {
+    /// Reads a token file: one `TOKEN PROJECT [ROLE]` per line, `#` starts a comment.
+    pub fn from_file(path: Option<&Path>, allow_project_header: bool) -> anyhow::Result<Self> {
+        let mut tokens = HashMap::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let role = match fields.get(2).copied() {
+                    None | Some("member") => Role::Member,
+                    Some("reader") => Role::Reader,
+                    Some("admin") => Role::Admin,
+                    Some(other) => {
+                        anyhow::bail!("{}:{}: unknown role {other:?}", path.display(), n + 1)
+                    }
+                };
+                let (Some(token), Some(project)) = (fields.first(), fields.get(1)) else {
+                    anyhow::bail!(
+                        "{}:{}: expected TOKEN PROJECT [ROLE]",
+                        path.display(),
+                        n + 1
+                    );
+                };
+                tokens.insert(
+                    (*token).to_owned(),
+                    Caller {
+                        project_id: (*project).to_owned(),
+                        role,
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            tokens,
+            allow_project_header,
+        })
+    }
+
+    pub fn caller(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
+        if let Some(value) = metadata.get("authorization") {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .ok_or_else(|| {
+                    ApiError::Unauthenticated("authorization must be 'Bearer TOKEN'".into())
+                })?;
+            return self
+                .tokens
+                .get(token.trim())
+                .cloned()
+                .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()));
+        }
+        if let Some(project) = metadata
+            .get("x-project-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| self.allow_project_header)
+        {
+            {
+                if !project.is_empty()
+                    && project.len() <= 64
+                    && project
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Ok(Caller {
+                        project_id: project.to_owned(),
+                        role: Role::Member,
+                    });
+                }
+                return Err(ApiError::Unauthenticated(
+                    "x-project-id must be 1-64 letters, digits, '-' or '_'".into(),
+                ));
+            }
+        }
+        Err(ApiError::Unauthenticated(if self.allow_project_header {
+            "send 'authorization: Bearer TOKEN' or 'x-project-id: PROJECT'".into()
+        } else {
+            "send 'authorization: Bearer TOKEN'".into()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn tokens_and_project_header() {
+        let dir = std::env::temp_dir().join(format!("lbaas-auth-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens");
+        std::fs::write(&file, "# comment\nsecret-a alpha\nsecret-r alpha reader\n").unwrap();
+        let auth = Authenticator::from_file(Some(&file), false).unwrap();
+        let mut md = MetadataMap::new();
+        md.insert("authorization", "Bearer secret-r".parse().unwrap());
+        let caller = auth.caller(&md).unwrap();
+        assert_eq!(
+            (caller.project_id.as_str(), caller.role),
+            ("alpha", Role::Reader)
+        );
+        let mut md = MetadataMap::new();
+        md.insert("x-project-id", "beta".parse().unwrap());
+        assert!(auth.caller(&md).is_err());
+        let open = Authenticator::from_file(None, true).unwrap();
+        assert_eq!(open.caller(&md).unwrap().project_id, "beta");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,77 @@
+//! The api service's configuration: flags, each with an environment variable and a documented default.
+use std::{net::SocketAddr, path::PathBuf};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiConfig {
+    /// Address the tenant API listens on.
+    #[arg(
+        long = "listen",
+        env = "LBAAS_API_LISTEN",
+        default_value = "127.0.0.1:9001"
+    )]
+    pub listen: SocketAddr,
+    /// The api database: sqlite://FILE or postgres://...
+    #[arg(
+        long,
+        env = "LBAAS_API_DATABASE_URL",
+        default_value = "sqlite://data/api.db"
+    )]
+    pub database_url: String,
+    /// The scheduler to deploy through.
+    #[arg(
+        long,
+        env = "LBAAS_SCHEDULER_URL",
+        default_value = "http://127.0.0.1:9002"
+    )]
+    pub scheduler_url: String,
+    /// Token file: one `TOKEN PROJECT [ROLE]` per line.
+    #[arg(long, env = "LBAAS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Accept `x-project-id` metadata without a token (local use only).
+    #[arg(long, env = "LBAAS_ALLOW_PROJECT_HEADER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_project_header: bool,
+    /// How long a change may stay PENDING_* before it goes to ERROR.
+    #[arg(long, env = "LBAAS_DEPLOY_DEADLINE_MS", default_value_t = 60_000)]
+    pub deploy_deadline_ms: u64,
+    /// How often pending load balancers are re-driven.
+    #[arg(long, env = "LBAAS_RECONCILE_INTERVAL_MS", default_value_t = 2_000)]
+    pub reconcile_interval_ms: u64,
+}
+
+impl ApiConfig {
+    /// Checks everything at once and reports every problem together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            problems.push("database_url must start with sqlite:// or postgres://".to_owned());
+        }
+        if !(self.scheduler_url.starts_with("http://")
+            || self.scheduler_url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "scheduler_url {:?} must be an http:// or https:// URL",
+                self.scheduler_url
+            ));
+        }
+        if let Some(file) = self.token_file.as_ref().filter(|f| !f.is_file()) {
+            problems.push(format!("token_file {} does not exist", file.display()));
+        }
+        if self.token_file.is_none() && !self.allow_project_header {
+            problems.push("with allow_project_header off, a token_file is required".to_owned());
+        }
+        if self.deploy_deadline_ms < 100 {
+            problems.push("deploy_deadline_ms must be at least 100".to_owned());
+        }
+        if self.reconcile_interval_ms < 10 {
+            problems.push("reconcile_interval_ms must be at least 10".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid api configuration:\n  {}", problems.join("\n  "))
+        }
+    }
+}

@@ -1,0 +1,804 @@
+//! The edge between wire and domain: `validate_*` turn protobuf input into checked domain values
+//! (every problem reported at once, as field violations), and `*_to_proto` turn rows back.
+use std::net::IpAddr;
+
+use lbaas::api::v1 as pb;
+
+use crate::{
+    entity::{listener, load_balancer, member, pool},
+    error::ApiError,
+};
+
+const MAX_NAME: usize = 255;
+const MAX_TAGS: usize = 50;
+const MAX_TAG: usize = 64;
+/// One load balancer's tree in a single call stays small enough to apply in one go.
+const MAX_CHILDREN: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Http,
+    Https,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Http => "HTTP",
+            Self::Https => "HTTPS",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "TCP" => Some(Self::Tcp),
+            "HTTP" => Some(Self::Http),
+            "HTTPS" => Some(Self::Https),
+            _ => None,
+        }
+    }
+    /// Octavia's listener/pool protocol compatibility.
+    pub fn pool_fits_listener(pool: Self, listener: Self) -> bool {
+        matches!(
+            (listener, pool),
+            (Self::Http, Self::Http)
+                | (Self::Tcp, Self::Tcp)
+                | (Self::Tcp, Self::Http)
+                | (Self::Tcp, Self::Https)
+                | (Self::Https, Self::Https)
+                | (Self::Https, Self::Tcp)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewLoadBalancer {
+    pub name: String,
+    pub description: String,
+    pub vip_address: Option<IpAddr>,
+    pub admin_state_up: bool,
+    pub flavor: String,
+    pub tags: Vec<String>,
+    pub listeners: Vec<NewListener>,
+    pub pools: Vec<NewPool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewListener {
+    pub loadbalancer_id: String,
+    pub name: String,
+    pub description: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub connection_limit: i32,
+    pub default_pool_id: Option<String>,
+    pub admin_state_up: bool,
+    pub tags: Vec<String>,
+    pub timeout_client_data_ms: i32,
+    pub timeout_member_connect_ms: i32,
+    pub timeout_member_data_ms: i32,
+    pub default_pool: Option<NewPool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPool {
+    pub loadbalancer_id: String,
+    pub listener_id: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub protocol: Protocol,
+    pub algorithm: &'static str,
+    pub admin_state_up: bool,
+    pub tags: Vec<String>,
+    pub members: Vec<NewMember>,
+    pub monitor: Option<NewMonitor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub pool_id: String,
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub weight: i32,
+    pub admin_state_up: bool,
+    pub backup: bool,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMonitor {
+    pub name: String,
+    pub monitor_type: &'static str,
+    pub delay_s: i32,
+    pub timeout_s: i32,
+    pub max_retries: i32,
+    pub max_retries_down: i32,
+    pub http_method: String,
+    pub url_path: String,
+    pub expected_codes: String,
+    pub admin_state_up: bool,
+}
+
+/// Collects every violation of one request.
+#[derive(Default)]
+pub struct Violations(Vec<(String, String)>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push((field.into(), description.into()));
+    }
+    pub fn finish<T>(self, value: T) -> Result<T, ApiError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ApiError::Invalid(self.0))
+        }
+    }
+}
+
+fn name(v: &mut Violations, field: &str, value: &str, required: bool) -> String {
+    if required && value.trim().is_empty() {
+        v.add(field, "is required");
+    } else if value.chars().count() > MAX_NAME {
+        v.add(field, format!("must be at most {MAX_NAME} characters"));
+    } else if value.chars().any(char::is_control) {
+        v.add(field, "must not contain control characters");
+    }
+    value.to_owned()
+}
+
+fn tags(v: &mut Violations, field: &str, values: &[String]) -> Vec<String> {
+    if values.len() > MAX_TAGS {
+        v.add(field, format!("at most {MAX_TAGS} tags"));
+    }
+    for (i, t) in values.iter().enumerate() {
+        if t.is_empty() || t.chars().count() > MAX_TAG || t.chars().any(char::is_control) {
+            v.add(
+                format!("{field}[{i}]"),
+                format!("must be 1-{MAX_TAG} printable characters"),
+            );
+        }
+    }
+    values.to_vec()
+}
+
+fn port(v: &mut Violations, field: &str, value: i32) -> u16 {
+    match u16::try_from(value) {
+        Ok(p) if p > 0 => p,
+        _ => {
+            v.add(field, "must be between 1 and 65535");
+            0
+        }
+    }
+}
+
+fn protocol(v: &mut Violations, field: &str, value: i32) -> Protocol {
+    match pb::Protocol::try_from(value) {
+        Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+        Ok(pb::Protocol::Http) => Protocol::Http,
+        Ok(pb::Protocol::Https) => Protocol::Https,
+        Ok(pb::Protocol::TerminatedHttps | pb::Protocol::Udp) => {
+            v.add(field, "is not supported by any driver yet");
+            Protocol::Tcp
+        }
+        Ok(pb::Protocol::Unspecified) => {
+            v.add(field, "is required (TCP, HTTP or HTTPS)");
+            Protocol::Tcp
+        }
+        Err(_) => {
+            v.add(field, format!("unknown protocol {value}"));
+            Protocol::Tcp
+        }
+    }
+}
+
+fn id_ref(v: &mut Violations, field: &str, value: &str) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    if uuid::Uuid::parse_str(value).is_err() {
+        v.add(field, "is not an id");
+    }
+    Some(value.to_owned())
+}
+
+fn required_id(v: &mut Violations, field: &str, value: &str) -> String {
+    if value.is_empty() {
+        v.add(field, "is required");
+    }
+    id_ref(v, field, value).unwrap_or_default()
+}
+
+fn timeout(v: &mut Violations, field: &str, value: i32) -> i32 {
+    if !(0..=86_400_000).contains(&value) {
+        v.add(field, "must be between 0 (default) and 86400000 ms");
+    }
+    value
+}
+
+pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalancer, ApiError> {
+    let mut v = Violations::default();
+    let f = "load_balancer";
+    let vip_address = if input.vip_address.is_empty() {
+        None
+    } else {
+        match input.vip_address.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                v.add(format!("{f}.vip_address"), "is not an IP address");
+                None
+            }
+        }
+    };
+    if input.flavor.len() > 64
+        || !input
+            .flavor
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.add(
+            format!("{f}.flavor"),
+            "must be at most 64 letters, digits, '-' or '_'",
+        );
+    }
+    if input.listeners.len() + input.pools.len() > MAX_CHILDREN {
+        v.add(
+            f,
+            format!("at most {MAX_CHILDREN} listeners and pools in one call"),
+        );
+    }
+    let listeners = input
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener_fields(&mut v, &format!("{f}.listeners[{i}]"), l, true))
+        .collect::<Vec<_>>();
+    let mut ports = std::collections::HashSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if l.port != 0 && !ports.insert(l.port) {
+            v.add(
+                format!("{f}.listeners[{i}].protocol_port"),
+                "another listener of this load balancer uses this port",
+            );
+        }
+    }
+    let pools = input
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| pool_fields(&mut v, &format!("{f}.pools[{i}]"), p, true))
+        .collect();
+    let lb = NewLoadBalancer {
+        name: name(&mut v, &format!("{f}.name"), &input.name, true),
+        description: name(
+            &mut v,
+            &format!("{f}.description"),
+            &input.description,
+            false,
+        ),
+        vip_address,
+        admin_state_up: input.admin_state_up.unwrap_or(true),
+        flavor: input.flavor.clone(),
+        tags: tags(&mut v, &format!("{f}.tags"), &input.tags),
+        listeners,
+        pools,
+    };
+    v.finish(lb)
+}
+
+pub fn validate_listener(input: &pb::Listener) -> Result<NewListener, ApiError> {
+    let mut v = Violations::default();
+    let listener = listener_fields(&mut v, "listener", input, false);
+    v.finish(listener)
+}
+
+fn listener_fields(
+    v: &mut Violations,
+    f: &str,
+    input: &pb::Listener,
+    in_tree: bool,
+) -> NewListener {
+    let protocol = protocol(v, &format!("{f}.protocol"), input.protocol);
+    if input.connection_limit < -1 {
+        v.add(
+            format!("{f}.connection_limit"),
+            "must be -1 (unlimited) or more",
+        );
+    }
+    let default_pool = match (&input.default_pool, in_tree) {
+        (Some(p), true) => {
+            let pool = pool_fields(v, &format!("{f}.default_pool"), p, true);
+            if !Protocol::pool_fits_listener(pool.protocol, protocol) {
+                v.add(
+                    format!("{f}.default_pool.protocol"),
+                    format!(
+                        "a {} pool cannot serve a {} listener",
+                        pool.protocol.as_str(),
+                        protocol.as_str()
+                    ),
+                );
+            }
+            Some(pool)
+        }
+        (Some(_), false) => {
+            v.add(format!("{f}.default_pool"), "is only accepted inside CreateLoadBalancer; create the pool with listener_id instead");
+            None
+        }
+        (None, _) => None,
+    };
+    if in_tree && !input.default_pool_id.is_empty() {
+        v.add(
+            format!("{f}.default_pool_id"),
+            "cannot name an existing pool inside CreateLoadBalancer; use default_pool",
+        );
+    }
+    NewListener {
+        loadbalancer_id: if in_tree {
+            String::new()
+        } else {
+            required_id(v, &format!("{f}.loadbalancer_id"), &input.loadbalancer_id)
+        },
+        name: name(v, &format!("{f}.name"), &input.name, false),
+        description: name(v, &format!("{f}.description"), &input.description, false),
+        protocol,
+        port: port(v, &format!("{f}.protocol_port"), input.protocol_port),
+        connection_limit: input.connection_limit,
+        default_pool_id: if in_tree {
+            None
+        } else {
+            id_ref(v, &format!("{f}.default_pool_id"), &input.default_pool_id)
+        },
+        admin_state_up: input.admin_state_up.unwrap_or(true),
+        tags: tags(v, &format!("{f}.tags"), &input.tags),
+        timeout_client_data_ms: timeout(
+            v,
+            &format!("{f}.timeout_client_data_ms"),
+            input.timeout_client_data_ms,
+        ),
+        timeout_member_connect_ms: timeout(
+            v,
+            &format!("{f}.timeout_member_connect_ms"),
+            input.timeout_member_connect_ms,
+        ),
+        timeout_member_data_ms: timeout(
+            v,
+            &format!("{f}.timeout_member_data_ms"),
+            input.timeout_member_data_ms,
+        ),
+        default_pool,
+    }
+}
+
+pub fn validate_pool(input: &pb::Pool) -> Result<NewPool, ApiError> {
+    let mut v = Violations::default();
+    let pool = pool_fields(&mut v, "pool", input, false);
+    v.finish(pool)
+}
+
+fn pool_fields(v: &mut Violations, f: &str, input: &pb::Pool, in_tree: bool) -> NewPool {
+    let algorithm = match pb::LbAlgorithm::try_from(input.lb_algorithm) {
+        Ok(pb::LbAlgorithm::RoundRobin) => "ROUND_ROBIN",
+        Ok(pb::LbAlgorithm::LeastConnections) => "LEAST_CONNECTIONS",
+        Ok(pb::LbAlgorithm::SourceIp) => "SOURCE_IP",
+        Ok(pb::LbAlgorithm::Unspecified) => {
+            v.add(
+                format!("{f}.lb_algorithm"),
+                "is required (ROUND_ROBIN, LEAST_CONNECTIONS or SOURCE_IP)",
+            );
+            "ROUND_ROBIN"
+        }
+        Err(_) => {
+            v.add(
+                format!("{f}.lb_algorithm"),
+                format!("unknown algorithm {}", input.lb_algorithm),
+            );
+            "ROUND_ROBIN"
+        }
+    };
+    if input.members.len() > MAX_CHILDREN {
+        v.add(
+            format!("{f}.members"),
+            format!("at most {MAX_CHILDREN} members in one call"),
+        );
+    }
+    let members = input
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| member_fields(v, &format!("{f}.members[{i}]"), m, true))
+        .collect();
+    let monitor = input
+        .healthmonitor
+        .as_ref()
+        .map(|m| monitor_fields(v, &format!("{f}.healthmonitor"), m));
+    NewPool {
+        loadbalancer_id: if in_tree {
+            String::new()
+        } else {
+            required_id(v, &format!("{f}.loadbalancer_id"), &input.loadbalancer_id)
+        },
+        listener_id: if in_tree {
+            None
+        } else {
+            id_ref(v, &format!("{f}.listener_id"), &input.listener_id)
+        },
+        name: name(v, &format!("{f}.name"), &input.name, false),
+        description: name(v, &format!("{f}.description"), &input.description, false),
+        protocol: protocol(v, &format!("{f}.protocol"), input.protocol),
+        algorithm,
+        admin_state_up: input.admin_state_up.unwrap_or(true),
+        tags: tags(v, &format!("{f}.tags"), &input.tags),
+        members,
+        monitor,
+    }
+}
+
+pub fn validate_member(input: &pb::Member) -> Result<NewMember, ApiError> {
+    let mut v = Violations::default();
+    let member = member_fields(&mut v, "member", input, false);
+    v.finish(member)
+}
+
+fn member_fields(v: &mut Violations, f: &str, input: &pb::Member, in_tree: bool) -> NewMember {
+    let address = match input.address.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            v.add(
+                format!("{f}.address"),
+                if input.address.is_empty() {
+                    "is required"
+                } else {
+                    "is not an IP address"
+                },
+            );
+            IpAddr::from([0, 0, 0, 0])
+        }
+    };
+    let weight = input.weight.unwrap_or(1);
+    if !(0..=256).contains(&weight) {
+        v.add(format!("{f}.weight"), "must be between 0 and 256");
+    }
+    NewMember {
+        pool_id: if in_tree {
+            String::new()
+        } else {
+            required_id(v, &format!("{f}.pool_id"), &input.pool_id)
+        },
+        name: name(v, &format!("{f}.name"), &input.name, false),
+        address,
+        port: port(v, &format!("{f}.protocol_port"), input.protocol_port),
+        weight,
+        admin_state_up: input.admin_state_up.unwrap_or(true),
+        backup: input.backup,
+        tags: tags(v, &format!("{f}.tags"), &input.tags),
+    }
+}
+
+fn monitor_fields(v: &mut Violations, f: &str, input: &pb::HealthMonitor) -> NewMonitor {
+    let monitor_type = match pb::HealthMonitorType::try_from(input.r#type) {
+        Ok(pb::HealthMonitorType::Tcp) => "TCP",
+        Ok(pb::HealthMonitorType::Http) => "HTTP",
+        Ok(pb::HealthMonitorType::Https) => "HTTPS",
+        Ok(pb::HealthMonitorType::TlsHello) => "TLS-HELLO",
+        Ok(pb::HealthMonitorType::Ping) => {
+            v.add(
+                format!("{f}.type"),
+                "PING is not supported by any driver yet",
+            );
+            "TCP"
+        }
+        Ok(pb::HealthMonitorType::Unspecified) => {
+            v.add(format!("{f}.type"), "is required");
+            "TCP"
+        }
+        Err(_) => {
+            v.add(
+                format!("{f}.type"),
+                format!("unknown type {}", input.r#type),
+            );
+            "TCP"
+        }
+    };
+    if !(1..=86_400).contains(&input.delay_s) {
+        v.add(format!("{f}.delay_s"), "must be between 1 and 86400");
+    }
+    if !(1..=86_400).contains(&input.timeout_s) || input.timeout_s > input.delay_s.max(1) {
+        v.add(format!("{f}.timeout_s"), "must be between 1 and the delay");
+    }
+    if !(1..=10).contains(&input.max_retries) {
+        v.add(format!("{f}.max_retries"), "must be between 1 and 10");
+    }
+    let max_retries_down = if input.max_retries_down == 0 {
+        3
+    } else {
+        input.max_retries_down
+    };
+    if !(1..=10).contains(&max_retries_down) {
+        v.add(format!("{f}.max_retries_down"), "must be between 1 and 10");
+    }
+    let http = matches!(monitor_type, "HTTP" | "HTTPS");
+    let http_method = if input.http_method.is_empty() && http {
+        "GET".to_owned()
+    } else {
+        input.http_method.clone()
+    };
+    let url_path = if input.url_path.is_empty() && http {
+        "/".to_owned()
+    } else {
+        input.url_path.clone()
+    };
+    let expected_codes = if input.expected_codes.is_empty() && http {
+        "200".to_owned()
+    } else {
+        input.expected_codes.clone()
+    };
+    if http {
+        if !matches!(
+            http_method.as_str(),
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "CONNECT" | "TRACE"
+        ) {
+            v.add(
+                format!("{f}.http_method"),
+                "must be an HTTP method such as GET",
+            );
+        }
+        if !url_path.starts_with('/')
+            || url_path.len() > 2048
+            || !url_path
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '#' | '"' | '\'' | '\\'))
+        {
+            v.add(
+                format!("{f}.url_path"),
+                "must start with '/' and hold visible ASCII without quotes, '#' or '\\'",
+            );
+        }
+        if !valid_expected_codes(&expected_codes) {
+            v.add(
+                format!("{f}.expected_codes"),
+                "must be a code, a list such as 200,202, or a range such as 200-204",
+            );
+        }
+    } else if !input.http_method.is_empty()
+        || !input.url_path.is_empty()
+        || !input.expected_codes.is_empty()
+    {
+        v.add(
+            format!("{f}.type"),
+            "http_method, url_path and expected_codes need an HTTP or HTTPS monitor",
+        );
+    }
+    NewMonitor {
+        name: name(v, &format!("{f}.name"), &input.name, false),
+        monitor_type,
+        delay_s: input.delay_s,
+        timeout_s: input.timeout_s,
+        max_retries: input.max_retries,
+        max_retries_down,
+        http_method,
+        url_path,
+        expected_codes,
+        admin_state_up: input.admin_state_up.unwrap_or(true),
+    }
+}
+
+fn valid_expected_codes(spec: &str) -> bool {
+    let code = |s: &str| s.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+    match spec.split_once('-') {
+        Some((lo, hi)) => code(lo) && code(hi) && lo <= hi,
+        None => spec.split(',').all(code),
+    }
+}
+
+pub fn provisioning_status(s: &str) -> pb::ProvisioningStatus {
+    pb::ProvisioningStatus::from_str_name(&format!("PROVISIONING_STATUS_{s}"))
+        .unwrap_or(pb::ProvisioningStatus::Unspecified)
+}
+
+pub fn operating_status(s: &str) -> pb::OperatingStatus {
+    pb::OperatingStatus::from_str_name(&format!("OPERATING_STATUS_{s}"))
+        .unwrap_or(pb::OperatingStatus::Unspecified)
+}
+
+pub fn split_tags(s: &str) -> Vec<String> {
+    s.lines()
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn proto_protocol(s: &str) -> i32 {
+    pb::Protocol::from_str_name(&format!("PROTOCOL_{s}")).map_or(0, |p| p as i32)
+}
+
+pub fn load_balancer_to_proto(
+    m: load_balancer::Model,
+    listener_ids: Vec<String>,
+    pool_ids: Vec<String>,
+) -> pb::LoadBalancer {
+    pb::LoadBalancer {
+        etag: format!("{}-{}", m.generation, m.updated_ms),
+        provisioning_status: provisioning_status(&m.provisioning_status) as i32,
+        operating_status: operating_status(&m.operating_status) as i32,
+        tags: split_tags(&m.tags),
+        id: m.id,
+        project_id: m.project_id,
+        name: m.name,
+        description: m.description,
+        vip_address: m.vip_address,
+        admin_state_up: Some(m.admin_state_up),
+        status_reason: m.status_reason,
+        generation: m.generation,
+        applied_generation: m.applied_generation,
+        flavor: m.flavor,
+        create_time_ms: m.created_ms,
+        update_time_ms: m.updated_ms,
+        listener_ids,
+        pool_ids,
+        listeners: Vec::new(),
+        pools: Vec::new(),
+    }
+}
+
+pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
+    pb::Listener {
+        protocol: proto_protocol(&m.protocol),
+        provisioning_status: provisioning_status(&m.provisioning_status) as i32,
+        operating_status: operating_status(&m.operating_status) as i32,
+        tags: split_tags(&m.tags),
+        id: m.id,
+        project_id: m.project_id,
+        loadbalancer_id: m.loadbalancer_id,
+        name: m.name,
+        description: m.description,
+        protocol_port: m.protocol_port,
+        connection_limit: m.connection_limit,
+        default_pool_id: m.default_pool_id.unwrap_or_default(),
+        admin_state_up: Some(m.admin_state_up),
+        default_pool: None,
+        timeout_client_data_ms: m.timeout_client_data_ms,
+        timeout_member_connect_ms: m.timeout_member_connect_ms,
+        timeout_member_data_ms: m.timeout_member_data_ms,
+    }
+}
+
+pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
+    pb::Pool {
+        protocol: proto_protocol(&m.protocol),
+        lb_algorithm: pb::LbAlgorithm::from_str_name(&format!("LB_ALGORITHM_{}", m.lb_algorithm))
+            .map_or(0, |a| a as i32),
+        provisioning_status: provisioning_status(&m.provisioning_status) as i32,
+        operating_status: operating_status(&m.operating_status) as i32,
+        tags: split_tags(&m.tags),
+        id: m.id,
+        project_id: m.project_id,
+        loadbalancer_id: m.loadbalancer_id,
+        listener_id: m.listener_id.unwrap_or_default(),
+        name: m.name,
+        description: m.description,
+        admin_state_up: Some(m.admin_state_up),
+        members: Vec::new(),
+        healthmonitor: None,
+        healthmonitor_id: monitor_id.unwrap_or_default(),
+    }
+}
+
+pub fn member_to_proto(m: member::Model) -> pb::Member {
+    pb::Member {
+        provisioning_status: provisioning_status(&m.provisioning_status) as i32,
+        operating_status: operating_status(&m.operating_status) as i32,
+        tags: split_tags(&m.tags),
+        id: m.id,
+        project_id: m.project_id,
+        pool_id: m.pool_id,
+        name: m.name,
+        address: m.address,
+        protocol_port: m.protocol_port,
+        weight: Some(m.weight),
+        admin_state_up: Some(m.admin_state_up),
+        backup: m.backup,
+    }
+}
+
+pub fn monitor_type_to_agent(s: &str) -> lbaas::agent::v1::MonitorType {
+    use lbaas::agent::v1::MonitorType;
+    match s {
+        "HTTP" => MonitorType::Http,
+        "HTTPS" => MonitorType::Https,
+        "TLS-HELLO" => MonitorType::TlsHello,
+        _ => MonitorType::Tcp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::Invalid(v) => v.into_iter().map(|(f, _)| f).collect(),
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn load_balancer_violations_are_reported_together() {
+        let input = pb::LoadBalancer {
+            name: String::new(),
+            vip_address: "nope".into(),
+            listeners: vec![pb::Listener {
+                protocol: pb::Protocol::Http as i32,
+                protocol_port: 70000,
+                default_pool: Some(pb::Pool {
+                    protocol: pb::Protocol::Http as i32,
+                    lb_algorithm: 42,
+                    members: vec![pb::Member {
+                        address: "10.0.0.999".into(),
+                        protocol_port: 0,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let got = fields(validate_load_balancer(&input).unwrap_err());
+        for want in [
+            "load_balancer.name",
+            "load_balancer.vip_address",
+            "load_balancer.listeners[0].protocol_port",
+            "load_balancer.listeners[0].default_pool.lb_algorithm",
+            "load_balancer.listeners[0].default_pool.members[0].address",
+            "load_balancer.listeners[0].default_pool.members[0].protocol_port",
+        ] {
+            assert!(got.iter().any(|f| f == want), "{want} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn over_long_name_and_bad_monitor_path() {
+        let input = pb::LoadBalancer {
+            name: "x".repeat(256),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(validate_load_balancer(&input).unwrap_err()),
+            vec!["load_balancer.name"]
+        );
+        let pool = pb::Pool {
+            loadbalancer_id: uuid::Uuid::new_v4().to_string(),
+            protocol: pb::Protocol::Http as i32,
+            lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+            healthmonitor: Some(pb::HealthMonitor {
+                r#type: pb::HealthMonitorType::Http as i32,
+                delay_s: 5,
+                timeout_s: 2,
+                max_retries: 3,
+                url_path: "/a\nserver x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(validate_pool(&pool).unwrap_err()),
+            vec!["pool.healthmonitor.url_path"]
+        );
+    }
+
+    #[test]
+    fn valid_member_defaults() {
+        let m = validate_member(&pb::Member {
+            pool_id: uuid::Uuid::new_v4().to_string(),
+            address: "::1".into(),
+            protocol_port: 80,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(m.weight, 1);
+        assert!(m.admin_state_up);
+    }
+}

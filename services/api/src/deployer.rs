@@ -1,0 +1,246 @@
+//! The deployer: one worker per load balancer with a change to apply. Changes that arrive while a
+//! deploy is in flight are coalesced into the next deploy, which always carries the latest
+//! generation; a sweep re-drives anything still pending (after a restart or a lost stream), and a
+//! change that cannot be applied before its deadline goes to ERROR with the reason.
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use lbaas::{
+    agent::v1::ApplyPhase,
+    scheduler::v1::{
+        DeployRequest, UndeployRequest, deploy_event::Event,
+        scheduler_service_client::SchedulerServiceClient,
+    },
+};
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use crate::{
+    now_ms,
+    store::{ACTIVE, ERROR, PENDING_DELETE, Store},
+};
+
+const MIN_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+struct Worker {
+    dirty: AtomicBool,
+    wake: Notify,
+}
+
+/// What one convergence attempt ended with.
+enum Attempt {
+    /// Nothing left to do for now.
+    Settled,
+    /// A transient failure: try again after a pause, unless the deadline passed.
+    Retry(String),
+}
+
+pub struct Deployer {
+    store: Store,
+    scheduler: SchedulerServiceClient<Channel>,
+    deadline: Duration,
+    workers: Mutex<HashMap<String, Arc<Worker>>>,
+}
+
+impl Deployer {
+    pub fn new(
+        store: Store,
+        scheduler: SchedulerServiceClient<Channel>,
+        deadline: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            scheduler,
+            deadline,
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Asks for the load balancer to be converged to its latest desired state.
+    pub fn kick(self: &Arc<Self>, id: &str) {
+        let Ok(mut workers) = self.workers.lock() else {
+            return;
+        };
+        if let Some(worker) = workers.get(id) {
+            worker.dirty.store(true, Ordering::SeqCst);
+            worker.wake.notify_one();
+            return;
+        }
+        let worker = Arc::new(Worker {
+            dirty: AtomicBool::new(true),
+            wake: Notify::new(),
+        });
+        workers.insert(id.to_owned(), worker.clone());
+        let this = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { this.work(id, worker).await });
+    }
+
+    /// Re-drives every pending load balancer now, then every `interval`.
+    pub async fn sweep_forever(self: Arc<Self>, interval: Duration) {
+        loop {
+            match self.store.pending_load_balancers().await {
+                Ok(ids) => {
+                    for id in ids {
+                        self.kick(&id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reconcile sweep failed"),
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    async fn work(self: Arc<Self>, id: String, worker: Arc<Worker>) {
+        let mut retry = MIN_RETRY;
+        loop {
+            worker.dirty.store(false, Ordering::SeqCst);
+            match self.converge(&id).await {
+                Attempt::Settled => retry = MIN_RETRY,
+                Attempt::Retry(why) => {
+                    tracing::debug!(loadbalancer = %id, reason = %why, "deploy will be retried");
+                    // Wait for the pause or for a new change, whichever comes first.
+                    let _ = tokio::time::timeout(retry, worker.wake.notified()).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            }
+            let Ok(mut workers) = self.workers.lock() else {
+                return;
+            };
+            if !worker.dirty.load(Ordering::SeqCst) {
+                workers.remove(&id);
+                return;
+            }
+        }
+    }
+
+    fn past_deadline(&self, pending_since_ms: i64) -> bool {
+        let deadline_ms = i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX);
+        pending_since_ms > 0 && now_ms() - pending_since_ms > deadline_ms
+    }
+
+    async fn give_up(&self, id: &str, why: &str) -> Attempt {
+        let reason = format!("not applied within {}s: {why}", self.deadline.as_secs());
+        tracing::warn!(loadbalancer = %id, %reason, "deploy deadline passed");
+        match self.store.record_error(id, &reason).await {
+            Ok(()) => Attempt::Settled,
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    }
+
+    async fn converge(&self, id: &str) -> Attempt {
+        let lb = match self.store.find_load_balancer(id).await {
+            Ok(Some(lb)) => lb,
+            Ok(None) => return Attempt::Settled,
+            Err(e) => return Attempt::Retry(e.to_string()),
+        };
+        let attempt = if lb.provisioning_status == PENDING_DELETE {
+            self.undeploy(id).await
+        } else if lb.provisioning_status == ACTIVE || lb.provisioning_status == ERROR {
+            return Attempt::Settled;
+        } else {
+            self.deploy(&lb).await
+        };
+        match attempt {
+            Attempt::Retry(why) if self.past_deadline(lb.pending_since_ms) => {
+                self.give_up(id, &why).await
+            }
+            other => other,
+        }
+    }
+
+    async fn undeploy(&self, id: &str) -> Attempt {
+        let mut scheduler = self.scheduler.clone();
+        if let Err(status) = scheduler
+            .undeploy(UndeployRequest {
+                loadbalancer_id: id.to_owned(),
+            })
+            .await
+        {
+            return Attempt::Retry(format!("scheduler: {}", status.message()));
+        }
+        match self.store.purge_load_balancer(id).await {
+            Ok(()) => {
+                tracing::info!(loadbalancer = %id, "deleted");
+                Attempt::Settled
+            }
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    }
+
+    async fn deploy(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
+        let config = match self.store.desired_config(lb).await {
+            Ok(c) => c,
+            Err(e) => return Attempt::Retry(e.to_string()),
+        };
+        let generation = lb.generation;
+        let mut scheduler = self.scheduler.clone();
+        let request = DeployRequest {
+            generation,
+            config: Some(config),
+            flavor: lb.flavor.clone(),
+        };
+        let mut stream = match scheduler.deploy(request).await {
+            Ok(s) => s.into_inner(),
+            Err(status) => return Attempt::Retry(format!("scheduler: {}", status.message())),
+        };
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(e) => e.event,
+                Err(status) => return Attempt::Retry(status.message().to_owned()),
+            };
+            match event {
+                Some(Event::Placed(placed))
+                    if placed.vip_address != lb.vip_address || placed.device_id != lb.device_id =>
+                {
+                    if let Err(e) = self
+                        .store
+                        .record_placement(&lb.id, &placed.vip_address, &placed.device_id)
+                        .await
+                    {
+                        return Attempt::Retry(e.to_string());
+                    }
+                }
+                Some(Event::Placed(_)) => {}
+                Some(Event::Apply(applied)) => match applied.phase() {
+                    ApplyPhase::Active => {
+                        return match self.store.record_applied(&lb.id, applied.generation).await {
+                            Ok(true) => {
+                                tracing::info!(loadbalancer = %lb.id, generation, agent_ms = applied.elapsed_ms, "active");
+                                Attempt::Settled
+                            }
+                            // A newer change arrived meanwhile: go again with it.
+                            Ok(false) => Attempt::Retry("a newer generation is waiting".into()),
+                            Err(e) => Attempt::Retry(e.to_string()),
+                        };
+                    }
+                    ApplyPhase::Error if !applied.retryable => {
+                        let reason = format!(
+                            "the device rejected generation {generation}: {}",
+                            applied.message
+                        );
+                        tracing::warn!(loadbalancer = %lb.id, %reason, "deploy failed");
+                        return match self.store.record_error(&lb.id, &reason).await {
+                            Ok(()) => Attempt::Settled,
+                            Err(e) => Attempt::Retry(e.to_string()),
+                        };
+                    }
+                    ApplyPhase::Error => return Attempt::Retry(applied.message),
+                    ApplyPhase::Superseded => return Attempt::Retry(applied.message),
+                    ApplyPhase::Accepted | ApplyPhase::Applying | ApplyPhase::Unspecified => {}
+                },
+                None => {}
+            }
+        }
+        Attempt::Retry("the deploy stream ended before the device confirmed".into())
+    }
+}

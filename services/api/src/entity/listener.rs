@@ -1,0 +1,32 @@
+//! A listener: a protocol and port on the load balancer's VIP.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "listeners")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub project_id: String,
+    pub loadbalancer_id: String,
+    pub name: String,
+    pub description: String,
+    pub protocol: String,
+    pub protocol_port: i32,
+    pub connection_limit: i32,
+    pub default_pool_id: Option<String>,
+    pub admin_state_up: bool,
+    /// Newline-separated.
+    pub tags: String,
+    pub timeout_client_data_ms: i32,
+    pub timeout_member_connect_ms: i32,
+    pub timeout_member_data_ms: i32,
+    pub provisioning_status: String,
+    pub operating_status: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,29 @@
+//! A member: one backend server of a pool.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "members")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub project_id: String,
+    pub loadbalancer_id: String,
+    pub pool_id: String,
+    pub name: String,
+    pub address: String,
+    pub protocol_port: i32,
+    pub weight: i32,
+    pub admin_state_up: bool,
+    pub backup: bool,
+    /// Newline-separated.
+    pub tags: String,
+    pub provisioning_status: String,
+    pub operating_status: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,28 @@
+//! A pool: the members traffic is balanced over, and how.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "pools")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub project_id: String,
+    pub loadbalancer_id: String,
+    pub listener_id: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub protocol: String,
+    pub lb_algorithm: String,
+    pub admin_state_up: bool,
+    /// Newline-separated.
+    pub tags: String,
+    pub provisioning_status: String,
+    pub operating_status: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,92 @@
+//! The lbaas api service: the tenant-facing API. It validates, authorizes by project, persists
+//! through sea-orm and asks the scheduler to deploy, following each deploy to ACTIVE or ERROR.
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod deployer;
+pub mod entity;
+pub mod error;
+pub mod migration;
+pub mod service;
+pub mod store;
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context as _;
+use lbaas::{
+    api::v1::load_balancer_service_server::LoadBalancerServiceServer,
+    scheduler::v1::scheduler_service_client::SchedulerServiceClient,
+};
+use sea_orm_migration::MigratorTrait as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::ApiConfig;
+
+const SERVICE_NAME: &str = "lbaas.api.v1.LoadBalancerService";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs the api service on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: ApiConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let auth =
+        auth::Authenticator::from_file(config.token_file.as_deref(), config.allow_project_header)?;
+    let local = listener.local_addr()?;
+    let (health, health_service) = lbaas::server::health_not_serving(&[SERVICE_NAME]).await;
+    let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
+
+    let db = lbaas::server::connect_database(&config.database_url)
+        .await
+        .context("connecting to the api database")?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("migrating the api database")?;
+
+    // Lazy: the api serves reads while the scheduler is away, and deploys retry until it is back.
+    let channel = tonic::transport::Endpoint::from_shared(config.scheduler_url.clone())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    let store = store::Store { db: db.clone() };
+    let deployer = deployer::Deployer::new(
+        store.clone(),
+        SchedulerServiceClient::new(channel),
+        Duration::from_millis(config.deploy_deadline_ms),
+    );
+    let sweep = tokio::spawn(
+        deployer
+            .clone()
+            .sweep_forever(Duration::from_millis(config.reconcile_interval_ms)),
+    );
+    let api = service::TenantApi {
+        store,
+        deployer,
+        auth,
+    };
+
+    lbaas::server::mark_serving(&health, &[SERVICE_NAME]).await;
+    tracing::info!(address = %local, "api listening");
+    let result = tonic::transport::Server::builder()
+        .trace_fn(lbaas::server::rpc_span)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(LoadBalancerServiceServer::new(api))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    sweep.abort();
+    db.close().await.ok();
+    tracing::info!("api stopped");
+    Ok(result?)
+}

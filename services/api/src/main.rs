@@ -1,0 +1,28 @@
+//! The `lbaas-api` binary.
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "lbaas api: the tenant API")]
+struct Cli {
+    #[command(flatten)]
+    api: lbaas_api::ApiConfig,
+    /// OTLP/gRPC endpoint for traces; off when unset.
+    #[arg(long, env = "LBAAS_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log JSON lines.
+    #[arg(long, env = "LBAAS_JSON_LOGS")]
+    json_logs: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = lbaas::server::Telemetry::init(&lbaas::server::TelemetryConfig {
+        service_name: "lbaas-api".into(),
+        otlp_endpoint: cli.otlp_endpoint,
+        json_logs: cli.json_logs,
+    })?;
+    cli.api.validate()?;
+    let listener = tokio::net::TcpListener::bind(cli.api.listen).await?;
+    lbaas_api::run(cli.api, listener, lbaas::server::shutdown_signal()).await
+}

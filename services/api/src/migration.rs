@@ -1,0 +1,106 @@
+//! The api service's schema migrations, run at start-up.
+use sea_orm::Schema;
+use sea_orm_migration::prelude::*;
+
+use crate::entity::{health_monitor, listener, load_balancer, member, pool};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateTables)]
+    }
+}
+
+/// The first schema. Later changes are new migrations with explicit statements; this one derives
+/// its tables from the entities as they were when it was written.
+#[derive(DeriveMigrationName)]
+struct CreateTables;
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTables {
+    // async_trait's desugaring rejects `SchemaManager<'_>`, so the lifetime stays elided.
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let schema = Schema::new(manager.get_database_backend());
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(load_balancer::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(listener::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(pool::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(member::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(health_monitor::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        let indexes = [
+            Index::create()
+                .name("idx_lb_project_created")
+                .table(load_balancer::Entity)
+                .col(load_balancer::Column::ProjectId)
+                .col(load_balancer::Column::CreatedMs)
+                .col(load_balancer::Column::Id)
+                .to_owned(),
+            // Two listeners of one load balancer never share a port.
+            Index::create()
+                .name("uq_listener_lb_port")
+                .unique()
+                .table(listener::Entity)
+                .col(listener::Column::LoadbalancerId)
+                .col(listener::Column::ProtocolPort)
+                .to_owned(),
+            Index::create()
+                .name("idx_pool_lb")
+                .table(pool::Entity)
+                .col(pool::Column::LoadbalancerId)
+                .to_owned(),
+            Index::create()
+                .name("idx_member_pool")
+                .table(member::Entity)
+                .col(member::Column::PoolId)
+                .to_owned(),
+            Index::create()
+                .name("idx_member_lb")
+                .table(member::Entity)
+                .col(member::Column::LoadbalancerId)
+                .to_owned(),
+        ];
+        for mut index in indexes {
+            manager
+                .create_index(index.if_not_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! `lbctl stack`: the whole stack on one machine. The three services run in this process, each on
+//! its own port and with its own SQLite file, exactly as they run apart.
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::watch};
+
+#[derive(clap::Args)]
+pub struct StackArgs {
+    /// Where the databases and device files live.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    api_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9002")]
+    scheduler_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9003")]
+    agent_listen: SocketAddr,
+    /// The local agent's driver: auto (haproxy when installed), haproxy or noop.
+    #[arg(long, default_value = "auto")]
+    driver: String,
+    /// The VIP range of the local device.
+    #[arg(long, default_value = "127.0.10.0/24")]
+    vip_cidr: String,
+    /// OTLP/gRPC endpoint for traces; off when unset.
+    #[arg(long, env = "LBAAS_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+fn haproxy_installed() -> bool {
+    std::process::Command::new("haproxy")
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub async fn run(args: StackArgs) -> anyhow::Result<()> {
+    let _telemetry = lbaas::server::Telemetry::init(&lbaas::server::TelemetryConfig {
+        service_name: "lbaas-stack".into(),
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        json_logs: false,
+    })?;
+    let driver = match args.driver.as_str() {
+        "auto" if haproxy_installed() => "haproxy".to_owned(),
+        "auto" => anyhow::bail!(
+            "HAProxy is not installed: install it (apt-get install -y haproxy) or pass --driver noop \
+             (configs are accepted but no traffic flows)"
+        ),
+        other => other.to_owned(),
+    };
+    let data_dir = std::path::absolute(&args.data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let scheduler_listener = TcpListener::bind(args.scheduler_listen)
+        .await
+        .context("binding the scheduler")?;
+    let api_listener = TcpListener::bind(args.api_listen)
+        .await
+        .context("binding the api")?;
+    let agent_listener = TcpListener::bind(args.agent_listen)
+        .await
+        .context("binding the agent")?;
+    let scheduler_addr = scheduler_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+    let agent_addr = agent_listener.local_addr()?;
+
+    let scheduler = lbaas_scheduler::SchedulerConfig {
+        listen: scheduler_addr,
+        database_url: sqlite("scheduler.db"),
+        strategy: "least-loaded".into(),
+        heartbeat_interval_ms: 1000,
+        agent_timeout_ms: 5000,
+    };
+    let api = lbaas_api::ApiConfig {
+        listen: api_addr,
+        database_url: sqlite("api.db"),
+        scheduler_url: format!("http://{scheduler_addr}"),
+        token_file: None,
+        allow_project_header: true,
+        deploy_deadline_ms: 60_000,
+        reconcile_interval_ms: 2_000,
+    };
+    let agent = lbaas_agent::AgentConfig {
+        agent_id: "local".into(),
+        listen: agent_addr,
+        scheduler_url: format!("http://{scheduler_addr}"),
+        advertise_url: None,
+        driver: driver.clone(),
+        devices: 1,
+        capacity: 100,
+        vip_cidr: args.vip_cidr.clone(),
+        state_dir: data_dir.join("agent"),
+        haproxy_bin: "haproxy".into(),
+        // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
+        stop_data_plane_on_exit: true,
+    };
+    scheduler.validate()?;
+    api.validate()?;
+    agent.validate()?;
+
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(lbaas_scheduler::run(
+        scheduler,
+        scheduler_listener,
+        stopped(stop_rx.clone()),
+    ));
+    services.spawn(lbaas_api::run(api, api_listener, stopped(stop_rx.clone())));
+    services.spawn(lbaas_agent::run(
+        agent,
+        agent_listener,
+        stopped(stop_rx.clone()),
+    ));
+
+    println!("lbaas stack is up (data in {})", data_dir.display());
+    println!("  api        http://{api_addr}   (tenant API: lbaas.api.v1.LoadBalancerService)");
+    println!("  scheduler  http://{scheduler_addr}   (devices, placement)");
+    println!(
+        "  agent      http://{agent_addr}   (driver {driver}, VIPs from {})",
+        args.vip_cidr
+    );
+    println!("Press Ctrl-C to stop.");
+
+    let early = tokio::select! {
+        () = lbaas::server::shutdown_signal() => None,
+        Some(exit) = services.join_next() => Some(exit),
+    };
+    let _ = stop_tx.send(true);
+    let mut result = match early {
+        Some(Ok(Ok(()))) => Err(anyhow::anyhow!("a service stopped on its own")),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(e)) => Err(anyhow::anyhow!("a service panicked: {e}")),
+        None => Ok(()),
+    };
+    while let Some(exit) = services.join_next().await {
+        match exit {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Ok(Err(e)) => eprintln!("also: {e:#}"),
+            Err(e) => eprintln!("a service panicked: {e}"),
+        }
+    }
+    result
+}

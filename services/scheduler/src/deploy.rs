@@ -1,0 +1,221 @@
+//! The internal deploy API the api service calls: place, forward to the owning agent, relay.
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt as _};
+use lbaas::{
+    agent::v1::{ApplyRequest, RemoveRequest, agent_service_client::AgentServiceClient},
+    scheduler::v1::{
+        DeployEvent, DeployRequest, GetPlacementRequest, Placement, UndeployRequest,
+        UndeployResponse, deploy_event::Event, scheduler_service_server::SchedulerService,
+    },
+};
+use sea_orm::{DatabaseConnection, EntityTrait as _, ModelTrait as _};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, transport::Channel};
+
+use crate::{
+    entity::{agent, binding, device},
+    error::SchedulerError,
+    placement::{PlacementAsk, Placer},
+};
+
+/// gRPC channels to agents, one per address, reused across deploys.
+#[derive(Default)]
+pub struct AgentClients {
+    channels: std::sync::Mutex<HashMap<String, Channel>>,
+}
+
+impl AgentClients {
+    pub fn client(&self, address: &str) -> Result<AgentServiceClient<Channel>, SchedulerError> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| SchedulerError::Unavailable("agent client cache poisoned".into()))?;
+        if let Some(channel) = channels.get(address) {
+            return Ok(AgentServiceClient::new(channel.clone()));
+        }
+        let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
+            .map_err(|e| {
+                SchedulerError::Unavailable(format!("bad agent address {address:?}: {e}"))
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(AgentServiceClient::new(channel))
+    }
+}
+
+pub struct SchedulerApi {
+    pub db: DatabaseConnection,
+    pub placer: Arc<Placer>,
+    pub agents: Arc<AgentClients>,
+}
+
+impl SchedulerApi {
+    /// The device and agent address a binding points at.
+    async fn route(
+        &self,
+        binding: &binding::Model,
+    ) -> Result<(device::Model, String), SchedulerError> {
+        let device = device::Entity::find_by_id(&binding.device_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                SchedulerError::Unavailable(format!(
+                    "device {} is no longer registered",
+                    binding.device_id
+                ))
+            })?;
+        let agent = agent::Entity::find_by_id(&device.agent_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                SchedulerError::Unavailable(format!("agent {} has not registered", device.agent_id))
+            })?;
+        Ok((device, agent.address))
+    }
+}
+
+fn placement(binding: &binding::Model, agent_id: &str) -> Placement {
+    Placement {
+        loadbalancer_id: binding.loadbalancer_id.clone(),
+        device_id: binding.device_id.clone(),
+        agent_id: agent_id.to_owned(),
+        vip_address: binding.vip_address.clone(),
+        strategy: binding.strategy.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl SchedulerService for SchedulerApi {
+    type DeployStream = Pin<Box<dyn Stream<Item = Result<DeployEvent, Status>> + Send>>;
+
+    async fn deploy(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<Self::DeployStream>, Status> {
+        let request = request.into_inner();
+        let Some(mut config) = request.config else {
+            return Err(
+                SchedulerError::Invalid(vec![("config".into(), "is required".into())]).into(),
+            );
+        };
+        if config.id.is_empty() {
+            return Err(
+                SchedulerError::Invalid(vec![("config.id".into(), "is required".into())]).into(),
+            );
+        }
+        let binding = self
+            .placer
+            .place(&PlacementAsk {
+                loadbalancer_id: &config.id,
+                project_id: &config.project_id,
+                vip_address: &config.vip_address,
+                flavor: &request.flavor,
+            })
+            .await?;
+        let (device, address) = self.route(&binding).await?;
+        let mut client = self.agents.client(&address)?;
+        config.vip_address = binding.vip_address.clone();
+        let (tx, rx) = mpsc::channel(8);
+        let _ = tx
+            .send(Ok(DeployEvent {
+                event: Some(Event::Placed(placement(&binding, &device.agent_id))),
+            }))
+            .await;
+        let apply = ApplyRequest {
+            device_id: device.id.clone(),
+            generation: request.generation,
+            config: Some(config),
+        };
+        tokio::spawn(async move {
+            match client.apply(apply).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Some(item) = stream.next().await {
+                        let relayed = item.map(|e| DeployEvent {
+                            event: Some(Event::Apply(e)),
+                        });
+                        if tx.send(relayed).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::warn!(device = %device.id, agent = %device.agent_id, error = %status, "agent apply failed");
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!(
+                            "agent {} unreachable: {}",
+                            device.agent_id,
+                            status.message()
+                        ))))
+                        .await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn undeploy(
+        &self,
+        request: Request<UndeployRequest>,
+    ) -> Result<Response<UndeployResponse>, Status> {
+        let id = request.into_inner().loadbalancer_id;
+        let Some(binding) = binding::Entity::find_by_id(&id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+        else {
+            return Ok(Response::new(UndeployResponse {
+                was_deployed: false,
+            }));
+        };
+        match self.route(&binding).await {
+            Ok((device, address)) => {
+                let mut client = self.agents.client(&address)?;
+                client
+                    .remove(RemoveRequest {
+                        device_id: device.id.clone(),
+                        loadbalancer_id: id.clone(),
+                    })
+                    .await
+                    .map_err(|s| {
+                        Status::unavailable(format!(
+                            "agent {} could not remove it: {}",
+                            device.agent_id,
+                            s.message()
+                        ))
+                    })?;
+            }
+            // The device is gone from the registry: nothing is left to remove it from.
+            Err(SchedulerError::Unavailable(why)) if why.contains("no longer registered") => {}
+            Err(e) => return Err(e.into()),
+        }
+        binding
+            .delete(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        tracing::info!(loadbalancer = %id, "undeployed");
+        Ok(Response::new(UndeployResponse { was_deployed: true }))
+    }
+
+    async fn get_placement(
+        &self,
+        request: Request<GetPlacementRequest>,
+    ) -> Result<Response<Placement>, Status> {
+        let id = request.into_inner().loadbalancer_id;
+        let binding = binding::Entity::find_by_id(&id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .ok_or_else(|| SchedulerError::NotFound(format!("placement of {id}")))?;
+        let agent_id = device::Entity::find_by_id(&binding.device_id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .map(|d| d.agent_id)
+            .unwrap_or_default();
+        Ok(Response::new(placement(&binding, &agent_id)))
+    }
+}

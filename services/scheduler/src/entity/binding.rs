@@ -1,0 +1,21 @@
+//! A binding: the device a load balancer is placed on and the VIP it was given there.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "bindings")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub loadbalancer_id: String,
+    pub device_id: String,
+    pub project_id: String,
+    /// Unique: two load balancers never share a VIP.
+    #[sea_orm(unique)]
+    pub vip_address: String,
+    pub strategy: String,
+    pub created_ms: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,100 @@
+//! The lbaas scheduler: the placement component. It owns the device registry, binds each load
+//! balancer to a device with a pluggable strategy, and forwards deploys to the owning agent.
+
+pub mod config;
+pub mod deploy;
+pub mod devices;
+pub mod entity;
+pub mod error;
+pub mod migration;
+pub mod placement;
+pub mod strategy;
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context as _;
+use lbaas::scheduler::v1::{
+    agent_registry_service_server::AgentRegistryServiceServer,
+    device_service_server::DeviceServiceServer, scheduler_service_server::SchedulerServiceServer,
+};
+use sea_orm_migration::MigratorTrait as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::SchedulerConfig;
+
+const SERVICES: &[&str] = &[
+    "lbaas.scheduler.v1.SchedulerService",
+    "lbaas.scheduler.v1.DeviceService",
+    "lbaas.scheduler.v1.AgentRegistryService",
+];
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Runs the scheduler on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: SchedulerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let local = listener.local_addr()?;
+    let (health, health_service) = lbaas::server::health_not_serving(SERVICES).await;
+    let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
+    let strategy = strategy::build_strategy(&config.strategy)
+        .with_context(|| format!("unknown strategy {:?}", config.strategy))?;
+
+    let db = lbaas::server::connect_database(&config.database_url)
+        .await
+        .context("connecting to the scheduler database")?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("migrating the scheduler database")?;
+
+    let placer = Arc::new(placement::Placer::new(
+        db.clone(),
+        strategy,
+        config.agent_timeout_ms,
+    ));
+    let scheduler = deploy::SchedulerApi {
+        db: db.clone(),
+        placer,
+        agents: Arc::new(deploy::AgentClients::default()),
+    };
+    let devices = devices::DeviceApi { db: db.clone() };
+    let registry = devices::AgentRegistryApi {
+        db: db.clone(),
+        heartbeat_interval_ms: config.heartbeat_interval_ms,
+    };
+    lbaas::server::mark_serving(&health, SERVICES).await;
+    tracing::info!(address = %local, database = %redact(&config.database_url), "scheduler listening");
+    tonic::transport::Server::builder()
+        .trace_fn(lbaas::server::rpc_span)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(SchedulerServiceServer::new(scheduler))
+        .add_service(DeviceServiceServer::new(devices))
+        .add_service(AgentRegistryServiceServer::new(registry))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    db.close().await.ok();
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,95 @@
+//! The server kit: what every lbaas service assembles the same way (health, reflection,
+//! telemetry, graceful shutdown), so the three services differ only in their own APIs.
+
+mod database;
+mod telemetry;
+
+pub use database::connect_database;
+
+pub use telemetry::{Telemetry, TelemetryConfig};
+
+use tonic_health::server::HealthReporter;
+
+/// Server reflection in both protocol versions: grpcurl 1.8 speaks v1alpha, newer tools v1.
+/// The descriptor sets cover lbaas's contracts and grpc.health.v1.
+pub fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// A health reporter that starts NOT_SERVING for the whole server ("") and for each named
+/// service; the service flips it to SERVING once its database and dependencies are ready.
+pub async fn health_not_serving(
+    services: &[&str],
+) -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    for name in services {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    (reporter, server)
+}
+
+/// Marks the whole server and each named service SERVING.
+pub async fn mark_serving(reporter: &HealthReporter, services: &[&str]) {
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    for name in services {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C, whichever comes first.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received, draining");
+}
+
+/// A tracing span for each incoming RPC, named by its path, so logs and traces carry the method.
+pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    tracing::info_span!("rpc", method = %request.uri().path())
+}

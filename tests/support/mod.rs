@@ -1,0 +1,478 @@
+//! The end-to-end harness: the three real services on 127.0.0.1:0 with real databases (SQLite
+//! files, or PostgreSQL when `LBAAS_TEST_DATABASE_URL` is set), real HAProxy, and tiny HTTP
+//! backends that answer with their own name.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use lbaas::{
+    api::v1::{self as pb, load_balancer_service_client::LoadBalancerServiceClient},
+    scheduler::v1::device_service_client::DeviceServiceClient,
+};
+use sea_orm::ConnectionTrait as _;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
+use tonic::{Request, transport::Channel};
+
+/// Which database the services use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Whether this run is CI, where a missing real component is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The PostgreSQL admin URL, or `None` (locally) when it is not configured. In CI its absence
+/// fails the test.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("LBAAS_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if in_ci() => {
+            panic!("CI=true but LBAAS_TEST_DATABASE_URL is not set: PostgreSQL tests cannot run")
+        }
+        _ => {
+            eprintln!("LBAAS_TEST_DATABASE_URL is not set: this PostgreSQL test did not run");
+            None
+        }
+    }
+}
+
+/// Whether HAProxy can run here. In CI its absence fails the test.
+pub fn haproxy_available() -> bool {
+    let ok = std::process::Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!in_ci(), "CI=true but haproxy is not installed");
+        eprintln!("haproxy is not installed: this HAProxy test did not run");
+    }
+    ok
+}
+
+/// A VIP range of its own for each stack, so tests running side by side never share an address.
+fn unique_vip_cidr() -> String {
+    let n = uuid::Uuid::new_v4().as_u128();
+    format!(
+        "127.{}.{}.{}/28",
+        64 + (n % 64),
+        (n >> 8) % 256,
+        ((n >> 16) % 16) * 16
+    )
+}
+
+pub struct StackOptions {
+    pub db: Db,
+    pub driver: &'static str,
+    pub deploy_deadline_ms: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            db: Db::Sqlite,
+            driver: "haproxy",
+            deploy_deadline_ms: 30_000,
+        }
+    }
+}
+
+/// A running stack. `stop` shuts it down gracefully (the agent stops its HAProxy).
+pub struct Stack {
+    pub api: SocketAddr,
+    pub scheduler: SocketAddr,
+    pub agent: SocketAddr,
+    pub vip_cidr: String,
+    pub dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+    databases: Vec<(String, String)>,
+}
+
+async fn create_postgres_database(admin_url: &str, name: &str) -> String {
+    let admin = sea_orm::Database::connect(admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+async fn drop_postgres_database(admin_url: &str, name: &str) {
+    if let Ok(admin) = sea_orm::Database::connect(admin_url).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+        admin.close().await.ok();
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Self {
+        let dir = std::env::temp_dir().join(format!("lbaas-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut databases = Vec::new();
+        let (api_db, scheduler_db) = match options.db {
+            Db::Sqlite => (
+                format!("sqlite://{}", dir.join("api.db").display()),
+                format!("sqlite://{}", dir.join("scheduler.db").display()),
+            ),
+            Db::Postgres => {
+                let admin = postgres_url().expect("postgres tests check postgres_url() first");
+                let stem = format!("lbaas_test_{}", uuid::Uuid::new_v4().simple());
+                let api = create_postgres_database(&admin, &format!("{stem}_api")).await;
+                let scheduler =
+                    create_postgres_database(&admin, &format!("{stem}_scheduler")).await;
+                databases.push((admin.clone(), format!("{stem}_api")));
+                databases.push((admin, format!("{stem}_scheduler")));
+                (api, scheduler)
+            }
+        };
+        let scheduler_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scheduler = scheduler_listener.local_addr().unwrap();
+        let api = api_listener.local_addr().unwrap();
+        let agent = agent_listener.local_addr().unwrap();
+        let vip_cidr = unique_vip_cidr();
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(lbaas_scheduler::run(
+            lbaas_scheduler::SchedulerConfig {
+                listen: scheduler,
+                database_url: scheduler_db,
+                strategy: "least-loaded".into(),
+                heartbeat_interval_ms: 200,
+                agent_timeout_ms: 2000,
+            },
+            scheduler_listener,
+            stopped(rx.clone()),
+        ));
+        tasks.spawn(lbaas_api::run(
+            lbaas_api::ApiConfig {
+                listen: api,
+                database_url: api_db,
+                scheduler_url: format!("http://{scheduler}"),
+                token_file: None,
+                allow_project_header: true,
+                deploy_deadline_ms: options.deploy_deadline_ms,
+                reconcile_interval_ms: 500,
+            },
+            api_listener,
+            stopped(rx.clone()),
+        ));
+        tasks.spawn(lbaas_agent::run(
+            lbaas_agent::AgentConfig {
+                agent_id: "agent-e2e".into(),
+                listen: agent,
+                scheduler_url: format!("http://{scheduler}"),
+                advertise_url: None,
+                driver: options.driver.into(),
+                devices: 1,
+                capacity: 50,
+                vip_cidr: vip_cidr.clone(),
+                state_dir: dir.join("agent"),
+                haproxy_bin: "haproxy".into(),
+                stop_data_plane_on_exit: true,
+            },
+            agent_listener,
+            stopped(rx),
+        ));
+        let stack = Self {
+            api,
+            scheduler,
+            agent,
+            vip_cidr,
+            dir,
+            stop,
+            tasks,
+            databases,
+        };
+        for addr in [stack.scheduler, stack.api, stack.agent] {
+            wait_serving(addr).await;
+        }
+        stack.wait_for_device().await;
+        stack
+    }
+
+    /// Waits until the agent's device is registered, so the first create has somewhere to go.
+    async fn wait_for_device(&self) {
+        let mut devices = DeviceServiceClient::new(channel(self.scheduler).await);
+        poll_until(
+            Duration::from_secs(20),
+            "the agent's device to register",
+            || {
+                let mut devices = devices.clone();
+                async move {
+                    devices
+                        .list_devices(lbaas::scheduler::v1::ListDevicesRequest::default())
+                        .await
+                        .ok()
+                        .filter(|r| !r.get_ref().devices.is_empty())
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        let _ = &mut devices;
+    }
+
+    pub async fn api_client(&self) -> LoadBalancerServiceClient<Channel> {
+        LoadBalancerServiceClient::new(channel(self.api).await)
+    }
+
+    pub async fn devices(&self) -> DeviceServiceClient<Channel> {
+        DeviceServiceClient::new(channel(self.scheduler).await)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while let Some(exit) = self.tasks.join_next().await {
+            exit.expect("service task panicked")
+                .expect("service exited with an error");
+        }
+        for (admin, name) in &self.databases {
+            drop_postgres_database(admin, name).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Waits on grpc.health.v1 until the server reports SERVING.
+pub async fn wait_serving(addr: SocketAddr) {
+    let channel = channel(addr).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    poll_until(
+        Duration::from_secs(30),
+        "a service to report SERVING",
+        || {
+            let mut health = health.clone();
+            async move {
+                let answer = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .ok()?;
+                (answer.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let _ = &mut health;
+}
+
+/// Polls `probe` (backing off from 5 ms to 100 ms) until it yields, failing after `limit`.
+pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A request in the given project.
+pub fn in_project<T>(project: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-project-id", project.parse().unwrap());
+    request
+}
+
+/// Polls GetLoadBalancer until it leaves PENDING_* and returns it.
+pub async fn wait_settled(
+    api: &LoadBalancerServiceClient<Channel>,
+    project: &str,
+    id: &str,
+) -> pb::LoadBalancer {
+    poll_until(
+        Duration::from_secs(30),
+        "the load balancer to settle",
+        || {
+            let mut api = api.clone();
+            let request = in_project(project, pb::GetLoadBalancerRequest { id: id.to_owned() });
+            async move {
+                let lb = api.get_load_balancer(request).await.ok()?.into_inner();
+                let status = lb.provisioning_status();
+                matches!(
+                    status,
+                    pb::ProvisioningStatus::Active | pb::ProvisioningStatus::Error
+                )
+                .then_some(lb)
+            }
+        },
+    )
+    .await
+}
+
+/// An HTTP backend that answers every request with its name and counts what it served.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub served: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicU64::new(0));
+        let body = name.to_owned();
+        let counter = served.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let body = body.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut read = 0;
+                    // Read the request head; the tests send no bodies.
+                    while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                        if read == buf.len() {
+                            return;
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n{}",
+                        body.len(),
+                        body
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            addr,
+            served,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> i32 {
+        i32::from(self.addr.port())
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 GET on a new connection; returns the body, or the error.
+pub async fn http_get(addr: &str) -> std::io::Result<String> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: lbaas-test\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no HTTP response: {text:?}"),
+        )
+    })?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!(
+            "status line {:?}",
+            head.lines().next()
+        )));
+    }
+    Ok(body.to_owned())
+}
+
+/// Sends `n` requests and counts the answers per body.
+pub async fn spread(addr: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let body = http_get(addr)
+            .await
+            .unwrap_or_else(|e| panic!("request to {addr} failed: {e}"));
+        *counts.entry(body).or_default() += 1;
+    }
+    counts
+}
+
+/// The field violations of an INVALID_ARGUMENT status.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A project name no other test uses.
+pub fn fresh_project() -> String {
+    format!(
+        "p{}-{}",
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
