@@ -69,18 +69,15 @@ pub fn haproxy_available() -> bool {
 /// A VIP range of its own for each stack, so tests running side by side never share an address.
 fn unique_vip_cidr() -> String {
     let n = uuid::Uuid::new_v4().as_u128();
-    format!(
-        "127.{}.{}.{}/28",
-        64 + (n % 64),
-        (n >> 8) % 256,
-        ((n >> 16) % 16) * 16
-    )
+    format!("127.{}.{}.0/24", 64 + (n % 64), (n >> 8) % 256)
 }
 
 pub struct StackOptions {
     pub db: Db,
     pub driver: &'static str,
     pub deploy_deadline_ms: u64,
+    /// Load balancers the agent's device can host.
+    pub capacity: i32,
 }
 
 impl Default for StackOptions {
@@ -89,6 +86,7 @@ impl Default for StackOptions {
             db: Db::Sqlite,
             driver: "haproxy",
             deploy_deadline_ms: 30_000,
+            capacity: 50,
         }
     }
 }
@@ -193,7 +191,7 @@ impl Stack {
                 advertise_url: None,
                 driver: options.driver.into(),
                 devices: 1,
-                capacity: 50,
+                capacity: options.capacity,
                 vip_cidr: vip_cidr.clone(),
                 state_dir: dir.join("agent"),
                 haproxy_bin: "haproxy".into(),

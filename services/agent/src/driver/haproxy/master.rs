@@ -77,7 +77,7 @@ impl MasterCli {
         timeout: Duration,
     ) -> Result<(), MasterError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(2);
+        let mut pause = Duration::from_millis(1);
         loop {
             if let Ok(state) = self.show_proc().await {
                 match before {
@@ -97,7 +97,7 @@ impl MasterCli {
                 return Err(MasterError::Timeout(timeout));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 }
