@@ -13,7 +13,9 @@ use std::{
 };
 
 use lbaas::{
-    agent::v1::{Algorithm, ListenerConfig, ListenerProtocol, LoadBalancerConfig, MemberConfig, PoolConfig},
+    agent::v1::{
+        Algorithm, ListenerConfig, ListenerProtocol, LoadBalancerConfig, MemberConfig, PoolConfig,
+    },
     api::v1 as pb,
 };
 use lbaas_agent::driver::haproxy::render::ConfigRenderer;
@@ -40,7 +42,11 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
 }
 
 async fn through_the_stack(n: usize, backend: &Backend) -> Vec<Duration> {
-    let stack = Stack::start(StackOptions { capacity: i32::try_from(n).unwrap() + 10, ..Default::default() }).await;
+    let stack = Stack::start(StackOptions {
+        capacity: i32::try_from(n).unwrap() + 10,
+        ..Default::default()
+    })
+    .await;
     let mut api = stack.api_client().await;
     let project = "bench";
     let mut samples = Vec::with_capacity(n);
@@ -58,7 +64,11 @@ async fn through_the_stack(n: usize, backend: &Backend) -> Vec<Duration> {
                             default_pool: Some(pb::Pool {
                                 protocol: pb::Protocol::Http as i32,
                                 lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
-                                members: vec![pb::Member { address: "127.0.0.1".into(), protocol_port: backend.port(), ..Default::default() }],
+                                members: vec![pb::Member {
+                                    address: "127.0.0.1".into(),
+                                    protocol_port: backend.port(),
+                                    ..Default::default()
+                                }],
                                 ..Default::default()
                             }),
                             ..Default::default()
@@ -73,10 +83,21 @@ async fn through_the_stack(n: usize, backend: &Backend) -> Vec<Duration> {
             .into_inner();
         // Poll Get at 1 ms: the figure includes up to 1 ms of polling granularity.
         loop {
-            let lb = api.get_load_balancer(in_project(project, pb::GetLoadBalancerRequest { id: created.id.clone() })).await.unwrap().into_inner();
+            let lb = api
+                .get_load_balancer(in_project(
+                    project,
+                    pb::GetLoadBalancerRequest {
+                        id: created.id.clone(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
             match lb.provisioning_status() {
                 pb::ProvisioningStatus::Active => break,
-                pb::ProvisioningStatus::Error => panic!("load balancer went to ERROR: {}", lb.status_reason),
+                pb::ProvisioningStatus::Error => {
+                    panic!("load balancer went to ERROR: {}", lb.status_reason)
+                }
                 _ => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
@@ -92,7 +113,12 @@ async fn master(socket: &Path, command: &str) -> String {
         return String::new();
     };
     let mut answer = String::new();
-    if stream.write_all(format!("{command}\n").as_bytes()).await.is_ok() && stream.shutdown().await.is_ok() {
+    if stream
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .is_ok()
+        && stream.shutdown().await.is_ok()
+    {
         let _ = stream.read_to_string(&mut answer).await;
     }
     answer
@@ -116,12 +142,20 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
     let cfg = dir.join("haproxy.cfg");
     let socket = dir.join("master.sock");
     let stats = dir.join("stats.sock");
-    let renderer = ConfigRenderer { stats_socket: &stats };
+    let renderer = ConfigRenderer {
+        stats_socket: &stats,
+    };
     let n_net = uuid::Uuid::new_v4().as_u128();
     let net = format!("127.{}.{}", 64 + (n_net % 64), (n_net >> 8) % 256);
     std::fs::write(&cfg, renderer.render(&[]).unwrap()).unwrap();
     let status = std::process::Command::new("haproxy")
-        .args(["-W", "-D", "-S", &format!("{},mode,600", socket.display()), "-f"])
+        .args([
+            "-W",
+            "-D",
+            "-S",
+            &format!("{},mode,600", socket.display()),
+            "-f",
+        ])
         .arg(&cfg)
         .stderr(std::process::Stdio::null())
         .status()
@@ -138,20 +172,39 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
             project_id: "bench".into(),
             vip_address: format!("{net}.{}", i + 1),
             admin_state_up: true,
-            listeners: vec![ListenerConfig { id: format!("l-{i}"), protocol: ListenerProtocol::Http as i32, port: 8080, default_pool_id: format!("p-{i}"), admin_state_up: true, ..Default::default() }],
+            listeners: vec![ListenerConfig {
+                id: format!("l-{i}"),
+                protocol: ListenerProtocol::Http as i32,
+                port: 8080,
+                default_pool_id: format!("p-{i}"),
+                admin_state_up: true,
+                ..Default::default()
+            }],
             pools: vec![PoolConfig {
                 id: format!("p-{i}"),
                 protocol: ListenerProtocol::Http as i32,
                 algorithm: Algorithm::RoundRobin as i32,
                 admin_state_up: true,
-                members: vec![MemberConfig { id: format!("m-{i}"), address: "127.0.0.1".into(), port: u32::from(backend.addr.port()), weight: 1, admin_state_up: true, backup: false }],
+                members: vec![MemberConfig {
+                    id: format!("m-{i}"),
+                    address: "127.0.0.1".into(),
+                    port: u32::from(backend.addr.port()),
+                    weight: 1,
+                    admin_state_up: true,
+                    backup: false,
+                }],
                 monitor: None,
             }],
         });
         let before = current_worker(&master(&socket, "show proc").await);
         let started = Instant::now();
         std::fs::write(&cfg, renderer.render(&lbs).unwrap()).unwrap();
-        let check = tokio::process::Command::new("haproxy").args(["-c", "-q", "-f"]).arg(&cfg).status().await.unwrap();
+        let check = tokio::process::Command::new("haproxy")
+            .args(["-c", "-q", "-f"])
+            .arg(&cfg)
+            .status()
+            .await
+            .unwrap();
         assert!(check.success());
         let _ = master(&socket, "reload").await;
         loop {
@@ -164,7 +217,11 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
         samples.push(started.elapsed());
     }
     let answer = master(&socket, "show proc").await;
-    if let Some(pid) = answer.lines().find(|l| l.contains("master")).and_then(|l| l.split_whitespace().next()) {
+    if let Some(pid) = answer
+        .lines()
+        .find(|l| l.contains("master"))
+        .and_then(|l| l.split_whitespace().next())
+    {
         let _ = std::process::Command::new("kill").arg(pid).status();
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -173,10 +230,15 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::var("LBAAS_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::var("LBAAS_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     assert!(support::haproxy_available(), "this benchmark needs haproxy");
     let backend = Backend::start("bench").await;
-    println!("create-to-ACTIVE, {n} load balancers on one HAProxy device (each adds one listener, pool and member)");
+    println!(
+        "create-to-ACTIVE, {n} load balancers on one HAProxy device (each adds one listener, pool and member)"
+    );
     let stack = through_the_stack(n, &backend).await;
     let bare = bare_haproxy(n, &backend).await;
     let (s50, s99) = summary("lbaas create -> ACTIVE (SQLite, HAProxy)", stack);

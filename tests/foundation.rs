@@ -196,6 +196,7 @@ async fn one_load_balancer_end_to_end(db: Db) {
             pb::DeleteLoadBalancerRequest {
                 id: created.id.clone(),
                 cascade: true,
+                etag: String::new(),
             },
         ))
         .await

@@ -4,7 +4,7 @@
 mod database;
 mod telemetry;
 
-pub use database::connect_database;
+pub use database::{begin_write, connect_database};
 
 pub use telemetry::{Telemetry, TelemetryConfig};
 

@@ -22,7 +22,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
-    task::JoinSet,
+    task::JoinHandle,
 };
 use tonic::{Request, transport::Channel};
 
@@ -78,6 +78,10 @@ pub struct StackOptions {
     pub deploy_deadline_ms: u64,
     /// Load balancers the agent's device can host.
     pub capacity: i32,
+    /// How long each noop apply takes, to catch deploys in flight.
+    pub noop_apply_delay_ms: u64,
+    /// The default load balancer quota per project (-1: unlimited).
+    pub quota_load_balancers: i32,
 }
 
 impl Default for StackOptions {
@@ -87,19 +91,32 @@ impl Default for StackOptions {
             driver: "haproxy",
             deploy_deadline_ms: 30_000,
             capacity: 50,
+            noop_apply_delay_ms: 0,
+            quota_load_balancers: -1,
         }
     }
 }
 
-/// A running stack. `stop` shuts it down gracefully (the agent stops its HAProxy).
+/// Tokens every stack accepts besides `x-project-id`.
+pub const ADMIN_TOKEN: &str = "admin-secret";
+pub const READER_TOKEN: &str = "reader-secret";
+pub const READER_PROJECT: &str = "readers";
+
+/// A running stack. Each service can be killed (its task aborted, as a crash would) and started
+/// again on the same address; `stop` shuts everything down gracefully (the agent stops HAProxy).
 pub struct Stack {
     pub api: SocketAddr,
     pub scheduler: SocketAddr,
     pub agent: SocketAddr,
     pub vip_cidr: String,
     pub dir: PathBuf,
+    api_config: lbaas_api::ApiConfig,
+    scheduler_config: lbaas_scheduler::SchedulerConfig,
+    agent_config: lbaas_agent::AgentConfig,
     stop: watch::Sender<bool>,
-    tasks: JoinSet<anyhow::Result<()>>,
+    api_task: Option<JoinHandle<anyhow::Result<()>>>,
+    scheduler_task: Option<JoinHandle<anyhow::Result<()>>>,
+    agent_task: Option<JoinHandle<anyhow::Result<()>>>,
     databases: Vec<(String, String)>,
 }
 
@@ -129,10 +146,33 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Binds the address a service had before it was killed (free again once its task is gone).
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    poll_until(
+        Duration::from_secs(10),
+        "the old port to be free",
+        || async move { TcpListener::bind(addr).await.ok() },
+    )
+    .await
+}
+
+async fn kill(task: &mut Option<JoinHandle<anyhow::Result<()>>>) {
+    if let Some(task) = task.take() {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 impl Stack {
     pub async fn start(options: StackOptions) -> Self {
         let dir = std::env::temp_dir().join(format!("lbaas-e2e-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("tokens");
+        std::fs::write(
+            &tokens,
+            format!("{ADMIN_TOKEN} ops admin\n{READER_TOKEN} {READER_PROJECT} reader\n"),
+        )
+        .unwrap();
         let mut databases = Vec::new();
         let (api_db, scheduler_db) = match options.db {
             Db::Sqlite => (
@@ -157,46 +197,54 @@ impl Stack {
         let api = api_listener.local_addr().unwrap();
         let agent = agent_listener.local_addr().unwrap();
         let vip_cidr = unique_vip_cidr();
+        let scheduler_config = lbaas_scheduler::SchedulerConfig {
+            listen: scheduler,
+            database_url: scheduler_db,
+            strategy: "least-loaded".into(),
+            heartbeat_interval_ms: 200,
+            agent_timeout_ms: 2000,
+        };
+        let api_config = lbaas_api::ApiConfig {
+            listen: api,
+            database_url: api_db,
+            scheduler_url: format!("http://{scheduler}"),
+            token_file: Some(tokens),
+            allow_project_header: true,
+            deploy_deadline_ms: options.deploy_deadline_ms,
+            reconcile_interval_ms: 500,
+            quota_load_balancers: options.quota_load_balancers,
+            quota_listeners: -1,
+            quota_pools: -1,
+            quota_members: -1,
+            quota_health_monitors: -1,
+        };
+        let agent_config = lbaas_agent::AgentConfig {
+            agent_id: "agent-e2e".into(),
+            listen: agent,
+            scheduler_url: format!("http://{scheduler}"),
+            advertise_url: None,
+            driver: options.driver.into(),
+            devices: 1,
+            capacity: options.capacity,
+            vip_cidr: vip_cidr.clone(),
+            state_dir: dir.join("agent"),
+            haproxy_bin: "haproxy".into(),
+            noop_apply_delay_ms: options.noop_apply_delay_ms,
+            stop_data_plane_on_exit: true,
+        };
         let (stop, rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        tasks.spawn(lbaas_scheduler::run(
-            lbaas_scheduler::SchedulerConfig {
-                listen: scheduler,
-                database_url: scheduler_db,
-                strategy: "least-loaded".into(),
-                heartbeat_interval_ms: 200,
-                agent_timeout_ms: 2000,
-            },
+        let scheduler_task = tokio::spawn(lbaas_scheduler::run(
+            scheduler_config.clone(),
             scheduler_listener,
             stopped(rx.clone()),
         ));
-        tasks.spawn(lbaas_api::run(
-            lbaas_api::ApiConfig {
-                listen: api,
-                database_url: api_db,
-                scheduler_url: format!("http://{scheduler}"),
-                token_file: None,
-                allow_project_header: true,
-                deploy_deadline_ms: options.deploy_deadline_ms,
-                reconcile_interval_ms: 500,
-            },
+        let api_task = tokio::spawn(lbaas_api::run(
+            api_config.clone(),
             api_listener,
             stopped(rx.clone()),
         ));
-        tasks.spawn(lbaas_agent::run(
-            lbaas_agent::AgentConfig {
-                agent_id: "agent-e2e".into(),
-                listen: agent,
-                scheduler_url: format!("http://{scheduler}"),
-                advertise_url: None,
-                driver: options.driver.into(),
-                devices: 1,
-                capacity: options.capacity,
-                vip_cidr: vip_cidr.clone(),
-                state_dir: dir.join("agent"),
-                haproxy_bin: "haproxy".into(),
-                stop_data_plane_on_exit: true,
-            },
+        let agent_task = tokio::spawn(lbaas_agent::run(
+            agent_config.clone(),
             agent_listener,
             stopped(rx),
         ));
@@ -206,8 +254,13 @@ impl Stack {
             agent,
             vip_cidr,
             dir,
+            api_config,
+            scheduler_config,
+            agent_config,
             stop,
-            tasks,
+            api_task: Some(api_task),
+            scheduler_task: Some(scheduler_task),
+            agent_task: Some(agent_task),
             databases,
         };
         for addr in [stack.scheduler, stack.api, stack.agent] {
@@ -218,8 +271,8 @@ impl Stack {
     }
 
     /// Waits until the agent's device is registered, so the first create has somewhere to go.
-    async fn wait_for_device(&self) {
-        let mut devices = DeviceServiceClient::new(channel(self.scheduler).await);
+    pub async fn wait_for_device(&self) {
+        let devices = DeviceServiceClient::new(channel(self.scheduler).await);
         poll_until(
             Duration::from_secs(20),
             "the agent's device to register",
@@ -236,11 +289,63 @@ impl Stack {
             },
         )
         .await;
-        let _ = &mut devices;
+    }
+
+    /// Kills the scheduler as a crash would: its task is aborted, connections drop.
+    pub async fn kill_scheduler(&mut self) {
+        kill(&mut self.scheduler_task).await;
+    }
+
+    pub async fn start_scheduler(&mut self) {
+        let listener = rebind(self.scheduler).await;
+        let rx = self.stop.subscribe();
+        self.scheduler_task = Some(tokio::spawn(lbaas_scheduler::run(
+            self.scheduler_config.clone(),
+            listener,
+            stopped(rx),
+        )));
+        wait_serving(self.scheduler).await;
+    }
+
+    /// Kills the agent as a crash would; its HAProxy keeps running.
+    pub async fn kill_agent(&mut self) {
+        kill(&mut self.agent_task).await;
+    }
+
+    pub async fn start_agent(&mut self) {
+        let listener = rebind(self.agent).await;
+        let rx = self.stop.subscribe();
+        self.agent_task = Some(tokio::spawn(lbaas_agent::run(
+            self.agent_config.clone(),
+            listener,
+            stopped(rx),
+        )));
+        wait_serving(self.agent).await;
+    }
+
+    pub async fn kill_api(&mut self) {
+        kill(&mut self.api_task).await;
+    }
+
+    pub async fn start_api(&mut self) {
+        let listener = rebind(self.api).await;
+        let rx = self.stop.subscribe();
+        self.api_task = Some(tokio::spawn(lbaas_api::run(
+            self.api_config.clone(),
+            listener,
+            stopped(rx),
+        )));
+        wait_serving(self.api).await;
     }
 
     pub async fn api_client(&self) -> LoadBalancerServiceClient<Channel> {
         LoadBalancerServiceClient::new(channel(self.api).await)
+    }
+
+    pub async fn quota_client(
+        &self,
+    ) -> lbaas::api::v1::quota_service_client::QuotaServiceClient<Channel> {
+        lbaas::api::v1::quota_service_client::QuotaServiceClient::new(channel(self.api).await)
     }
 
     pub async fn devices(&self) -> DeviceServiceClient<Channel> {
@@ -249,8 +354,16 @@ impl Stack {
 
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        while let Some(exit) = self.tasks.join_next().await {
-            exit.expect("service task panicked")
+        for task in [
+            self.scheduler_task.take(),
+            self.api_task.take(),
+            self.agent_task.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.await
+                .expect("service task panicked")
                 .expect("service exited with an error");
         }
         for (admin, name) in &self.databases {

@@ -43,6 +43,9 @@ pub struct AgentConfig {
     /// The HAProxy binary.
     #[arg(long, env = "LBAAS_HAPROXY_BIN", default_value = "haproxy")]
     pub haproxy_bin: PathBuf,
+    /// How long each apply of the noop driver takes (for tests that need a deploy in flight).
+    #[arg(long, env = "LBAAS_NOOP_APPLY_DELAY_MS", default_value_t = 0)]
+    pub noop_apply_delay_ms: u64,
     /// Stop the devices' data plane when the agent exits (by default it keeps serving).
     #[arg(long, env = "LBAAS_AGENT_STOP_DATA_PLANE_ON_EXIT")]
     pub stop_data_plane_on_exit: bool,

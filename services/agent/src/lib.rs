@@ -47,6 +47,7 @@ pub async fn run(
             device_id: device_id.clone(),
             state_dir: state_dir.clone(),
             haproxy_bin: config.haproxy_bin.clone(),
+            noop_apply_delay: std::time::Duration::from_millis(config.noop_apply_delay_ms),
         };
         let driver = build_driver(&config.driver, &options)
             .with_context(|| format!("unknown driver {:?}", config.driver))?;

@@ -228,6 +228,7 @@ mod tests {
             device_id: "d".into(),
             state_dir: dir.into(),
             haproxy_bin: "haproxy".into(),
+            noop_apply_delay: std::time::Duration::ZERO,
         };
         DeviceReconciler::new(
             "d".into(),

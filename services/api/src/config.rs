@@ -33,12 +33,33 @@ pub struct ApiConfig {
     /// How long a change may stay PENDING_* before it goes to ERROR.
     #[arg(long, env = "LBAAS_DEPLOY_DEADLINE_MS", default_value_t = 60_000)]
     pub deploy_deadline_ms: u64,
+    /// Default quotas per project (-1: unlimited); admins set others with QuotaService.
+    #[arg(long, env = "LBAAS_QUOTA_LOAD_BALANCERS", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_load_balancers: i32,
+    #[arg(long, env = "LBAAS_QUOTA_LISTENERS", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_listeners: i32,
+    #[arg(long, env = "LBAAS_QUOTA_POOLS", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_pools: i32,
+    #[arg(long, env = "LBAAS_QUOTA_MEMBERS", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_members: i32,
+    #[arg(long, env = "LBAAS_QUOTA_HEALTH_MONITORS", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_health_monitors: i32,
     /// How often pending load balancers are re-driven.
     #[arg(long, env = "LBAAS_RECONCILE_INTERVAL_MS", default_value_t = 2_000)]
     pub reconcile_interval_ms: u64,
 }
 
 impl ApiConfig {
+    pub fn quota_defaults(&self) -> crate::store::QuotaLimits {
+        crate::store::QuotaLimits {
+            load_balancers: self.quota_load_balancers,
+            listeners: self.quota_listeners,
+            pools: self.quota_pools,
+            members: self.quota_members,
+            health_monitors: self.quota_health_monitors,
+        }
+    }
+
     /// Checks everything at once and reports every problem together.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
@@ -67,6 +88,18 @@ impl ApiConfig {
         }
         if self.reconcile_interval_ms < 10 {
             problems.push("reconcile_interval_ms must be at least 10".to_owned());
+        }
+        let q = self.quota_defaults();
+        for (name, v) in [
+            ("load_balancers", q.load_balancers),
+            ("listeners", q.listeners),
+            ("pools", q.pools),
+            ("members", q.members),
+            ("health_monitors", q.health_monitors),
+        ] {
+            if v < -1 {
+                problems.push(format!("quota_{name} must be -1 (unlimited) or more"));
+            }
         }
         if problems.is_empty() {
             Ok(())

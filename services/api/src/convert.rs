@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use lbaas::api::v1 as pb;
 
 use crate::{
-    entity::{listener, load_balancer, member, pool},
+    entity::{health_monitor, listener, load_balancer, member, pool},
     error::ApiError,
 };
 
@@ -109,6 +109,8 @@ pub struct NewMember {
 
 #[derive(Debug, Clone)]
 pub struct NewMonitor {
+    /// Empty inside a pool being created.
+    pub pool_id: String,
     pub name: String,
     pub monitor_type: &'static str,
     pub delay_s: i32,
@@ -150,6 +152,12 @@ fn name(v: &mut Violations, field: &str, value: &str, required: bool) -> String 
 }
 
 fn tags(v: &mut Violations, field: &str, values: &[String]) -> Vec<String> {
+    check_tags(v, field, values);
+    values.to_vec()
+}
+
+/// Tags are printable, without newlines (they separate tags in storage).
+pub fn check_tags(v: &mut Violations, field: &str, values: &[String]) {
     if values.len() > MAX_TAGS {
         v.add(field, format!("at most {MAX_TAGS} tags"));
     }
@@ -161,7 +169,6 @@ fn tags(v: &mut Violations, field: &str, values: &[String]) -> Vec<String> {
             );
         }
     }
-    values.to_vec()
 }
 
 fn port(v: &mut Violations, field: &str, value: i32) -> u16 {
@@ -476,6 +483,13 @@ fn member_fields(v: &mut Violations, f: &str, input: &pb::Member, in_tree: bool)
     }
 }
 
+pub fn validate_health_monitor(input: &pb::HealthMonitor) -> Result<NewMonitor, ApiError> {
+    let mut v = Violations::default();
+    let mut monitor = monitor_fields(&mut v, "health_monitor", input);
+    monitor.pool_id = required_id(&mut v, "health_monitor.pool_id", &input.pool_id);
+    v.finish(monitor)
+}
+
 fn monitor_fields(v: &mut Violations, f: &str, input: &pb::HealthMonitor) -> NewMonitor {
     let monitor_type = match pb::HealthMonitorType::try_from(input.r#type) {
         Ok(pb::HealthMonitorType::Tcp) => "TCP",
@@ -571,6 +585,7 @@ fn monitor_fields(v: &mut Violations, f: &str, input: &pb::HealthMonitor) -> New
         );
     }
     NewMonitor {
+        pool_id: String::new(),
         name: name(v, &format!("{f}.name"), &input.name, false),
         monitor_type,
         delay_s: input.delay_s,
@@ -602,6 +617,15 @@ pub fn operating_status(s: &str) -> pb::OperatingStatus {
         .unwrap_or(pb::OperatingStatus::Unspecified)
 }
 
+/// Tags are stored between newlines (`\na\nb\n`), so "carries tag t" is `LIKE '%\nt\n%'`.
+pub fn join_tags(tags: &[String]) -> String {
+    if tags.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}\n", tags.join("\n"))
+    }
+}
+
 pub fn split_tags(s: &str) -> Vec<String> {
     s.lines()
         .filter(|t| !t.is_empty())
@@ -619,7 +643,7 @@ pub fn load_balancer_to_proto(
     pool_ids: Vec<String>,
 ) -> pb::LoadBalancer {
     pb::LoadBalancer {
-        etag: format!("{}-{}", m.generation, m.updated_ms),
+        etag: load_balancer_etag(&m),
         provisioning_status: provisioning_status(&m.provisioning_status) as i32,
         operating_status: operating_status(&m.operating_status) as i32,
         tags: split_tags(&m.tags),
@@ -642,8 +666,19 @@ pub fn load_balancer_to_proto(
     }
 }
 
+/// A load balancer's etag changes with every change to it or anything under it.
+pub fn load_balancer_etag(m: &load_balancer::Model) -> String {
+    format!("g{}", m.generation)
+}
+
+/// A child's etag changes with every update of that child.
+pub fn revision_etag(revision: i64) -> String {
+    format!("r{revision}")
+}
+
 pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
     pb::Listener {
+        etag: revision_etag(m.revision),
         protocol: proto_protocol(&m.protocol),
         provisioning_status: provisioning_status(&m.provisioning_status) as i32,
         operating_status: operating_status(&m.operating_status) as i32,
@@ -666,6 +701,7 @@ pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
 
 pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
     pb::Pool {
+        etag: revision_etag(m.revision),
         protocol: proto_protocol(&m.protocol),
         lb_algorithm: pb::LbAlgorithm::from_str_name(&format!("LB_ALGORITHM_{}", m.lb_algorithm))
             .map_or(0, |a| a as i32),
@@ -687,6 +723,7 @@ pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
 
 pub fn member_to_proto(m: member::Model) -> pb::Member {
     pb::Member {
+        etag: revision_etag(m.revision),
         provisioning_status: provisioning_status(&m.provisioning_status) as i32,
         operating_status: operating_status(&m.operating_status) as i32,
         tags: split_tags(&m.tags),
@@ -699,6 +736,34 @@ pub fn member_to_proto(m: member::Model) -> pb::Member {
         weight: Some(m.weight),
         admin_state_up: Some(m.admin_state_up),
         backup: m.backup,
+    }
+}
+
+pub fn health_monitor_to_proto(m: health_monitor::Model) -> pb::HealthMonitor {
+    let monitor_type = match m.monitor_type.as_str() {
+        "HTTP" => pb::HealthMonitorType::Http,
+        "HTTPS" => pb::HealthMonitorType::Https,
+        "TLS-HELLO" => pb::HealthMonitorType::TlsHello,
+        _ => pb::HealthMonitorType::Tcp,
+    };
+    pb::HealthMonitor {
+        etag: revision_etag(m.revision),
+        r#type: monitor_type as i32,
+        provisioning_status: provisioning_status(&m.provisioning_status) as i32,
+        operating_status: operating_status(&m.operating_status) as i32,
+        id: m.id,
+        project_id: m.project_id,
+        pool_id: m.pool_id,
+        loadbalancer_id: m.loadbalancer_id,
+        name: m.name,
+        delay_s: m.delay_s,
+        timeout_s: m.timeout_s,
+        max_retries: m.max_retries,
+        max_retries_down: m.max_retries_down,
+        http_method: m.http_method,
+        url_path: m.url_path,
+        expected_codes: m.expected_codes,
+        admin_state_up: Some(m.admin_state_up),
     }
 }
 

@@ -128,10 +128,10 @@ impl Deployer {
         pending_since_ms > 0 && now_ms() - pending_since_ms > deadline_ms
     }
 
-    async fn give_up(&self, id: &str, why: &str) -> Attempt {
+    async fn give_up(&self, lb: &crate::entity::load_balancer::Model, why: &str) -> Attempt {
         let reason = format!("not applied within {}s: {why}", self.deadline.as_secs());
-        tracing::warn!(loadbalancer = %id, %reason, "deploy deadline passed");
-        match self.store.record_error(id, &reason).await {
+        tracing::warn!(loadbalancer = %lb.id, %reason, "deploy deadline passed");
+        match self.store.record_error(lb, &reason).await {
             Ok(()) => Attempt::Settled,
             Err(e) => Attempt::Retry(e.to_string()),
         }
@@ -144,7 +144,7 @@ impl Deployer {
             Err(e) => return Attempt::Retry(e.to_string()),
         };
         let attempt = if lb.provisioning_status == PENDING_DELETE {
-            self.undeploy(id).await
+            self.undeploy(&lb).await
         } else if lb.provisioning_status == ACTIVE || lb.provisioning_status == ERROR {
             return Attempt::Settled;
         } else {
@@ -152,25 +152,25 @@ impl Deployer {
         };
         match attempt {
             Attempt::Retry(why) if self.past_deadline(lb.pending_since_ms) => {
-                self.give_up(id, &why).await
+                self.give_up(&lb, &why).await
             }
             other => other,
         }
     }
 
-    async fn undeploy(&self, id: &str) -> Attempt {
+    async fn undeploy(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
         let mut scheduler = self.scheduler.clone();
         if let Err(status) = scheduler
             .undeploy(UndeployRequest {
-                loadbalancer_id: id.to_owned(),
+                loadbalancer_id: lb.id.clone(),
             })
             .await
         {
             return Attempt::Retry(format!("scheduler: {}", status.message()));
         }
-        match self.store.purge_load_balancer(id).await {
+        match self.store.purge_load_balancer(lb).await {
             Ok(()) => {
-                tracing::info!(loadbalancer = %id, "deleted");
+                tracing::info!(loadbalancer = %lb.id, "deleted");
                 Attempt::Settled
             }
             Err(e) => Attempt::Retry(e.to_string()),
@@ -188,6 +188,7 @@ impl Deployer {
             generation,
             config: Some(config),
             flavor: lb.flavor.clone(),
+            failover: lb.failover_pending,
         };
         let mut stream = match scheduler.deploy(request).await {
             Ok(s) => s.into_inner(),
@@ -204,7 +205,7 @@ impl Deployer {
                 {
                     if let Err(e) = self
                         .store
-                        .record_placement(&lb.id, &placed.vip_address, &placed.device_id)
+                        .record_placement(lb, &placed.vip_address, &placed.device_id)
                         .await
                     {
                         return Attempt::Retry(e.to_string());
@@ -229,7 +230,7 @@ impl Deployer {
                             applied.message
                         );
                         tracing::warn!(loadbalancer = %lb.id, %reason, "deploy failed");
-                        return match self.store.record_error(&lb.id, &reason).await {
+                        return match self.store.record_error(lb, &reason).await {
                             Ok(()) => Attempt::Settled,
                             Err(e) => Attempt::Retry(e.to_string()),
                         };

@@ -17,8 +17,27 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A quota would be exceeded.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The etag sent no longer matches.
+    #[error("{0}")]
+    Aborted(String),
     #[error("database: {0}")]
-    Database(#[from] sea_orm::DbErr),
+    Database(sea_orm::DbErr),
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        // A unique index caught a race the checks before it could not see: the same words on
+        // SQLite and PostgreSQL.
+        match error.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                Self::AlreadyExists("an object with the same unique fields already exists".into())
+            }
+            _ => Self::Database(error),
+        }
+    }
 }
 
 impl ApiError {
@@ -52,6 +71,10 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(why) => {
                 (Code::PermissionDenied, "PERMISSION_DENIED", why.clone())
             }
+            ApiError::ResourceExhausted(why) => {
+                (Code::ResourceExhausted, "QUOTA_EXCEEDED", why.clone())
+            }
+            ApiError::Aborted(why) => (Code::Aborted, "ETAG_MISMATCH", why.clone()),
             ApiError::Database(e) => {
                 // The cause stays in the log; the caller gets the same words on SQLite and PostgreSQL.
                 tracing::error!(error = %e, "database error");

@@ -10,12 +10,17 @@ pub mod error;
 pub mod migration;
 pub mod service;
 pub mod store;
+pub mod update;
+pub mod watch;
 
 use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
 use lbaas::{
-    api::v1::load_balancer_service_server::LoadBalancerServiceServer,
+    api::v1::{
+        load_balancer_service_server::LoadBalancerServiceServer,
+        quota_service_server::QuotaServiceServer,
+    },
     scheduler::v1::scheduler_service_client::SchedulerServiceClient,
 };
 use sea_orm_migration::MigratorTrait as _;
@@ -24,7 +29,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::ApiConfig;
 
-const SERVICE_NAME: &str = "lbaas.api.v1.LoadBalancerService";
+const SERVICES: &[&str] = &[
+    "lbaas.api.v1.LoadBalancerService",
+    "lbaas.api.v1.QuotaService",
+];
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -44,7 +52,7 @@ pub async fn run(
     let auth =
         auth::Authenticator::from_file(config.token_file.as_deref(), config.allow_project_header)?;
     let local = listener.local_addr()?;
-    let (health, health_service) = lbaas::server::health_not_serving(&[SERVICE_NAME]).await;
+    let (health, health_service) = lbaas::server::health_not_serving(SERVICES).await;
     let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
 
     let db = lbaas::server::connect_database(&config.database_url)
@@ -58,7 +66,11 @@ pub async fn run(
     let channel = tonic::transport::Endpoint::from_shared(config.scheduler_url.clone())?
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
-    let store = store::Store { db: db.clone() };
+    let store = store::Store::new(
+        db.clone(),
+        watch::ChangeHub::default(),
+        config.quota_defaults(),
+    );
     let deployer = deployer::Deployer::new(
         store.clone(),
         SchedulerServiceClient::new(channel),
@@ -69,13 +81,17 @@ pub async fn run(
             .clone()
             .sweep_forever(Duration::from_millis(config.reconcile_interval_ms)),
     );
+    let quotas = service::QuotaApi {
+        store: store.clone(),
+        auth: auth.clone(),
+    };
     let api = service::TenantApi {
         store,
         deployer,
         auth,
     };
 
-    lbaas::server::mark_serving(&health, &[SERVICE_NAME]).await;
+    lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, "api listening");
     let result = tonic::transport::Server::builder()
         .trace_fn(lbaas::server::rpc_span)
@@ -83,6 +99,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(LoadBalancerServiceServer::new(api))
+        .add_service(QuotaServiceServer::new(quotas))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     sweep.abort();

@@ -2,7 +2,9 @@
 use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
-use crate::entity::{health_monitor, listener, load_balancer, member, pool};
+use crate::entity::{
+    health_monitor, idempotency_key, listener, load_balancer, member, pool, quota,
+};
 
 pub struct Migrator;
 
@@ -24,46 +26,20 @@ impl MigrationTrait for CreateTables {
     #[allow(elided_lifetimes_in_paths)]
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let schema = Schema::new(manager.get_database_backend());
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(load_balancer::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(listener::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(pool::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(member::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(health_monitor::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        let tables = [
+            schema.create_table_from_entity(load_balancer::Entity),
+            schema.create_table_from_entity(listener::Entity),
+            schema.create_table_from_entity(pool::Entity),
+            schema.create_table_from_entity(member::Entity),
+            schema.create_table_from_entity(health_monitor::Entity),
+            schema.create_table_from_entity(idempotency_key::Entity),
+            schema.create_table_from_entity(quota::Entity),
+        ];
+        for mut table in tables {
+            manager
+                .create_table(table.if_not_exists().to_owned())
+                .await?;
+        }
         let indexes = [
             Index::create()
                 .name("idx_lb_project_created")

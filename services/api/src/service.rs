@@ -1,15 +1,21 @@
 //! The tenant API's gRPC handlers: authenticate, validate at the edge, call the store, kick the
 //! deployer. No business rules live here.
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
-use lbaas::api::v1::{self as pb, load_balancer_service_server::LoadBalancerService};
+use futures::Stream;
+use lbaas::api::v1::{
+    self as pb, load_balancer_service_server::LoadBalancerService,
+    quota_service_server::QuotaService,
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::{Authenticator, Caller},
+    auth::{Authenticator, Caller, Role},
     convert,
     deployer::Deployer,
-    store::{LoadBalancerFilter, Store},
+    error::ApiError,
+    store::{LoadBalancerFilter, QuotaLimits, Store},
+    update, watch,
 };
 
 pub struct TenantApi {
@@ -28,11 +34,36 @@ impl TenantApi {
         caller.require_write()?;
         Ok(caller)
     }
+
+    async fn load_balancer(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Response<pb::LoadBalancer>, Status> {
+        Ok(Response::new(
+            self.store
+                .get_load_balancer(project, id)
+                .await?
+                .into_proto(),
+        ))
+    }
+
+    async fn pool(&self, project: &str, id: &str) -> Result<Response<pb::Pool>, Status> {
+        let (pool, monitor) = self.store.get_pool(project, id).await?;
+        Ok(Response::new(convert::pool_to_proto(pool, monitor)))
+    }
+
+    /// Kicks the deployer for the load balancer the object `id` hangs under.
+    fn kick(&self, loadbalancer_id: &str) {
+        self.deployer.kick(loadbalancer_id);
+    }
 }
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
-    value.ok_or_else(|| crate::error::ApiError::invalid(field, "is required").into())
+    value.ok_or_else(|| ApiError::invalid(field, "is required").into())
 }
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::LoadBalancerEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl LoadBalancerService for TenantApi {
@@ -41,17 +72,15 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::CreateLoadBalancerRequest>,
     ) -> Result<Response<pb::LoadBalancer>, Status> {
         let caller = self.writer(&request)?;
-        let input = required(request.into_inner().load_balancer, "load_balancer")?;
+        let r = request.into_inner();
+        let input = required(r.load_balancer, "load_balancer")?;
         let new = convert::validate_load_balancer(&input)?;
-        let lb = self
+        let id = self
             .store
-            .create_load_balancer(&caller.project_id, new)
+            .create_load_balancer(&caller.project_id, new, &r.request_id)
             .await?;
-        self.deployer.kick(&lb.id);
-        let (listeners, pools) = self.store.children_ids(&lb.id).await?;
-        Ok(Response::new(convert::load_balancer_to_proto(
-            lb, listeners, pools,
-        )))
+        self.kick(&id);
+        self.load_balancer(&caller.project_id, &id).await
     }
 
     async fn get_load_balancer(
@@ -59,13 +88,8 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::GetLoadBalancerRequest>,
     ) -> Result<Response<pb::LoadBalancer>, Status> {
         let caller = self.caller(&request)?;
-        let (lb, listeners, pools) = self
-            .store
-            .get_load_balancer(&caller.project_id, &request.get_ref().id)
-            .await?;
-        Ok(Response::new(convert::load_balancer_to_proto(
-            lb, listeners, pools,
-        )))
+        self.load_balancer(&caller.project_id, &request.get_ref().id)
+            .await
     }
 
     async fn list_load_balancers(
@@ -80,32 +104,39 @@ impl LoadBalancerService for TenantApi {
                 .as_str_name()
                 .trim_start_matches("PROVISIONING_STATUS_")
                 .to_owned(),
-            Err(_) => {
-                return Err(crate::error::ApiError::invalid(
-                    "provisioning_status",
-                    "unknown status",
-                )
-                .into());
-            }
+            Err(_) => return Err(ApiError::invalid("provisioning_status", "unknown status").into()),
         };
         let filter = LoadBalancerFilter {
             name: r.name,
             provisioning_status: status,
             vip_address: r.vip_address,
+            tags: r.tags,
+            order_by: r.order_by,
         };
         let page = self
             .store
             .list_load_balancers(&caller.project_id, &filter, r.page_size, &r.page_token)
             .await?;
-        let mut load_balancers = Vec::with_capacity(page.items.len());
-        for lb in page.items {
-            let (listeners, pools) = self.store.children_ids(&lb.id).await?;
-            load_balancers.push(convert::load_balancer_to_proto(lb, listeners, pools));
-        }
         Ok(Response::new(pb::ListLoadBalancersResponse {
-            load_balancers,
+            load_balancers: page.items.into_iter().map(|v| v.into_proto()).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn update_load_balancer(
+        &self,
+        request: Request<pb::UpdateLoadBalancerRequest>,
+    ) -> Result<Response<pb::LoadBalancer>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.load_balancer, "load_balancer")?;
+        let paths = update::LOAD_BALANCER.paths(r.update_mask.as_ref())?;
+        let id = self
+            .store
+            .update_load_balancer(&caller.project_id, &patch, &paths)
+            .await?;
+        self.kick(&id);
+        self.load_balancer(&caller.project_id, &id).await
     }
 
     async fn delete_load_balancer(
@@ -114,15 +145,66 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::DeleteLoadBalancerResponse>, Status> {
         let caller = self.writer(&request)?;
         let r = request.into_inner();
-        let lb = self
+        let view = self
             .store
-            .delete_load_balancer(&caller.project_id, &r.id, r.cascade)
+            .delete_load_balancer(&caller.project_id, &r.id, r.cascade, &r.etag)
             .await?;
-        self.deployer.kick(&lb.id);
-        let (listeners, pools) = self.store.children_ids(&lb.id).await?;
+        self.kick(&r.id);
         Ok(Response::new(pb::DeleteLoadBalancerResponse {
-            load_balancer: Some(convert::load_balancer_to_proto(lb, listeners, pools)),
+            load_balancer: Some(view.into_proto()),
         }))
+    }
+
+    async fn get_load_balancer_status_tree(
+        &self,
+        request: Request<pb::GetLoadBalancerStatusTreeRequest>,
+    ) -> Result<Response<pb::LoadBalancerStatusTree>, Status> {
+        let caller = self.caller(&request)?;
+        Ok(Response::new(
+            self.store
+                .status_tree(&caller.project_id, &request.get_ref().id)
+                .await?,
+        ))
+    }
+
+    async fn failover_load_balancer(
+        &self,
+        request: Request<pb::FailoverLoadBalancerRequest>,
+    ) -> Result<Response<pb::LoadBalancer>, Status> {
+        let caller = self.writer(&request)?;
+        let id = self
+            .store
+            .failover_load_balancer(&caller.project_id, &request.get_ref().id)
+            .await?;
+        self.kick(&id);
+        self.load_balancer(&caller.project_id, &id).await
+    }
+
+    type WatchLoadBalancerStream = EventStream;
+
+    async fn watch_load_balancer(
+        &self,
+        request: Request<pb::WatchLoadBalancerRequest>,
+    ) -> Result<Response<Self::WatchLoadBalancerStream>, Status> {
+        let caller = self.caller(&request)?;
+        let stream = watch::watch_load_balancer(
+            self.store.clone(),
+            caller.project_id,
+            request.into_inner().id,
+        )
+        .await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchProjectStream = EventStream;
+
+    async fn watch_project(
+        &self,
+        request: Request<pb::WatchProjectRequest>,
+    ) -> Result<Response<Self::WatchProjectStream>, Status> {
+        let caller = self.caller(&request)?;
+        let stream = watch::watch_project(self.store.clone(), caller.project_id).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn create_listener(
@@ -130,10 +212,15 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::CreateListenerRequest>,
     ) -> Result<Response<pb::Listener>, Status> {
         let caller = self.writer(&request)?;
-        let input = required(request.into_inner().listener, "listener")?;
+        let r = request.into_inner();
+        let input = required(r.listener, "listener")?;
         let new = convert::validate_listener(&input)?;
-        let listener = self.store.create_listener(&caller.project_id, new).await?;
-        self.deployer.kick(&listener.loadbalancer_id);
+        let id = self
+            .store
+            .create_listener(&caller.project_id, new, &r.request_id)
+            .await?;
+        let listener = self.store.get_listener(&caller.project_id, &id).await?;
+        self.kick(&listener.loadbalancer_id);
         Ok(Response::new(convert::listener_to_proto(listener)))
     }
 
@@ -174,16 +261,38 @@ impl LoadBalancerService for TenantApi {
         }))
     }
 
+    async fn update_listener(
+        &self,
+        request: Request<pb::UpdateListenerRequest>,
+    ) -> Result<Response<pb::Listener>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.listener, "listener")?;
+        let paths = update::LISTENER.paths(r.update_mask.as_ref())?;
+        self.store
+            .update_listener(&caller.project_id, &patch, &paths)
+            .await?;
+        let listener = self
+            .store
+            .get_listener(&caller.project_id, &patch.id)
+            .await?;
+        self.kick(&listener.loadbalancer_id);
+        Ok(Response::new(convert::listener_to_proto(listener)))
+    }
+
     async fn delete_listener(
         &self,
         request: Request<pb::DeleteListenerRequest>,
     ) -> Result<Response<pb::DeleteListenerResponse>, Status> {
         let caller = self.writer(&request)?;
-        let lb = self
+        let listener = self
             .store
-            .delete_listener(&caller.project_id, &request.get_ref().id)
+            .get_listener(&caller.project_id, &request.get_ref().id)
             .await?;
-        self.deployer.kick(&lb);
+        self.store
+            .delete_listener(&caller.project_id, &listener.id)
+            .await?;
+        self.kick(&listener.loadbalancer_id);
         Ok(Response::new(pb::DeleteListenerResponse {}))
     }
 
@@ -192,12 +301,16 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::CreatePoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
         let caller = self.writer(&request)?;
-        let input = required(request.into_inner().pool, "pool")?;
+        let r = request.into_inner();
+        let input = required(r.pool, "pool")?;
         let new = convert::validate_pool(&input)?;
-        let pool = self.store.create_pool(&caller.project_id, new).await?;
-        self.deployer.kick(&pool.loadbalancer_id);
-        let (pool, monitor) = self.store.get_pool(&caller.project_id, &pool.id).await?;
-        Ok(Response::new(convert::pool_to_proto(pool, monitor)))
+        let id = self
+            .store
+            .create_pool(&caller.project_id, new, &r.request_id)
+            .await?;
+        let response = self.pool(&caller.project_id, &id).await?;
+        self.kick(&response.get_ref().loadbalancer_id);
+        Ok(response)
     }
 
     async fn get_pool(
@@ -205,11 +318,7 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
         let caller = self.caller(&request)?;
-        let (pool, monitor) = self
-            .store
-            .get_pool(&caller.project_id, &request.get_ref().id)
-            .await?;
-        Ok(Response::new(convert::pool_to_proto(pool, monitor)))
+        self.pool(&caller.project_id, &request.get_ref().id).await
     }
 
     async fn list_pools(
@@ -231,10 +340,26 @@ impl LoadBalancerService for TenantApi {
             pools: page
                 .items
                 .into_iter()
-                .map(|p| convert::pool_to_proto(p, None))
+                .map(|(p, m)| convert::pool_to_proto(p, m))
                 .collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn update_pool(
+        &self,
+        request: Request<pb::UpdatePoolRequest>,
+    ) -> Result<Response<pb::Pool>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.pool, "pool")?;
+        let paths = update::POOL.paths(r.update_mask.as_ref())?;
+        self.store
+            .update_pool(&caller.project_id, &patch, &paths)
+            .await?;
+        let response = self.pool(&caller.project_id, &patch.id).await?;
+        self.kick(&response.get_ref().loadbalancer_id);
+        Ok(response)
     }
 
     async fn delete_pool(
@@ -242,11 +367,12 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::DeletePoolRequest>,
     ) -> Result<Response<pb::DeletePoolResponse>, Status> {
         let caller = self.writer(&request)?;
-        let lb = self
+        let (pool, _) = self
             .store
-            .delete_pool(&caller.project_id, &request.get_ref().id)
+            .get_pool(&caller.project_id, &request.get_ref().id)
             .await?;
-        self.deployer.kick(&lb);
+        self.store.delete_pool(&caller.project_id, &pool.id).await?;
+        self.kick(&pool.loadbalancer_id);
         Ok(Response::new(pb::DeletePoolResponse {}))
     }
 
@@ -255,10 +381,15 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::CreateMemberRequest>,
     ) -> Result<Response<pb::Member>, Status> {
         let caller = self.writer(&request)?;
-        let input = required(request.into_inner().member, "member")?;
+        let r = request.into_inner();
+        let input = required(r.member, "member")?;
         let new = convert::validate_member(&input)?;
-        let member = self.store.create_member(&caller.project_id, new).await?;
-        self.deployer.kick(&member.loadbalancer_id);
+        let id = self
+            .store
+            .create_member(&caller.project_id, new, &r.request_id)
+            .await?;
+        let member = self.store.get_member(&caller.project_id, &id).await?;
+        self.kick(&member.loadbalancer_id);
         Ok(Response::new(convert::member_to_proto(member)))
     }
 
@@ -294,16 +425,283 @@ impl LoadBalancerService for TenantApi {
         }))
     }
 
+    async fn update_member(
+        &self,
+        request: Request<pb::UpdateMemberRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.member, "member")?;
+        let paths = update::MEMBER.paths(r.update_mask.as_ref())?;
+        self.store
+            .update_member(&caller.project_id, &patch, &paths)
+            .await?;
+        let member = self.store.get_member(&caller.project_id, &patch.id).await?;
+        self.kick(&member.loadbalancer_id);
+        Ok(Response::new(convert::member_to_proto(member)))
+    }
+
     async fn delete_member(
         &self,
         request: Request<pb::DeleteMemberRequest>,
     ) -> Result<Response<pb::DeleteMemberResponse>, Status> {
         let caller = self.writer(&request)?;
-        let lb = self
+        let member = self
             .store
-            .delete_member(&caller.project_id, &request.get_ref().id)
+            .get_member(&caller.project_id, &request.get_ref().id)
             .await?;
-        self.deployer.kick(&lb);
+        self.store
+            .delete_member(&caller.project_id, &member.id)
+            .await?;
+        self.kick(&member.loadbalancer_id);
         Ok(Response::new(pb::DeleteMemberResponse {}))
+    }
+
+    async fn batch_update_members(
+        &self,
+        request: Request<pb::BatchUpdateMembersRequest>,
+    ) -> Result<Response<pb::BatchUpdateMembersResponse>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let mut members = Vec::with_capacity(r.members.len());
+        let mut violations = Vec::new();
+        for (i, m) in r.members.iter().enumerate() {
+            let with_pool = pb::Member {
+                pool_id: r.pool_id.clone(),
+                ..m.clone()
+            };
+            match convert::validate_member(&with_pool) {
+                Ok(valid) => members.push(valid),
+                Err(ApiError::Invalid(v)) => {
+                    violations.extend(
+                        v.into_iter()
+                            .map(|(f, d)| (f.replacen("member", &format!("members[{i}]"), 1), d)),
+                    );
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::Invalid(violations).into());
+        }
+        let updated = self
+            .store
+            .batch_update_members(&caller.project_id, &r.pool_id, members, r.additive_only)
+            .await?;
+        if let Some(first) = updated.first() {
+            self.kick(&first.loadbalancer_id);
+        } else {
+            let (pool, _) = self.store.get_pool(&caller.project_id, &r.pool_id).await?;
+            self.kick(&pool.loadbalancer_id);
+        }
+        Ok(Response::new(pb::BatchUpdateMembersResponse {
+            members: updated.into_iter().map(convert::member_to_proto).collect(),
+        }))
+    }
+
+    async fn create_health_monitor(
+        &self,
+        request: Request<pb::CreateHealthMonitorRequest>,
+    ) -> Result<Response<pb::HealthMonitor>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let input = required(r.health_monitor, "health_monitor")?;
+        let new = convert::validate_health_monitor(&input)?;
+        let id = self
+            .store
+            .create_health_monitor(&caller.project_id, new, &r.request_id)
+            .await?;
+        let monitor = self
+            .store
+            .get_health_monitor(&caller.project_id, &id)
+            .await?;
+        self.kick(&monitor.loadbalancer_id);
+        Ok(Response::new(convert::health_monitor_to_proto(monitor)))
+    }
+
+    async fn get_health_monitor(
+        &self,
+        request: Request<pb::GetHealthMonitorRequest>,
+    ) -> Result<Response<pb::HealthMonitor>, Status> {
+        let caller = self.caller(&request)?;
+        let monitor = self
+            .store
+            .get_health_monitor(&caller.project_id, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(convert::health_monitor_to_proto(monitor)))
+    }
+
+    async fn list_health_monitors(
+        &self,
+        request: Request<pb::ListHealthMonitorsRequest>,
+    ) -> Result<Response<pb::ListHealthMonitorsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .store
+            .list_health_monitors(&caller.project_id, &r.pool_id, r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(pb::ListHealthMonitorsResponse {
+            health_monitors: page
+                .items
+                .into_iter()
+                .map(convert::health_monitor_to_proto)
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_health_monitor(
+        &self,
+        request: Request<pb::UpdateHealthMonitorRequest>,
+    ) -> Result<Response<pb::HealthMonitor>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.health_monitor, "health_monitor")?;
+        let paths = update::HEALTH_MONITOR.paths(r.update_mask.as_ref())?;
+        self.store
+            .update_health_monitor(&caller.project_id, &patch, &paths)
+            .await?;
+        let monitor = self
+            .store
+            .get_health_monitor(&caller.project_id, &patch.id)
+            .await?;
+        self.kick(&monitor.loadbalancer_id);
+        Ok(Response::new(convert::health_monitor_to_proto(monitor)))
+    }
+
+    async fn delete_health_monitor(
+        &self,
+        request: Request<pb::DeleteHealthMonitorRequest>,
+    ) -> Result<Response<pb::DeleteHealthMonitorResponse>, Status> {
+        let caller = self.writer(&request)?;
+        let monitor = self
+            .store
+            .get_health_monitor(&caller.project_id, &request.get_ref().id)
+            .await?;
+        self.store
+            .delete_health_monitor(&caller.project_id, &monitor.id)
+            .await?;
+        self.kick(&monitor.loadbalancer_id);
+        Ok(Response::new(pb::DeleteHealthMonitorResponse {}))
+    }
+}
+
+fn quota_to_proto(project_id: &str, l: QuotaLimits) -> pb::Quota {
+    pb::Quota {
+        project_id: project_id.to_owned(),
+        load_balancers: l.load_balancers,
+        listeners: l.listeners,
+        pools: l.pools,
+        members: l.members,
+        health_monitors: l.health_monitors,
+    }
+}
+
+/// The quota API: a project reads its own; admins read any and set them.
+pub struct QuotaApi {
+    pub store: Store,
+    pub auth: Authenticator,
+}
+
+impl QuotaApi {
+    fn admin<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        if caller.role != Role::Admin {
+            return Err(ApiError::PermissionDenied("only admins manage quotas".into()).into());
+        }
+        Ok(caller)
+    }
+}
+
+fn check_project_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::invalid(
+            "project_id",
+            "must be 1-64 letters, digits, '-' or '_'",
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl QuotaService for QuotaApi {
+    async fn get_quota(
+        &self,
+        request: Request<pb::GetQuotaRequest>,
+    ) -> Result<Response<pb::QuotaUsage>, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        let asked = &request.get_ref().project_id;
+        let project = if asked.is_empty() {
+            caller.project_id.clone()
+        } else {
+            asked.clone()
+        };
+        if project != caller.project_id && caller.role != Role::Admin {
+            return Err(ApiError::PermissionDenied(
+                "only admins read other projects' quotas".into(),
+            )
+            .into());
+        }
+        let limits = self.store.quota_limits(&self.store.db, &project).await?;
+        let in_use = self.store.usage(&project).await?;
+        Ok(Response::new(pb::QuotaUsage {
+            limits: Some(quota_to_proto(&project, limits)),
+            in_use: Some(quota_to_proto(&project, in_use)),
+        }))
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        self.admin(&request)?;
+        let quota = required(request.into_inner().quota, "quota")?;
+        let mut violations = convert::Violations::default();
+        if let Err(ApiError::Invalid(v)) = check_project_id(&quota.project_id) {
+            for (_, d) in v {
+                violations.add("quota.project_id", d);
+            }
+        }
+        for (field, value) in [
+            ("load_balancers", quota.load_balancers),
+            ("listeners", quota.listeners),
+            ("pools", quota.pools),
+            ("members", quota.members),
+            ("health_monitors", quota.health_monitors),
+        ] {
+            if value < -1 {
+                violations.add(format!("quota.{field}"), "must be -1 (unlimited) or more");
+            }
+        }
+        violations.finish(())?;
+        let limits = QuotaLimits {
+            load_balancers: quota.load_balancers,
+            listeners: quota.listeners,
+            pools: quota.pools,
+            members: quota.members,
+            health_monitors: quota.health_monitors,
+        };
+        let set = self
+            .store
+            .set_quota(&quota.project_id, Some(limits))
+            .await?;
+        Ok(Response::new(quota_to_proto(&quota.project_id, set)))
+    }
+
+    async fn reset_quota(
+        &self,
+        request: Request<pb::ResetQuotaRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        self.admin(&request)?;
+        let project = request.into_inner().project_id;
+        check_project_id(&project)?;
+        let limits = self.store.set_quota(&project, None).await?;
+        Ok(Response::new(quota_to_proto(&project, limits)))
     }
 }

@@ -286,6 +286,7 @@ impl Client {
                 api.delete_load_balancer(self.request(pb::DeleteLoadBalancerRequest {
                     id: id.clone(),
                     cascade: true,
+                    etag: String::new(),
                 })?)
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;

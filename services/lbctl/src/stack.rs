@@ -88,6 +88,11 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         allow_project_header: true,
         deploy_deadline_ms: 60_000,
         reconcile_interval_ms: 2_000,
+        quota_load_balancers: -1,
+        quota_listeners: -1,
+        quota_pools: -1,
+        quota_members: -1,
+        quota_health_monitors: -1,
     };
     let agent = lbaas_agent::AgentConfig {
         agent_id: "local".into(),
@@ -100,6 +105,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         vip_cidr: args.vip_cidr.clone(),
         state_dir: data_dir.join("agent"),
         haproxy_bin: "haproxy".into(),
+        noop_apply_delay_ms: 0,
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
     };

@@ -53,6 +53,38 @@ pub struct SchedulerApi {
 }
 
 impl SchedulerApi {
+    /// Best effort: takes a load balancer off a device it has left. A device that cannot be
+    /// reached (the usual reason for a failover) is skipped.
+    async fn remove_from(&self, device_id: &str, loadbalancer_id: &str) {
+        let Ok(Some(device)) = device::Entity::find_by_id(device_id).one(&self.db).await else {
+            return;
+        };
+        let Ok(Some(agent)) = agent::Entity::find_by_id(&device.agent_id)
+            .one(&self.db)
+            .await
+        else {
+            return;
+        };
+        let Ok(mut client) = self.agents.client(&agent.address) else {
+            return;
+        };
+        let request = RemoveRequest {
+            device_id: device_id.to_owned(),
+            loadbalancer_id: loadbalancer_id.to_owned(),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), client.remove(request)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(loadbalancer = %loadbalancer_id, device = %device_id, "removed from the device it left")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, error = %e, "could not remove from the device it left")
+            }
+            Err(_) => {
+                tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, "removing from the device it left timed out")
+            }
+        }
+    }
+
     /// The device and agent address a binding points at.
     async fn route(
         &self,
@@ -106,15 +138,21 @@ impl SchedulerService for SchedulerApi {
                 SchedulerError::Invalid(vec![("config.id".into(), "is required".into())]).into(),
             );
         }
-        let binding = self
-            .placer
-            .place(&PlacementAsk {
-                loadbalancer_id: &config.id,
-                project_id: &config.project_id,
-                vip_address: &config.vip_address,
-                flavor: &request.flavor,
-            })
-            .await?;
+        let ask = PlacementAsk {
+            loadbalancer_id: &config.id,
+            project_id: &config.project_id,
+            vip_address: &config.vip_address,
+            flavor: &request.flavor,
+        };
+        let (binding, left) = if request.failover {
+            self.placer.replace(&ask).await?
+        } else {
+            (self.placer.place(&ask).await?, None)
+        };
+        if let Some(old_device) = left {
+            self.remove_from(&old_device, &binding.loadbalancer_id)
+                .await;
+        }
         let (device, address) = self.route(&binding).await?;
         let mut client = self.agents.client(&address)?;
         config.vip_address = binding.vip_address.clone();

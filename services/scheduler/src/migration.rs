@@ -24,30 +24,16 @@ impl MigrationTrait for CreateTables {
     #[allow(elided_lifetimes_in_paths)]
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let schema = Schema::new(manager.get_database_backend());
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(device::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(agent::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(binding::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        let tables = [
+            schema.create_table_from_entity(device::Entity),
+            schema.create_table_from_entity(agent::Entity),
+            schema.create_table_from_entity(binding::Entity),
+        ];
+        for mut table in tables {
+            manager
+                .create_table(table.if_not_exists().to_owned())
+                .await?;
+        }
         manager
             .create_index(
                 Index::create()

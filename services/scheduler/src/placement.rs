@@ -62,6 +62,58 @@ impl Placer {
         {
             return Ok(existing);
         }
+        let device = self.choose(ask, None).await?;
+        let vip = self.allocate_vip(&device, ask.vip_address).await?;
+        let model = binding::ActiveModel {
+            loadbalancer_id: Set(ask.loadbalancer_id.to_owned()),
+            device_id: Set(device.id.clone()),
+            project_id: Set(ask.project_id.to_owned()),
+            vip_address: Set(vip),
+            strategy: Set(self.strategy.name().to_owned()),
+            created_ms: Set(now_ms()),
+        };
+        let bound = model.insert(&self.db).await?;
+        tracing::info!(loadbalancer = %bound.loadbalancer_id, device = %bound.device_id, vip = %bound.vip_address, strategy = self.strategy.name(), "placed");
+        Ok(bound)
+    }
+
+    /// Failover: moves the load balancer to another device that can take it, keeping its VIP, and
+    /// returns the device it left. With no other device it stays where it is (and is redeployed).
+    pub async fn replace(
+        &self,
+        ask: &PlacementAsk<'_>,
+    ) -> Result<(binding::Model, Option<String>), SchedulerError> {
+        let _guard = self.lock.lock().await;
+        let Some(existing) = binding::Entity::find_by_id(ask.loadbalancer_id)
+            .one(&self.db)
+            .await?
+        else {
+            drop(_guard);
+            return Ok((self.place(ask).await?, None));
+        };
+        let device = match self.choose(ask, Some(&existing.device_id)).await {
+            Ok(d) => d,
+            Err(SchedulerError::NoCapacity(why)) => {
+                tracing::info!(loadbalancer = %existing.loadbalancer_id, device = %existing.device_id, %why, "failover: no other device, redeploying in place");
+                return Ok((existing, None));
+            }
+            Err(e) => return Err(e),
+        };
+        let old = existing.device_id.clone();
+        let mut active: binding::ActiveModel = existing.into();
+        active.device_id = Set(device.id.clone());
+        active.strategy = Set(self.strategy.name().to_owned());
+        let moved = active.update(&self.db).await?;
+        tracing::info!(loadbalancer = %moved.loadbalancer_id, from = %old, to = %moved.device_id, "failover: re-placed");
+        Ok((moved, Some(old)))
+    }
+
+    /// The device the strategy prefers among live devices with room, leaving out `exclude`.
+    async fn choose(
+        &self,
+        ask: &PlacementAsk<'_>,
+        exclude: Option<&str>,
+    ) -> Result<device::Model, SchedulerError> {
         let live_after = now_ms() - self.agent_timeout_ms;
         let live_agents: HashSet<String> = agent::Entity::find()
             .filter(agent::Column::LastHeartbeatMs.gte(live_after))
@@ -82,7 +134,9 @@ impl Placer {
                 .iter()
                 .find(|(id, _)| *id == d.id)
                 .map_or(0, |(_, n)| *n);
-            if !live_agents.contains(&d.agent_id) {
+            if Some(d.id.as_str()) == exclude {
+                rejected.push(format!("{}: the device being left", d.id));
+            } else if !live_agents.contains(&d.agent_id) {
                 rejected.push(format!("{}: agent {} not heard from", d.id, d.agent_id));
             } else if !ask.flavor.is_empty() && d.driver != ask.flavor {
                 rejected.push(format!(
@@ -105,28 +159,20 @@ impl Placer {
             project_id: ask.project_id.to_owned(),
         };
         let ranked = self.strategy.rank(&request, &candidates);
-        let Some(chosen) = ranked.first().and_then(|&i| candidates.get(i)) else {
-            return Err(SchedulerError::NoCapacity(if rejected.is_empty() {
-                "no devices are registered".into()
-            } else {
-                rejected.join("; ")
-            }));
-        };
-        let Some(device) = devices.iter().find(|d| d.id == chosen.device_id) else {
-            return Err(SchedulerError::NoCapacity("chosen device vanished".into()));
-        };
-        let vip = self.allocate_vip(device, ask.vip_address).await?;
-        let model = binding::ActiveModel {
-            loadbalancer_id: Set(ask.loadbalancer_id.to_owned()),
-            device_id: Set(device.id.clone()),
-            project_id: Set(ask.project_id.to_owned()),
-            vip_address: Set(vip),
-            strategy: Set(self.strategy.name().to_owned()),
-            created_ms: Set(now_ms()),
-        };
-        let bound = model.insert(&self.db).await?;
-        tracing::info!(loadbalancer = %bound.loadbalancer_id, device = %bound.device_id, vip = %bound.vip_address, strategy = self.strategy.name(), "placed");
-        Ok(bound)
+        let chosen = ranked
+            .first()
+            .and_then(|&i| candidates.get(i))
+            .ok_or_else(|| {
+                SchedulerError::NoCapacity(if rejected.is_empty() {
+                    "no devices are registered".into()
+                } else {
+                    rejected.join("; ")
+                })
+            })?;
+        devices
+            .into_iter()
+            .find(|d| d.id == chosen.device_id)
+            .ok_or_else(|| SchedulerError::NoCapacity("chosen device vanished".into()))
     }
 
     async fn allocate_vip(

@@ -63,6 +63,8 @@ pub struct DriverOptions {
     pub state_dir: PathBuf,
     /// The HAProxy binary, for the haproxy driver.
     pub haproxy_bin: PathBuf,
+    /// How long the noop driver takes to apply: lets tests catch a deploy in flight.
+    pub noop_apply_delay: std::time::Duration,
 }
 
 type DriverFactory = fn(&DriverOptions) -> Arc<dyn Driver>;

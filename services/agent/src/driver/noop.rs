@@ -8,12 +8,14 @@ use super::{DeviceHealth, Driver, DriverError, DriverOptions};
 /// Remembers the last configuration it was given and nothing else.
 pub struct NoopDriver {
     applied: Mutex<Vec<LoadBalancerConfig>>,
+    delay: std::time::Duration,
 }
 
 impl NoopDriver {
-    pub fn new(_options: &DriverOptions) -> Self {
+    pub fn new(options: &DriverOptions) -> Self {
         Self {
             applied: Mutex::new(Vec::new()),
+            delay: options.noop_apply_delay,
         }
     }
 
@@ -34,6 +36,9 @@ impl Driver for NoopDriver {
     }
 
     async fn apply(&self, desired: &[LoadBalancerConfig]) -> Result<(), DriverError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         if let Ok(mut applied) = self.applied.lock() {
             *applied = desired.to_vec();
         }

@@ -22,6 +22,8 @@ pub struct Model {
     pub timeout_member_data_ms: i32,
     pub provisioning_status: String,
     pub operating_status: String,
+    /// Bumped by every update of this object: its etag.
+    pub revision: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
 }

@@ -22,6 +22,8 @@ pub struct Model {
     pub pending_since_ms: i64,
     pub flavor: String,
     pub device_id: String,
+    /// A failover was asked for and is not done yet: the next deploy re-places the load balancer.
+    pub failover_pending: bool,
     /// Newline-separated.
     pub tags: String,
     pub created_ms: i64,

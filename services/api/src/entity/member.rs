@@ -19,6 +19,8 @@ pub struct Model {
     pub tags: String,
     pub provisioning_status: String,
     pub operating_status: String,
+    /// Bumped by every update of this object: its etag.
+    pub revision: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
 }

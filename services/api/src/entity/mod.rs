@@ -1,6 +1,9 @@
-//! The api service's tables: one per object kind, each row carrying its project and load balancer.
+//! The api service's tables: one per object kind, each row carrying its project and load
+//! balancer, plus idempotency keys and quotas.
 pub mod health_monitor;
+pub mod idempotency_key;
 pub mod listener;
 pub mod load_balancer;
 pub mod member;
 pub mod pool;
+pub mod quota;

@@ -1,0 +1,288 @@
+//! What the deployer reads and records, across projects: desired configs, placements, applied
+//! generations, errors, and the final removal of deleted trees.
+use lbaas::agent::v1 as agent;
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, QueryFilter as _,
+    QueryOrder as _, QuerySelect as _, Set, sea_query::Expr,
+};
+
+use super::{ACTIVE, ERROR, PENDING_CREATE, PENDING_DELETE, PENDING_UPDATE, Store};
+use crate::{
+    convert::monitor_type_to_agent,
+    entity::{health_monitor, listener, load_balancer, member, pool},
+    error::ApiError,
+    now_ms,
+};
+
+impl Store {
+    pub async fn find_load_balancer(
+        &self,
+        id: &str,
+    ) -> Result<Option<load_balancer::Model>, ApiError> {
+        Ok(load_balancer::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    /// Ids of every load balancer with a change still to apply.
+    pub async fn pending_load_balancers(&self) -> Result<Vec<String>, ApiError> {
+        Ok(load_balancer::Entity::find()
+            .select_only()
+            .column(load_balancer::Column::Id)
+            .filter(
+                Condition::any().add(load_balancer::Column::ProvisioningStatus.is_in([
+                    PENDING_CREATE,
+                    PENDING_UPDATE,
+                    PENDING_DELETE,
+                ])),
+            )
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The desired config of the whole tree, as the agent's driver needs it.
+    pub async fn desired_config(
+        &self,
+        lb: &load_balancer::Model,
+    ) -> Result<agent::LoadBalancerConfig, ApiError> {
+        let listeners = listener::Entity::find()
+            .filter(listener::Column::LoadbalancerId.eq(lb.id.as_str()))
+            .order_by_asc(listener::Column::Id)
+            .all(&self.db)
+            .await?;
+        let pools = pool::Entity::find()
+            .filter(pool::Column::LoadbalancerId.eq(lb.id.as_str()))
+            .order_by_asc(pool::Column::Id)
+            .all(&self.db)
+            .await?;
+        let members = member::Entity::find()
+            .filter(member::Column::LoadbalancerId.eq(lb.id.as_str()))
+            .order_by_asc(member::Column::Id)
+            .all(&self.db)
+            .await?;
+        let monitors = health_monitor::Entity::find()
+            .filter(health_monitor::Column::LoadbalancerId.eq(lb.id.as_str()))
+            .all(&self.db)
+            .await?;
+        let protocol = |p: &str| {
+            agent::ListenerProtocol::from_str_name(&format!("LISTENER_PROTOCOL_{p}"))
+                .map_or(0, |v| v as i32)
+        };
+        let nonneg = |v: i32| u32::try_from(v).unwrap_or(0);
+        Ok(agent::LoadBalancerConfig {
+            id: lb.id.clone(),
+            project_id: lb.project_id.clone(),
+            vip_address: lb.vip_address.clone(),
+            admin_state_up: lb.admin_state_up,
+            listeners: listeners
+                .iter()
+                .map(|l| agent::ListenerConfig {
+                    id: l.id.clone(),
+                    protocol: protocol(&l.protocol),
+                    port: nonneg(l.protocol_port),
+                    connection_limit: nonneg(l.connection_limit),
+                    default_pool_id: l.default_pool_id.clone().unwrap_or_default(),
+                    admin_state_up: l.admin_state_up,
+                    timeout_client_data_ms: nonneg(l.timeout_client_data_ms),
+                    timeout_member_connect_ms: nonneg(l.timeout_member_connect_ms),
+                    timeout_member_data_ms: nonneg(l.timeout_member_data_ms),
+                })
+                .collect(),
+            pools: pools
+                .iter()
+                .map(|p| agent::PoolConfig {
+                    id: p.id.clone(),
+                    protocol: protocol(&p.protocol),
+                    algorithm: agent::Algorithm::from_str_name(&format!(
+                        "ALGORITHM_{}",
+                        p.lb_algorithm
+                    ))
+                    .map_or(0, |a| a as i32),
+                    admin_state_up: p.admin_state_up,
+                    members: members
+                        .iter()
+                        .filter(|m| m.pool_id == p.id)
+                        .map(|m| agent::MemberConfig {
+                            id: m.id.clone(),
+                            address: m.address.clone(),
+                            port: nonneg(m.protocol_port),
+                            weight: nonneg(m.weight),
+                            admin_state_up: m.admin_state_up,
+                            backup: m.backup,
+                        })
+                        .collect(),
+                    monitor: monitors
+                        .iter()
+                        .find(|h| h.pool_id == p.id && h.admin_state_up)
+                        .map(|h| agent::MonitorConfig {
+                            r#type: monitor_type_to_agent(&h.monitor_type) as i32,
+                            delay_s: nonneg(h.delay_s),
+                            timeout_s: nonneg(h.timeout_s),
+                            max_retries: nonneg(h.max_retries),
+                            max_retries_down: nonneg(h.max_retries_down),
+                            http_method: h.http_method.clone(),
+                            url_path: h.url_path.clone(),
+                            expected_codes: h.expected_codes.clone(),
+                        }),
+                })
+                .collect(),
+        })
+    }
+
+    /// Records where the scheduler placed the load balancer and the VIP it got.
+    pub async fn record_placement(
+        &self,
+        lb: &load_balancer::Model,
+        vip: &str,
+        device: &str,
+    ) -> Result<(), ApiError> {
+        let id = lb.id.as_str();
+        load_balancer::Entity::update_many()
+            .col_expr(load_balancer::Column::VipAddress, Expr::value(vip))
+            .col_expr(load_balancer::Column::DeviceId, Expr::value(device))
+            .filter(load_balancer::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        self.announce(&lb.project_id, id).await;
+        Ok(())
+    }
+
+    /// The device confirmed `generation`. If it is still the latest, everything goes ACTIVE;
+    /// returns whether it was the latest.
+    pub async fn record_applied(&self, id: &str, generation: i64) -> Result<bool, ApiError> {
+        let txn = self.write().await?;
+        let Some(lb) = load_balancer::Entity::find_by_id(id).one(&txn).await? else {
+            return Ok(true);
+        };
+        let latest = lb.generation == generation
+            && matches!(
+                lb.provisioning_status.as_str(),
+                PENDING_CREATE | PENDING_UPDATE
+            );
+        let mut active: load_balancer::ActiveModel = lb.clone().into();
+        active.applied_generation = Set(Ord::max(lb.applied_generation, generation));
+        if latest {
+            active.provisioning_status = Set(ACTIVE.into());
+            active.operating_status = Set(if lb.admin_state_up {
+                "ONLINE"
+            } else {
+                "OFFLINE"
+            }
+            .into());
+            active.status_reason = Set(String::new());
+            active.pending_since_ms = Set(0);
+            active.failover_pending = Set(false);
+            active.updated_ms = Set(now_ms());
+            let pending = [PENDING_CREATE, PENDING_UPDATE];
+            listener::Entity::update_many()
+                .col_expr(listener::Column::ProvisioningStatus, Expr::value(ACTIVE))
+                .col_expr(listener::Column::OperatingStatus, Expr::value("ONLINE"))
+                .filter(listener::Column::LoadbalancerId.eq(id))
+                .filter(listener::Column::ProvisioningStatus.is_in(pending))
+                .exec(&txn)
+                .await?;
+            pool::Entity::update_many()
+                .col_expr(pool::Column::ProvisioningStatus, Expr::value(ACTIVE))
+                .col_expr(pool::Column::OperatingStatus, Expr::value("ONLINE"))
+                .filter(pool::Column::LoadbalancerId.eq(id))
+                .filter(pool::Column::ProvisioningStatus.is_in(pending))
+                .exec(&txn)
+                .await?;
+            // Member health arrives from the agents' health stream (a later change); until then a
+            // member's operating status says honestly that nothing has checked it.
+            member::Entity::update_many()
+                .col_expr(member::Column::ProvisioningStatus, Expr::value(ACTIVE))
+                .col_expr(member::Column::OperatingStatus, Expr::value("NO_MONITOR"))
+                .filter(member::Column::LoadbalancerId.eq(id))
+                .filter(member::Column::ProvisioningStatus.is_in(pending))
+                .exec(&txn)
+                .await?;
+            health_monitor::Entity::update_many()
+                .col_expr(
+                    health_monitor::Column::ProvisioningStatus,
+                    Expr::value(ACTIVE),
+                )
+                .col_expr(
+                    health_monitor::Column::OperatingStatus,
+                    Expr::value("ONLINE"),
+                )
+                .filter(health_monitor::Column::LoadbalancerId.eq(id))
+                .filter(health_monitor::Column::ProvisioningStatus.is_in(pending))
+                .exec(&txn)
+                .await?;
+        }
+        active.update(&txn).await?;
+        txn.commit().await?;
+        self.announce(&lb.project_id, id).await;
+        Ok(latest)
+    }
+
+    /// Puts the load balancer (and its pending children) in ERROR with a reason a person can act on.
+    pub async fn record_error(
+        &self,
+        lb: &load_balancer::Model,
+        reason: &str,
+    ) -> Result<(), ApiError> {
+        let id = lb.id.as_str();
+        let txn = self.write().await?;
+        load_balancer::Entity::update_many()
+            .col_expr(
+                load_balancer::Column::ProvisioningStatus,
+                Expr::value(ERROR),
+            )
+            .col_expr(load_balancer::Column::OperatingStatus, Expr::value("ERROR"))
+            .col_expr(load_balancer::Column::StatusReason, Expr::value(reason))
+            .col_expr(load_balancer::Column::PendingSinceMs, Expr::value(0))
+            .col_expr(load_balancer::Column::UpdatedMs, Expr::value(now_ms()))
+            .filter(load_balancer::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        let pending = [PENDING_CREATE, PENDING_UPDATE];
+        listener::Entity::update_many()
+            .col_expr(listener::Column::ProvisioningStatus, Expr::value(ERROR))
+            .filter(listener::Column::LoadbalancerId.eq(id))
+            .filter(listener::Column::ProvisioningStatus.is_in(pending))
+            .exec(&txn)
+            .await?;
+        pool::Entity::update_many()
+            .col_expr(pool::Column::ProvisioningStatus, Expr::value(ERROR))
+            .filter(pool::Column::LoadbalancerId.eq(id))
+            .filter(pool::Column::ProvisioningStatus.is_in(pending))
+            .exec(&txn)
+            .await?;
+        member::Entity::update_many()
+            .col_expr(member::Column::ProvisioningStatus, Expr::value(ERROR))
+            .filter(member::Column::LoadbalancerId.eq(id))
+            .filter(member::Column::ProvisioningStatus.is_in(pending))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        self.announce(&lb.project_id, id).await;
+        Ok(())
+    }
+
+    /// Removes the whole tree once the device no longer serves it.
+    pub async fn purge_load_balancer(&self, lb: &load_balancer::Model) -> Result<(), ApiError> {
+        let id = lb.id.as_str();
+        let txn = self.write().await?;
+        health_monitor::Entity::delete_many()
+            .filter(health_monitor::Column::LoadbalancerId.eq(id))
+            .exec(&txn)
+            .await?;
+        member::Entity::delete_many()
+            .filter(member::Column::LoadbalancerId.eq(id))
+            .exec(&txn)
+            .await?;
+        pool::Entity::delete_many()
+            .filter(pool::Column::LoadbalancerId.eq(id))
+            .exec(&txn)
+            .await?;
+        listener::Entity::delete_many()
+            .filter(listener::Column::LoadbalancerId.eq(id))
+            .exec(&txn)
+            .await?;
+        load_balancer::Entity::delete_by_id(id).exec(&txn).await?;
+        txn.commit().await?;
+        self.announce(&lb.project_id, id).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Updates with `update_mask`: the paths a kind allows, and overlaying the masked fields of a
+//! request onto the stored object, which is then validated whole, as a create would be.
+use lbaas::api::v1 as pb;
+use prost_types::FieldMask;
+
+use crate::error::ApiError;
+
+/// The paths an update may name, and those it may not change.
+pub struct UpdatableFields {
+    pub kind: &'static str,
+    pub updatable: &'static [&'static str],
+    pub immutable: &'static [&'static str],
+}
+
+pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
+    kind: "load_balancer",
+    updatable: &["name", "description", "admin_state_up", "tags"],
+    immutable: &[
+        "id",
+        "project_id",
+        "vip_address",
+        "flavor",
+        "listeners",
+        "pools",
+    ],
+};
+
+pub const LISTENER: UpdatableFields = UpdatableFields {
+    kind: "listener",
+    updatable: &[
+        "name",
+        "description",
+        "connection_limit",
+        "default_pool_id",
+        "admin_state_up",
+        "tags",
+        "timeout_client_data_ms",
+        "timeout_member_connect_ms",
+        "timeout_member_data_ms",
+    ],
+    immutable: &[
+        "id",
+        "project_id",
+        "loadbalancer_id",
+        "protocol",
+        "protocol_port",
+        "default_pool",
+    ],
+};
+
+pub const POOL: UpdatableFields = UpdatableFields {
+    kind: "pool",
+    updatable: &[
+        "name",
+        "description",
+        "lb_algorithm",
+        "admin_state_up",
+        "tags",
+    ],
+    immutable: &[
+        "id",
+        "project_id",
+        "loadbalancer_id",
+        "listener_id",
+        "protocol",
+        "members",
+        "healthmonitor",
+    ],
+};
+
+pub const MEMBER: UpdatableFields = UpdatableFields {
+    kind: "member",
+    updatable: &["name", "weight", "admin_state_up", "backup", "tags"],
+    immutable: &["id", "project_id", "pool_id", "address", "protocol_port"],
+};
+
+pub const HEALTH_MONITOR: UpdatableFields = UpdatableFields {
+    kind: "health_monitor",
+    updatable: &[
+        "name",
+        "delay_s",
+        "timeout_s",
+        "max_retries",
+        "max_retries_down",
+        "http_method",
+        "url_path",
+        "expected_codes",
+        "admin_state_up",
+    ],
+    immutable: &["id", "project_id", "pool_id", "loadbalancer_id", "type"],
+};
+
+impl UpdatableFields {
+    /// The paths to apply: those of the mask, or every updatable field when it is empty.
+    pub fn paths(&self, mask: Option<&FieldMask>) -> Result<Vec<String>, ApiError> {
+        let requested: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
+        if requested.is_empty() {
+            return Ok(self.updatable.iter().map(|p| (*p).to_owned()).collect());
+        }
+        let mut violations = Vec::new();
+        for path in &requested {
+            if self.immutable.contains(&path.as_str()) {
+                violations.push((
+                    "update_mask".to_owned(),
+                    format!("{}.{path} cannot be changed", self.kind),
+                ));
+            } else if !self.updatable.contains(&path.as_str()) {
+                violations.push((
+                    "update_mask".to_owned(),
+                    format!("{}.{path} is not a field", self.kind),
+                ));
+            }
+        }
+        if violations.is_empty() {
+            Ok(requested)
+        } else {
+            Err(ApiError::Invalid(violations))
+        }
+    }
+}
+
+/// Refuses the update when the caller sent an etag that no longer matches.
+pub fn check_etag(sent: &str, current: &str) -> Result<(), ApiError> {
+    if !sent.is_empty() && sent != current {
+        return Err(ApiError::Aborted(format!(
+            "the object changed since it was read (etag {sent}, now {current}); read it again"
+        )));
+    }
+    Ok(())
+}
+
+pub fn overlay_load_balancer(
+    base: &mut pb::LoadBalancer,
+    patch: &pb::LoadBalancer,
+    paths: &[String],
+) {
+    for path in paths {
+        match path.as_str() {
+            "name" => base.name.clone_from(&patch.name),
+            "description" => base.description.clone_from(&patch.description),
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            "tags" => base.tags.clone_from(&patch.tags),
+            _ => {}
+        }
+    }
+}
+
+pub fn overlay_listener(base: &mut pb::Listener, patch: &pb::Listener, paths: &[String]) {
+    for path in paths {
+        match path.as_str() {
+            "name" => base.name.clone_from(&patch.name),
+            "description" => base.description.clone_from(&patch.description),
+            "connection_limit" => base.connection_limit = patch.connection_limit,
+            "default_pool_id" => base.default_pool_id.clone_from(&patch.default_pool_id),
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            "tags" => base.tags.clone_from(&patch.tags),
+            "timeout_client_data_ms" => base.timeout_client_data_ms = patch.timeout_client_data_ms,
+            "timeout_member_connect_ms" => {
+                base.timeout_member_connect_ms = patch.timeout_member_connect_ms
+            }
+            "timeout_member_data_ms" => base.timeout_member_data_ms = patch.timeout_member_data_ms,
+            _ => {}
+        }
+    }
+}
+
+pub fn overlay_pool(base: &mut pb::Pool, patch: &pb::Pool, paths: &[String]) {
+    for path in paths {
+        match path.as_str() {
+            "name" => base.name.clone_from(&patch.name),
+            "description" => base.description.clone_from(&patch.description),
+            "lb_algorithm" => base.lb_algorithm = patch.lb_algorithm,
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            "tags" => base.tags.clone_from(&patch.tags),
+            _ => {}
+        }
+    }
+}
+
+pub fn overlay_member(base: &mut pb::Member, patch: &pb::Member, paths: &[String]) {
+    for path in paths {
+        match path.as_str() {
+            "name" => base.name.clone_from(&patch.name),
+            "weight" => base.weight = Some(patch.weight.unwrap_or(1)),
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            "backup" => base.backup = patch.backup,
+            "tags" => base.tags.clone_from(&patch.tags),
+            _ => {}
+        }
+    }
+}
+
+pub fn overlay_health_monitor(
+    base: &mut pb::HealthMonitor,
+    patch: &pb::HealthMonitor,
+    paths: &[String],
+) {
+    for path in paths {
+        match path.as_str() {
+            "name" => base.name.clone_from(&patch.name),
+            "delay_s" => base.delay_s = patch.delay_s,
+            "timeout_s" => base.timeout_s = patch.timeout_s,
+            "max_retries" => base.max_retries = patch.max_retries,
+            "max_retries_down" => base.max_retries_down = patch.max_retries_down,
+            "http_method" => base.http_method.clone_from(&patch.http_method),
+            "url_path" => base.url_path.clone_from(&patch.url_path),
+            "expected_codes" => base.expected_codes.clone_from(&patch.expected_codes),
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn mask_paths() {
+        assert_eq!(MEMBER.paths(None).unwrap().len(), MEMBER.updatable.len());
+        let mask = FieldMask {
+            paths: vec!["weight".into()],
+        };
+        assert_eq!(MEMBER.paths(Some(&mask)).unwrap(), vec!["weight"]);
+        let mask = FieldMask {
+            paths: vec!["address".into(), "bogus".into()],
+        };
+        let ApiError::Invalid(v) = MEMBER.paths(Some(&mask)).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(v.len(), 2);
+        assert!(check_etag("r1", "r2").is_err());
+        assert!(check_etag("", "r2").is_ok());
+    }
+}

@@ -1,0 +1,190 @@
+//! Watch streams. After each committed change the store publishes the load balancer's new state on
+//! the change hub; watchers forward the states they care about, starting with the current one.
+//! Watchers also re-read on a timer, which catches changes made by other api replicas.
+use std::{collections::HashMap, time::Duration};
+
+use lbaas::api::v1::{self as pb, ChangeKind, LoadBalancerEvent};
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use crate::{error::ApiError, store::Store};
+
+/// One changed load balancer: its state after the change, or `None` once it is gone.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub project_id: String,
+    pub loadbalancer_id: String,
+    pub snapshot: Option<pb::LoadBalancer>,
+}
+
+#[derive(Clone)]
+pub struct ChangeHub {
+    sender: broadcast::Sender<Change>,
+}
+
+impl Default for ChangeHub {
+    fn default() -> Self {
+        // A watcher that falls this far behind re-reads what it watches.
+        let (sender, _) = broadcast::channel(4096);
+        Self { sender }
+    }
+}
+
+impl ChangeHub {
+    pub fn has_watchers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    pub fn publish(&self, change: Change) {
+        // No receivers is normal: nobody is watching.
+        let _ = self.sender.send(change);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.sender.subscribe()
+    }
+}
+
+/// How often a watcher re-reads, to see changes made by other replicas.
+const REREAD: Duration = Duration::from_secs(1);
+
+fn event(kind: ChangeKind, load_balancer: pb::LoadBalancer) -> LoadBalancerEvent {
+    LoadBalancerEvent {
+        kind: kind as i32,
+        load_balancer: Some(load_balancer),
+    }
+}
+
+fn deleted(mut last: pb::LoadBalancer) -> LoadBalancerEvent {
+    last.provisioning_status = pb::ProvisioningStatus::Deleted as i32;
+    event(ChangeKind::Deleted, last)
+}
+
+pub type EventStream = tokio_stream::wrappers::ReceiverStream<Result<LoadBalancerEvent, Status>>;
+
+/// Every change of one load balancer, starting with its current state; ends after DELETED.
+pub async fn watch_load_balancer(
+    store: Store,
+    project: String,
+    id: String,
+) -> Result<EventStream, ApiError> {
+    let mut changes = store.hub.subscribe();
+    let initial = store.get_load_balancer(&project, &id).await?.into_proto();
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut last = initial.clone();
+        if tx
+            .send(Ok(event(ChangeKind::Initial, initial)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut tick = tokio::time::interval(REREAD);
+        tick.tick().await;
+        loop {
+            let next: Option<Option<pb::LoadBalancer>> = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(c) if c.loadbalancer_id == id => Some(c.snapshot),
+                    Ok(_) => None,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some(reread(&store, &project, &id).await),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => Some(reread(&store, &project, &id).await),
+                () = tx.closed() => return,
+            };
+            match next {
+                None => {}
+                Some(Some(now)) if now != last => {
+                    last = now.clone();
+                    if tx.send(Ok(event(ChangeKind::Updated, now))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Some(_)) => {}
+                Some(None) => {
+                    let _ = tx.send(Ok(deleted(last))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+async fn reread(store: &Store, project: &str, id: &str) -> Option<pb::LoadBalancer> {
+    store
+        .get_load_balancer(project, id)
+        .await
+        .ok()
+        .map(|v| v.into_proto())
+}
+
+/// Every change of every load balancer of a project, starting with their current states.
+pub async fn watch_project(store: Store, project: String) -> Result<EventStream, ApiError> {
+    let mut changes = store.hub.subscribe();
+    let initial = store.all_load_balancers(&project).await?;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut last: HashMap<String, pb::LoadBalancer> = HashMap::new();
+        for view in initial {
+            let lb = view.into_proto();
+            last.insert(lb.id.clone(), lb.clone());
+            if tx.send(Ok(event(ChangeKind::Initial, lb))).await.is_err() {
+                return;
+            }
+        }
+        let mut tick = tokio::time::interval(REREAD * 5);
+        tick.tick().await;
+        loop {
+            let updates: Vec<(String, Option<pb::LoadBalancer>)> = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(c) if c.project_id == project => vec![(c.loadbalancer_id, c.snapshot)],
+                    Ok(_) => Vec::new(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => reread_all(&store, &project, &last).await,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => reread_all(&store, &project, &last).await,
+                () = tx.closed() => return,
+            };
+            for (id, snapshot) in updates {
+                let message = match snapshot {
+                    Some(now) if last.get(&id) != Some(&now) => {
+                        last.insert(id, now.clone());
+                        event(ChangeKind::Updated, now)
+                    }
+                    Some(_) => continue,
+                    None => match last.remove(&id) {
+                        Some(previous) => deleted(previous),
+                        None => continue,
+                    },
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+async fn reread_all(
+    store: &Store,
+    project: &str,
+    known: &HashMap<String, pb::LoadBalancer>,
+) -> Vec<(String, Option<pb::LoadBalancer>)> {
+    let Ok(current) = store.all_load_balancers(project).await else {
+        return Vec::new();
+    };
+    let mut updates: Vec<(String, Option<pb::LoadBalancer>)> = Vec::new();
+    let mut present = std::collections::HashSet::new();
+    for view in current {
+        let lb = view.into_proto();
+        present.insert(lb.id.clone());
+        updates.push((lb.id.clone(), Some(lb)));
+    }
+    for id in known.keys().filter(|id| !present.contains(*id)) {
+        updates.push((id.clone(), None));
+    }
+    updates
+}
