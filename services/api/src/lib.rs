@@ -66,11 +66,8 @@ pub async fn run(
     let channel = tonic::transport::Endpoint::from_shared(config.scheduler_url.clone())?
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
-    let store = store::Store::new(
-        db.clone(),
-        watch::ChangeHub::default(),
-        config.quota_defaults(),
-    );
+    let hub = watch::ChangeHub::default();
+    let store = store::Store::new(db.clone(), hub.clone(), config.quota_defaults());
     let deployer = deployer::Deployer::new(
         store.clone(),
         SchedulerServiceClient::new(channel),
@@ -100,7 +97,11 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(LoadBalancerServiceServer::new(api))
         .add_service(QuotaServiceServer::new(quotas))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            // Watch streams would hold the drain open forever: end them.
+            hub.close();
+        })
         .await;
     sweep.abort();
     db.close().await.ok();

@@ -20,17 +20,33 @@ pub struct Change {
 #[derive(Clone)]
 pub struct ChangeHub {
     sender: broadcast::Sender<Change>,
+    /// Set at shutdown: watch streams end so the server can drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for ChangeHub {
     fn default() -> Self {
         // A watcher that falls this far behind re-reads what it watches.
         let (sender, _) = broadcast::channel(4096);
-        Self { sender }
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Self { sender, closing }
     }
 }
 
 impl ChangeHub {
+    /// Ends every watch stream (at shutdown; clients reconnect to another replica).
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+    }
+
+    /// Resolves when the hub closes.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
+    }
+
     pub fn has_watchers(&self) -> bool {
         self.sender.receiver_count() > 0
     }
@@ -71,7 +87,9 @@ pub async fn watch_load_balancer(
     let mut changes = store.hub.subscribe();
     let initial = store.get_load_balancer(&project, &id).await?.into_proto();
     let (tx, rx) = mpsc::channel(64);
+    let closed = store.hub.closed();
     tokio::spawn(async move {
+        tokio::pin!(closed);
         let mut last = initial.clone();
         if tx
             .send(Ok(event(ChangeKind::Initial, initial)))
@@ -92,6 +110,7 @@ pub async fn watch_load_balancer(
                 },
                 _ = tick.tick() => Some(reread(&store, &project, &id).await),
                 () = tx.closed() => return,
+                () = &mut closed => return,
             };
             match next {
                 None => {}
@@ -125,7 +144,9 @@ pub async fn watch_project(store: Store, project: String) -> Result<EventStream,
     let mut changes = store.hub.subscribe();
     let initial = store.all_load_balancers(&project).await?;
     let (tx, rx) = mpsc::channel(256);
+    let closed = store.hub.closed();
     tokio::spawn(async move {
+        tokio::pin!(closed);
         let mut last: HashMap<String, pb::LoadBalancer> = HashMap::new();
         for view in initial {
             let lb = view.into_proto();
@@ -146,6 +167,7 @@ pub async fn watch_project(store: Store, project: String) -> Result<EventStream,
                 },
                 _ = tick.tick() => reread_all(&store, &project, &last).await,
                 () = tx.closed() => return,
+                () = &mut closed => return,
             };
             for (id, snapshot) in updates {
                 let message = match snapshot {

@@ -1,0 +1,2053 @@
+//! The tenant API end to end, on SQLite and PostgreSQL: every method, coalesced rapid updates,
+//! services killed mid-deploy, deadlines, watch streams, pagination under churn, idempotent
+//! creates, project isolation and quotas.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{collections::HashSet, time::Duration};
+
+use futures::StreamExt as _;
+use lbaas::api::v1::{self as pb, ChangeKind, ProvisioningStatus as Prov};
+use prost_types::FieldMask;
+use support::{
+    ADMIN_TOKEN, Backend, Db, READER_TOKEN, Stack, StackOptions, in_project, poll_until, spread,
+    wait_settled, with_token,
+};
+use tonic::{Code, transport::Channel};
+
+type Api = pb::load_balancer_service_client::LoadBalancerServiceClient<Channel>;
+
+/// Runs a scenario on SQLite and on PostgreSQL (PostgreSQL when LBAAS_TEST_DATABASE_URL is set,
+/// and always in CI).
+macro_rules! on_both_databases {
+    ($name:ident, haproxy = $haproxy:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if $haproxy && !support::haproxy_available() {
+                    return;
+                }
+                super::$name(Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if ($haproxy && !support::haproxy_available()) || support::postgres_url().is_none()
+                {
+                    return;
+                }
+                super::$name(Db::Postgres).await;
+            }
+        }
+    };
+}
+
+fn mask(paths: &[&str]) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+fn http_pool(members: Vec<pb::Member>) -> pb::Pool {
+    pb::Pool {
+        protocol: pb::Protocol::Http as i32,
+        lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+        members,
+        ..Default::default()
+    }
+}
+
+fn member_at(port: i32) -> pb::Member {
+    pb::Member {
+        address: "127.0.0.1".into(),
+        protocol_port: port,
+        ..Default::default()
+    }
+}
+
+fn populated(name: &str, port: i32, members: Vec<pb::Member>) -> pb::LoadBalancer {
+    pb::LoadBalancer {
+        name: name.into(),
+        listeners: vec![pb::Listener {
+            protocol: pb::Protocol::Http as i32,
+            protocol_port: port,
+            default_pool: Some(http_pool(members)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+async fn create(api: &mut Api, project: &str, lb: pb::LoadBalancer) -> pb::LoadBalancer {
+    api.create_load_balancer(in_project(
+        project,
+        pb::CreateLoadBalancerRequest {
+            load_balancer: Some(lb),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .expect("create load balancer")
+    .into_inner()
+}
+
+async fn get(api: &mut Api, project: &str, id: &str) -> Result<pb::LoadBalancer, tonic::Status> {
+    api.get_load_balancer(in_project(
+        project,
+        pb::GetLoadBalancerRequest { id: id.into() },
+    ))
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn active(api: &Api, project: &str, id: &str) -> pb::LoadBalancer {
+    let lb = wait_settled(api, project, id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "reason: {}",
+        lb.status_reason
+    );
+    assert_eq!(lb.applied_generation, lb.generation);
+    lb
+}
+
+async fn wait_gone(api: &Api, project: &str, id: &str) {
+    poll_until(
+        Duration::from_secs(30),
+        "the load balancer to be gone",
+        || {
+            let mut api = api.clone();
+            let (project, id) = (project.to_owned(), id.to_owned());
+            async move {
+                (get(&mut api, &project, &id).await.err()?.code() == Code::NotFound).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+async fn list_names(
+    api: &mut Api,
+    project: &str,
+    request: pb::ListLoadBalancersRequest,
+) -> Vec<String> {
+    api.list_load_balancers(in_project(project, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .load_balancers
+        .into_iter()
+        .map(|l| l.name)
+        .collect()
+}
+
+/// A command on the HAProxy runtime API of the stack's device.
+async fn haproxy_runtime(stack: &Stack, command: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = stack
+        .dir
+        .join("agent")
+        .join("agent-e2e-haproxy-0")
+        .join("stats.sock");
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("stats socket");
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+/// Every method of LoadBalancerService on one tree, through HAProxy.
+async fn crud_of_every_kind(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+
+    let lb = create(
+        &mut api,
+        &project,
+        pb::LoadBalancer {
+            tags: vec!["web".into(), "blue".into()],
+            ..populated("crud", 8080, vec![member_at(a.port())])
+        },
+    )
+    .await;
+    let lb = active(&api, &project, &lb.id).await;
+    let vip = format!("{}:8080", lb.vip_address);
+    assert_eq!(spread(&vip, 4).await.get("a"), Some(&4));
+
+    // Update the load balancer: rename with a mask; a stale etag is ABORTED; an immutable path is refused.
+    let renamed = api
+        .update_load_balancer(in_project(
+            &project,
+            pb::UpdateLoadBalancerRequest {
+                load_balancer: Some(pb::LoadBalancer {
+                    id: lb.id.clone(),
+                    name: "crud-renamed".into(),
+                    etag: lb.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["name"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.name, "crud-renamed");
+    assert_eq!(
+        renamed.tags,
+        vec!["web".to_string(), "blue".to_string()],
+        "fields outside the mask are kept"
+    );
+    assert_eq!(renamed.generation, lb.generation + 1);
+    let stale = api
+        .update_load_balancer(in_project(
+            &project,
+            pb::UpdateLoadBalancerRequest {
+                load_balancer: Some(pb::LoadBalancer {
+                    id: lb.id.clone(),
+                    name: "nope".into(),
+                    etag: lb.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["name"]),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    let immutable = api
+        .update_load_balancer(in_project(
+            &project,
+            pb::UpdateLoadBalancerRequest {
+                load_balancer: Some(pb::LoadBalancer {
+                    id: lb.id.clone(),
+                    vip_address: "127.0.0.9".into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["vip_address"]),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(immutable.code(), Code::InvalidArgument);
+    assert_eq!(
+        support::violations(&immutable),
+        vec!["update_mask".to_string()]
+    );
+    active(&api, &project, &lb.id).await;
+
+    // List filters and ordering.
+    let other = create(
+        &mut api,
+        &project,
+        pb::LoadBalancer {
+            name: "another".into(),
+            tags: vec!["web".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    active(&api, &project, &other.id).await;
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                name: "another".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["another"]
+    );
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                tags: vec!["blue".into()],
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["crud-renamed"]
+    );
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                tags: vec!["web".into()],
+                order_by: "name".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["another", "crud-renamed"]
+    );
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                order_by: "name desc".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["crud-renamed", "another"]
+    );
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                vip_address: lb.vip_address.clone(),
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["crud-renamed"]
+    );
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                provisioning_status: Prov::Active as i32,
+                order_by: "create_time desc".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["another", "crud-renamed"]
+    );
+
+    // Listeners: a second one on port 8081 with its own pool, then update and delete.
+    let listener = api
+        .create_listener(in_project(
+            &project,
+            pb::CreateListenerRequest {
+                listener: Some(pb::Listener {
+                    loadbalancer_id: lb.id.clone(),
+                    protocol: pb::Protocol::Http as i32,
+                    protocol_port: 8081,
+                    name: "second".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let duplicate_port = api
+        .create_listener(in_project(
+            &project,
+            pb::CreateListenerRequest {
+                listener: Some(pb::Listener {
+                    loadbalancer_id: lb.id.clone(),
+                    protocol: pb::Protocol::Tcp as i32,
+                    protocol_port: 8081,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate_port.code(), Code::AlreadyExists);
+    let pool = api
+        .create_pool(in_project(
+            &project,
+            pb::CreatePoolRequest {
+                pool: Some(pb::Pool {
+                    loadbalancer_id: lb.id.clone(),
+                    listener_id: listener.id.clone(),
+                    ..http_pool(vec![member_at(b.port())])
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = api
+        .get_listener(in_project(
+            &project,
+            pb::GetListenerRequest {
+                id: listener.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.default_pool_id, pool.id);
+    active(&api, &project, &lb.id).await;
+    let vip2 = format!("{}:8081", lb.vip_address);
+    assert_eq!(spread(&vip2, 2).await.get("b"), Some(&2));
+    let updated = api
+        .update_listener(in_project(
+            &project,
+            pb::UpdateListenerRequest {
+                listener: Some(pb::Listener {
+                    id: listener.id.clone(),
+                    connection_limit: 100,
+                    name: "second-renamed".into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["connection_limit", "name"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (updated.connection_limit, updated.name.as_str()),
+        (100, "second-renamed")
+    );
+    let listeners = api
+        .list_listeners(in_project(
+            &project,
+            pb::ListListenersRequest {
+                loadbalancer_id: lb.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listeners.listeners.len(), 2);
+
+    // Pools: update the algorithm; health monitor CRUD.
+    let pool = api
+        .update_pool(in_project(
+            &project,
+            pb::UpdatePoolRequest {
+                pool: Some(pb::Pool {
+                    id: pool.id.clone(),
+                    lb_algorithm: pb::LbAlgorithm::LeastConnections as i32,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["lb_algorithm"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pool.lb_algorithm(), pb::LbAlgorithm::LeastConnections);
+    let monitor = api
+        .create_health_monitor(in_project(
+            &project,
+            pb::CreateHealthMonitorRequest {
+                health_monitor: Some(pb::HealthMonitor {
+                    pool_id: pool.id.clone(),
+                    r#type: pb::HealthMonitorType::Http as i32,
+                    delay_s: 2,
+                    timeout_s: 1,
+                    max_retries: 2,
+                    url_path: "/healthz".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(monitor.url_path, "/healthz");
+    let monitor = api
+        .update_health_monitor(in_project(
+            &project,
+            pb::UpdateHealthMonitorRequest {
+                health_monitor: Some(pb::HealthMonitor {
+                    id: monitor.id.clone(),
+                    delay_s: 3,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["delay_s"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(monitor.delay_s, 3);
+    let bad_monitor = api
+        .update_health_monitor(in_project(
+            &project,
+            pb::UpdateHealthMonitorRequest {
+                health_monitor: Some(pb::HealthMonitor {
+                    id: monitor.id.clone(),
+                    timeout_s: 10,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["timeout_s"]),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::violations(&bad_monitor),
+        vec!["health_monitor.timeout_s".to_string()]
+    );
+    let monitors = api
+        .list_health_monitors(in_project(
+            &project,
+            pb::ListHealthMonitorsRequest {
+                pool_id: pool.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(monitors.health_monitors.len(), 1);
+    assert_eq!(
+        api.get_pool(in_project(
+            &project,
+            pb::GetPoolRequest {
+                id: pool.id.clone()
+            }
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .healthmonitor_id,
+        monitor.id
+    );
+    let lb_now = active(&api, &project, &lb.id).await;
+    let got = api
+        .get_health_monitor(in_project(
+            &project,
+            pb::GetHealthMonitorRequest {
+                id: monitor.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.provisioning_status(), Prov::Active);
+    api.delete_health_monitor(in_project(
+        &project,
+        pb::DeleteHealthMonitorRequest {
+            id: monitor.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+
+    // Members: update the weight, then a batch update that replaces the list.
+    let members = api
+        .list_members(in_project(
+            &project,
+            pb::ListMembersRequest {
+                pool_id: pool.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 1);
+    let member = api
+        .update_member(in_project(
+            &project,
+            pb::UpdateMemberRequest {
+                member: Some(pb::Member {
+                    id: members[0].id.clone(),
+                    weight: Some(5),
+                    etag: members[0].etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["weight"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(member.weight, Some(5));
+    let batch = api
+        .batch_update_members(in_project(
+            &project,
+            pb::BatchUpdateMembersRequest {
+                pool_id: pool.id.clone(),
+                members: vec![
+                    pb::Member {
+                        weight: Some(7),
+                        ..member_at(b.port())
+                    },
+                    member_at(a.port()),
+                ],
+                additive_only: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.members.len(), 2);
+    let kept = batch
+        .members
+        .iter()
+        .find(|m| m.protocol_port == b.port())
+        .unwrap();
+    assert_eq!(
+        (kept.id.as_str(), kept.weight),
+        (member.id.as_str(), Some(7)),
+        "matched on address and port, so updated in place"
+    );
+    let batch = api
+        .batch_update_members(in_project(
+            &project,
+            pb::BatchUpdateMembersRequest {
+                pool_id: pool.id.clone(),
+                members: vec![member_at(a.port())],
+                additive_only: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.members.len(), 1, "members not listed are removed");
+    let batch = api
+        .batch_update_members(in_project(
+            &project,
+            pb::BatchUpdateMembersRequest {
+                pool_id: pool.id.clone(),
+                members: vec![member_at(b.port())],
+                additive_only: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.members.len(), 2, "additive_only keeps the others");
+    active(&api, &project, &lb.id).await;
+    let counts = spread(&vip2, 4).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&2), Some(&2)),
+        "{counts:?}"
+    );
+    let single = api
+        .get_member(in_project(
+            &project,
+            pb::GetMemberRequest {
+                id: batch.members[0].id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    api.delete_member(in_project(
+        &project,
+        pb::DeleteMemberRequest {
+            id: single.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+
+    // The status tree.
+    let tree = api
+        .get_load_balancer_status_tree(in_project(
+            &project,
+            pb::GetLoadBalancerStatusTreeRequest { id: lb.id.clone() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tree.load_balancer.unwrap().id, lb.id);
+    assert_eq!(tree.listeners.len(), 2);
+    assert!(tree.listeners.iter().all(|l| l.pools.len() == 1));
+
+    // Failover: re-placed (only one device, so in place) and redeployed, still serving.
+    let failing = api
+        .failover_load_balancer(in_project(
+            &project,
+            pb::FailoverLoadBalancerRequest { id: lb.id.clone() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failing.provisioning_status(), Prov::PendingUpdate);
+    assert!(failing.generation > lb_now.generation);
+    active(&api, &project, &lb.id).await;
+    assert_eq!(spread(&vip, 2).await.get("a"), Some(&2));
+
+    // Deleting a listener and a pool; the load balancer without cascade is refused while it has children.
+    api.delete_listener(in_project(
+        &project,
+        pb::DeleteListenerRequest {
+            id: listener.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    api.delete_pool(in_project(
+        &project,
+        pb::DeletePoolRequest {
+            id: pool.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    let refused = api
+        .delete_load_balancer(in_project(
+            &project,
+            pb::DeleteLoadBalancerRequest {
+                id: lb.id.clone(),
+                cascade: false,
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    active(&api, &project, &lb.id).await;
+    assert!(
+        support::http_get(&vip2).await.is_err(),
+        "the deleted listener still answers"
+    );
+
+    // Cascade delete of both.
+    for id in [&lb.id, &other.id] {
+        api.delete_load_balancer(in_project(
+            &project,
+            pb::DeleteLoadBalancerRequest {
+                id: id.clone(),
+                cascade: true,
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    wait_gone(&api, &project, &lb.id).await;
+    wait_gone(&api, &project, &other.id).await;
+    assert!(
+        api.list_pools(in_project(&project, pb::ListPoolsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .is_empty()
+    );
+    assert!(
+        api.list_members(in_project(&project, pb::ListMembersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .is_empty()
+    );
+    stack.stop().await;
+}
+on_both_databases!(crud_of_every_kind, haproxy = true);
+
+/// 50 updates fired back to back are all accepted; the device ends with the last one.
+async fn rapid_member_updates_converge(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("only").await;
+    let lb = create(
+        &mut api,
+        &project,
+        populated("rapid", 8080, vec![member_at(backend.port())]),
+    )
+    .await;
+    let lb = active(&api, &project, &lb.id).await;
+    let member = api
+        .list_members(in_project(
+            &project,
+            pb::ListMembersRequest {
+                pool_id: lb.pool_ids[0].clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+        .remove(0);
+    let reloads_before = haproxy_runtime_master_reloads(&stack).await;
+    for weight in 1..=50 {
+        api.update_member(in_project(
+            &project,
+            pb::UpdateMemberRequest {
+                member: Some(pb::Member {
+                    id: member.id.clone(),
+                    weight: Some(weight),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["weight"]),
+            },
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("update {weight} refused: {s:?}"));
+    }
+    let settled = active(&api, &project, &lb.id).await;
+    assert_eq!(settled.generation, lb.generation + 50);
+    let weight = haproxy_runtime(
+        &stack,
+        &format!("get weight p_{}/m_{}", lb.pool_ids[0], member.id),
+    )
+    .await;
+    assert!(weight.starts_with("50 "), "device weight: {weight:?}");
+    let reloads = haproxy_runtime_master_reloads(&stack).await - reloads_before;
+    eprintln!("50 updates cost {reloads} HAProxy reloads");
+    assert!(reloads <= 50);
+    stack.stop().await;
+}
+on_both_databases!(rapid_member_updates_converge, haproxy = true);
+
+async fn haproxy_runtime_master_reloads(stack: &Stack) -> u64 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = stack
+        .dir
+        .join("agent")
+        .join("agent-e2e-haproxy-0")
+        .join("master.sock");
+    let mut stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    stream.write_all(b"show proc\n").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+        .lines()
+        .find(|l| l.contains("master"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// Waits until the scheduler has bound the load balancer: its deploy has reached the agent.
+async fn wait_bound(stack: &Stack, id: &str) {
+    let channel = support::channel(stack.scheduler).await;
+    let scheduler =
+        lbaas::scheduler::v1::scheduler_service_client::SchedulerServiceClient::new(channel);
+    poll_until(
+        Duration::from_secs(10),
+        "the scheduler to place the load balancer",
+        || {
+            let mut scheduler = scheduler.clone();
+            let id = id.to_owned();
+            async move {
+                scheduler
+                    .get_placement(lbaas::scheduler::v1::GetPlacementRequest {
+                        loadbalancer_id: id,
+                    })
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
+/// The scheduler dies while a deploy is in flight; the load balancer converges once it is back,
+/// with no client action.
+async fn scheduler_killed_mid_deploy(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        noop_apply_delay_ms: 1500,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let lb = create(
+        &mut api,
+        &project,
+        populated("survivor", 80, vec![member_at(9000)]),
+    )
+    .await;
+    wait_bound(&stack, &lb.id).await;
+    stack.kill_scheduler().await;
+    assert!(
+        get(&mut api, &project, &lb.id)
+            .await
+            .unwrap()
+            .provisioning_status()
+            == Prov::PendingCreate
+    );
+    stack.start_scheduler().await;
+    active(&api, &project, &lb.id).await;
+    stack.stop().await;
+}
+on_both_databases!(scheduler_killed_mid_deploy, haproxy = false);
+
+/// The agent dies while applying; once it is back the load balancer converges with no client action.
+async fn agent_killed_mid_deploy(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        noop_apply_delay_ms: 1500,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let lb = create(
+        &mut api,
+        &project,
+        populated("survivor", 80, vec![member_at(9000)]),
+    )
+    .await;
+    wait_bound(&stack, &lb.id).await;
+    stack.kill_agent().await;
+    assert!(
+        get(&mut api, &project, &lb.id)
+            .await
+            .unwrap()
+            .provisioning_status()
+            == Prov::PendingCreate
+    );
+    stack.start_agent().await;
+    active(&api, &project, &lb.id).await;
+    stack.stop().await;
+}
+on_both_databases!(agent_killed_mid_deploy, haproxy = false);
+
+/// HAProxy serves while its agent is down; the restarted agent adopts it and applies new changes.
+async fn data_plane_outlives_the_agent(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = create(
+        &mut api,
+        &project,
+        populated("steady", 8080, vec![member_at(a.port())]),
+    )
+    .await;
+    let lb = active(&api, &project, &lb.id).await;
+    let vip = format!("{}:8080", lb.vip_address);
+    stack.kill_agent().await;
+    assert_eq!(
+        spread(&vip, 5).await.get("a"),
+        Some(&5),
+        "traffic stopped with the agent"
+    );
+    // A change made while the agent is away is applied once it is back.
+    api.create_member(in_project(
+        &project,
+        pb::CreateMemberRequest {
+            member: Some(pb::Member {
+                pool_id: lb.pool_ids[0].clone(),
+                ..member_at(b.port())
+            }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    stack.start_agent().await;
+    active(&api, &project, &lb.id).await;
+    let counts = spread(&vip, 4).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&2), Some(&2)),
+        "{counts:?}"
+    );
+    stack.stop().await;
+}
+on_both_databases!(data_plane_outlives_the_agent, haproxy = true);
+
+/// A deploy the device can never apply (its port is taken) reaches ERROR with a reason within the
+/// deadline, and the load balancer can still be deleted; an agent outage past the deadline is ERROR
+/// too, and an update or a failover brings the load balancer back.
+async fn errors_have_reasons_and_recover(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        deploy_deadline_ms: 2_000,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("ok").await;
+    let taken = i32::from(stack.api.port());
+    let doomed = create(
+        &mut api,
+        &project,
+        pb::LoadBalancer {
+            vip_address: "127.0.0.1".into(),
+            ..populated("doomed", taken, vec![member_at(backend.port())])
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let failed = wait_settled(&api, &project, &doomed.id).await;
+    assert_eq!(failed.provisioning_status(), Prov::Error);
+    assert!(
+        failed.status_reason.contains("not applied within"),
+        "reason: {}",
+        failed.status_reason
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The device still takes other load balancers.
+    let fine = create(
+        &mut api,
+        &project,
+        populated("fine", 8080, vec![member_at(backend.port())]),
+    )
+    .await;
+    let fine = active(&api, &project, &fine.id).await;
+    assert_eq!(
+        spread(&format!("{}:8080", fine.vip_address), 2)
+            .await
+            .get("ok"),
+        Some(&2)
+    );
+    api.delete_load_balancer(in_project(
+        &project,
+        pb::DeleteLoadBalancerRequest {
+            id: doomed.id.clone(),
+            cascade: true,
+            etag: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    wait_gone(&api, &project, &doomed.id).await;
+
+    // The agent is away past the deadline: ERROR, then an update brings it back.
+    stack.kill_agent().await;
+    api.update_load_balancer(in_project(
+        &project,
+        pb::UpdateLoadBalancerRequest {
+            load_balancer: Some(pb::LoadBalancer {
+                id: fine.id.clone(),
+                description: "while the agent is away".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["description"]),
+        },
+    ))
+    .await
+    .unwrap();
+    let stuck = wait_settled(&api, &project, &fine.id).await;
+    assert_eq!(stuck.provisioning_status(), Prov::Error);
+    assert!(!stuck.status_reason.is_empty());
+    stack.start_agent().await;
+    api.update_load_balancer(in_project(
+        &project,
+        pb::UpdateLoadBalancerRequest {
+            load_balancer: Some(pb::LoadBalancer {
+                id: fine.id.clone(),
+                description: "back".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["description"]),
+        },
+    ))
+    .await
+    .unwrap();
+    let back = active(&api, &project, &fine.id).await;
+    assert!(back.status_reason.is_empty());
+
+    // And again, brought back by a failover this time.
+    stack.kill_agent().await;
+    api.update_load_balancer(in_project(
+        &project,
+        pb::UpdateLoadBalancerRequest {
+            load_balancer: Some(pb::LoadBalancer {
+                id: fine.id.clone(),
+                description: "away again".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["description"]),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_settled(&api, &project, &fine.id)
+            .await
+            .provisioning_status(),
+        Prov::Error
+    );
+    stack.start_agent().await;
+    api.failover_load_balancer(in_project(
+        &project,
+        pb::FailoverLoadBalancerRequest {
+            id: fine.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    active(&api, &project, &fine.id).await;
+    assert_eq!(
+        spread(&format!("{}:8080", fine.vip_address), 2)
+            .await
+            .get("ok"),
+        Some(&2)
+    );
+    stack.stop().await;
+}
+on_both_databases!(errors_have_reasons_and_recover, haproxy = true);
+
+/// Watching one load balancer sees PENDING_CREATE then ACTIVE; watching the project sees creates,
+/// updates and deletes, starting with what exists.
+async fn watch_streams(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        noop_apply_delay_ms: 300,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let existing = create(
+        &mut api,
+        &project,
+        populated("existing", 80, vec![member_at(9000)]),
+    )
+    .await;
+    active(&api, &project, &existing.id).await;
+    let mut project_events = api
+        .watch_project(in_project(&project, pb::WatchProjectRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = project_events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.kind(), first.load_balancer.unwrap().id),
+        (ChangeKind::Initial, existing.id.clone())
+    );
+
+    let lb = create(
+        &mut api,
+        &project,
+        populated("watched", 80, vec![member_at(9000)]),
+    )
+    .await;
+    let mut events = api
+        .watch_load_balancer(in_project(
+            &project,
+            pb::WatchLoadBalancerRequest { id: lb.id.clone() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let initial = events.next().await.unwrap().unwrap();
+    assert_eq!(initial.kind(), ChangeKind::Initial);
+    assert_eq!(
+        initial.load_balancer.unwrap().provisioning_status(),
+        Prov::PendingCreate
+    );
+    let became_active = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.next().await {
+            let event = event.unwrap();
+            if event.load_balancer.unwrap().provisioning_status() == Prov::Active {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(became_active);
+
+    api.delete_load_balancer(in_project(
+        &project,
+        pb::DeleteLoadBalancerRequest {
+            id: lb.id.clone(),
+            cascade: true,
+            etag: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    let seen: Vec<(ChangeKind, Prov)> = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Some(event) = project_events.next().await {
+            let event = event.unwrap();
+            let lb_state = event.load_balancer.clone().unwrap();
+            if lb_state.id == lb.id {
+                seen.push((event.kind(), lb_state.provisioning_status()));
+                if event.kind() == ChangeKind::Deleted {
+                    break;
+                }
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<Prov> = seen.iter().map(|(_, s)| *s).collect();
+    assert_eq!(statuses.first(), Some(&Prov::PendingCreate), "{seen:?}");
+    assert!(statuses.contains(&Prov::Active), "{seen:?}");
+    assert!(statuses.contains(&Prov::PendingDelete), "{seen:?}");
+    assert_eq!(
+        seen.last(),
+        Some(&(ChangeKind::Deleted, Prov::Deleted)),
+        "{seen:?}"
+    );
+    stack.stop().await;
+}
+on_both_databases!(watch_streams, haproxy = false);
+
+/// Paging through a list while others create and delete returns every object that existed
+/// throughout exactly once.
+async fn pagination_under_churn(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let mut stable = HashSet::new();
+    let mut doomed = Vec::new();
+    for i in 0..40 {
+        let lb = create(
+            &mut api,
+            &project,
+            pb::LoadBalancer {
+                name: format!("lb-{i}"),
+                ..Default::default()
+            },
+        )
+        .await;
+        if i % 4 == 0 {
+            doomed.push(lb.id)
+        } else {
+            stable.insert(lb.id);
+        }
+    }
+    for order_by in ["", "name", "create_time desc"] {
+        let churn = {
+            let mut api = api.clone();
+            let project = project.clone();
+            let doomed = doomed.clone();
+            tokio::spawn(async move {
+                for (i, id) in doomed.iter().enumerate() {
+                    create(
+                        &mut api,
+                        &project,
+                        pb::LoadBalancer {
+                            name: format!("new-{order_by}-{i}"),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                    let _ = api
+                        .delete_load_balancer(in_project(
+                            &project,
+                            pb::DeleteLoadBalancerRequest {
+                                id: id.clone(),
+                                cascade: true,
+                                etag: String::new(),
+                            },
+                        ))
+                        .await;
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = api
+                .list_load_balancers(in_project(
+                    &project,
+                    pb::ListLoadBalancersRequest {
+                        page_size: 3,
+                        page_token: token.clone(),
+                        order_by: order_by.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(page.load_balancers.into_iter().map(|l| l.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+            tokio::task::yield_now().await;
+        }
+        churn.await.unwrap();
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "order {order_by:?}: an object came twice"
+        );
+        for id in &stable {
+            assert!(unique.contains(id), "order {order_by:?}: {id} was skipped");
+        }
+    }
+    let bad = api
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest {
+                page_token: "zz".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    stack.stop().await;
+}
+on_both_databases!(pagination_under_churn, haproxy = false);
+
+/// A create retried with the same request_id returns the first result and makes nothing new, even
+/// when the retries race.
+async fn idempotent_creates(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let api = stack.api_client().await;
+    let attempts = (0..4).map(|_| {
+        let mut api = api.clone();
+        let project = project.clone();
+        tokio::spawn(async move {
+            api.create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(populated("once", 80, vec![member_at(9000)])),
+                    request_id: "req-1".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+        })
+    });
+    let ids: HashSet<String> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let mut api = api.clone();
+    assert_eq!(
+        list_names(&mut api, &project, pb::ListLoadBalancersRequest::default()).await,
+        vec!["once"]
+    );
+    assert_eq!(
+        api.list_members(in_project(&project, pb::ListMembersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .members
+            .len(),
+        1
+    );
+    let lb_id = ids.into_iter().next().unwrap();
+    let pool_id = get(&mut api, &project, &lb_id).await.unwrap().pool_ids[0].clone();
+    let mut member_ids = HashSet::new();
+    for _ in 0..3 {
+        let m = api
+            .create_member(in_project(
+                &project,
+                pb::CreateMemberRequest {
+                    member: Some(pb::Member {
+                        pool_id: pool_id.clone(),
+                        ..member_at(9001)
+                    }),
+                    request_id: "req-m".into(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        member_ids.insert(m.id);
+    }
+    assert_eq!(member_ids.len(), 1);
+    // The same request id in another project is another request.
+    let elsewhere = support::fresh_project();
+    api.create_load_balancer(in_project(
+        &elsewhere,
+        pb::CreateLoadBalancerRequest {
+            load_balancer: Some(populated("twin", 80, vec![])),
+            request_id: "req-1".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        list_names(
+            &mut api,
+            &elsewhere,
+            pb::ListLoadBalancersRequest::default()
+        )
+        .await,
+        vec!["twin"]
+    );
+    stack.stop().await;
+}
+on_both_databases!(idempotent_creates, haproxy = false);
+
+/// Another project sees nothing and gets NOT_FOUND on every method; a reader cannot write.
+async fn project_isolation(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        ..Default::default()
+    })
+    .await;
+    let owner = support::fresh_project();
+    let intruder = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let lb = create(
+        &mut api,
+        &owner,
+        populated("private", 80, vec![member_at(9000)]),
+    )
+    .await;
+    let lb = active(&api, &owner, &lb.id).await;
+    let listener_id = lb.listener_ids[0].clone();
+    let pool_id = lb.pool_ids[0].clone();
+    let member_id = api
+        .list_members(in_project(
+            &owner,
+            pb::ListMembersRequest {
+                pool_id: pool_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members[0]
+        .id
+        .clone();
+    let monitor_id = api
+        .create_health_monitor(in_project(
+            &owner,
+            pb::CreateHealthMonitorRequest {
+                health_monitor: Some(pb::HealthMonitor {
+                    pool_id: pool_id.clone(),
+                    r#type: pb::HealthMonitorType::Tcp as i32,
+                    delay_s: 5,
+                    timeout_s: 2,
+                    max_retries: 3,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let p = intruder.as_str();
+    let codes: Vec<(&str, Code)> = vec![
+        (
+            "GetLoadBalancer",
+            api.get_load_balancer(in_project(
+                p,
+                pb::GetLoadBalancerRequest { id: lb.id.clone() },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "UpdateLoadBalancer",
+            api.update_load_balancer(in_project(
+                p,
+                pb::UpdateLoadBalancerRequest {
+                    load_balancer: Some(pb::LoadBalancer {
+                        id: lb.id.clone(),
+                        name: "x".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["name"]),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "DeleteLoadBalancer",
+            api.delete_load_balancer(in_project(
+                p,
+                pb::DeleteLoadBalancerRequest {
+                    id: lb.id.clone(),
+                    cascade: true,
+                    etag: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "GetLoadBalancerStatusTree",
+            api.get_load_balancer_status_tree(in_project(
+                p,
+                pb::GetLoadBalancerStatusTreeRequest { id: lb.id.clone() },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "FailoverLoadBalancer",
+            api.failover_load_balancer(in_project(
+                p,
+                pb::FailoverLoadBalancerRequest { id: lb.id.clone() },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "WatchLoadBalancer",
+            api.watch_load_balancer(in_project(
+                p,
+                pb::WatchLoadBalancerRequest { id: lb.id.clone() },
+            ))
+            .await
+            .err()
+            .unwrap()
+            .code(),
+        ),
+        (
+            "CreateListener",
+            api.create_listener(in_project(
+                p,
+                pb::CreateListenerRequest {
+                    listener: Some(pb::Listener {
+                        loadbalancer_id: lb.id.clone(),
+                        protocol: pb::Protocol::Tcp as i32,
+                        protocol_port: 81,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "GetListener",
+            api.get_listener(in_project(
+                p,
+                pb::GetListenerRequest {
+                    id: listener_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "UpdateListener",
+            api.update_listener(in_project(
+                p,
+                pb::UpdateListenerRequest {
+                    listener: Some(pb::Listener {
+                        id: listener_id.clone(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["name"]),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "DeleteListener",
+            api.delete_listener(in_project(
+                p,
+                pb::DeleteListenerRequest {
+                    id: listener_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "CreatePool",
+            api.create_pool(in_project(
+                p,
+                pb::CreatePoolRequest {
+                    pool: Some(pb::Pool {
+                        loadbalancer_id: lb.id.clone(),
+                        ..http_pool(vec![])
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "GetPool",
+            api.get_pool(in_project(
+                p,
+                pb::GetPoolRequest {
+                    id: pool_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "UpdatePool",
+            api.update_pool(in_project(
+                p,
+                pb::UpdatePoolRequest {
+                    pool: Some(pb::Pool {
+                        id: pool_id.clone(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["name"]),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "DeletePool",
+            api.delete_pool(in_project(
+                p,
+                pb::DeletePoolRequest {
+                    id: pool_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "CreateMember",
+            api.create_member(in_project(
+                p,
+                pb::CreateMemberRequest {
+                    member: Some(pb::Member {
+                        pool_id: pool_id.clone(),
+                        ..member_at(9009)
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "GetMember",
+            api.get_member(in_project(
+                p,
+                pb::GetMemberRequest {
+                    id: member_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "UpdateMember",
+            api.update_member(in_project(
+                p,
+                pb::UpdateMemberRequest {
+                    member: Some(pb::Member {
+                        id: member_id.clone(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["name"]),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "DeleteMember",
+            api.delete_member(in_project(
+                p,
+                pb::DeleteMemberRequest {
+                    id: member_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "BatchUpdateMembers",
+            api.batch_update_members(in_project(
+                p,
+                pb::BatchUpdateMembersRequest {
+                    pool_id: pool_id.clone(),
+                    members: vec![],
+                    additive_only: false,
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "CreateHealthMonitor",
+            api.create_health_monitor(in_project(
+                p,
+                pb::CreateHealthMonitorRequest {
+                    health_monitor: Some(pb::HealthMonitor {
+                        pool_id: pool_id.clone(),
+                        r#type: pb::HealthMonitorType::Tcp as i32,
+                        delay_s: 5,
+                        timeout_s: 2,
+                        max_retries: 3,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "GetHealthMonitor",
+            api.get_health_monitor(in_project(
+                p,
+                pb::GetHealthMonitorRequest {
+                    id: monitor_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "UpdateHealthMonitor",
+            api.update_health_monitor(in_project(
+                p,
+                pb::UpdateHealthMonitorRequest {
+                    health_monitor: Some(pb::HealthMonitor {
+                        id: monitor_id.clone(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["name"]),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+        (
+            "DeleteHealthMonitor",
+            api.delete_health_monitor(in_project(
+                p,
+                pb::DeleteHealthMonitorRequest {
+                    id: monitor_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        ),
+    ];
+    for (method, code) in codes {
+        assert_eq!(code, Code::NotFound, "{method}");
+    }
+    assert!(
+        api.list_load_balancers(in_project(p, pb::ListLoadBalancersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .load_balancers
+            .is_empty()
+    );
+    assert!(
+        api.list_listeners(in_project(
+            p,
+            pb::ListListenersRequest {
+                loadbalancer_id: lb.id.clone(),
+                ..Default::default()
+            }
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .listeners
+        .is_empty()
+    );
+    assert!(
+        api.list_pools(in_project(p, pb::ListPoolsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .is_empty()
+    );
+    assert!(
+        api.list_members(in_project(
+            p,
+            pb::ListMembersRequest {
+                pool_id: pool_id.clone(),
+                ..Default::default()
+            }
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+        .is_empty()
+    );
+    assert!(
+        api.list_health_monitors(in_project(p, pb::ListHealthMonitorsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .health_monitors
+            .is_empty()
+    );
+    let mut watch = api
+        .watch_project(in_project(p, pb::WatchProjectRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    api.update_load_balancer(in_project(
+        &owner,
+        pb::UpdateLoadBalancerRequest {
+            load_balancer: Some(pb::LoadBalancer {
+                id: lb.id.clone(),
+                name: "still-private".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["name"]),
+        },
+    ))
+    .await
+    .unwrap();
+    active(&api, &owner, &lb.id).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), watch.next())
+            .await
+            .is_err(),
+        "the intruder's watch saw the owner's change"
+    );
+    // Nothing changed for the owner.
+    let after = get(&mut api, &owner, &lb.id).await.unwrap();
+    assert_eq!(after.name, "still-private");
+
+    // Tokens: a reader reads but cannot write; an unknown token and no credentials are UNAUTHENTICATED.
+    let read = api
+        .list_load_balancers(with_token(
+            READER_TOKEN,
+            pb::ListLoadBalancersRequest::default(),
+        ))
+        .await
+        .unwrap();
+    assert!(read.into_inner().load_balancers.is_empty());
+    let denied = api
+        .create_load_balancer(with_token(
+            READER_TOKEN,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated("r", 80, vec![])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let unknown = api
+        .list_load_balancers(with_token("nope", pb::ListLoadBalancersRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    let anonymous = api
+        .list_load_balancers(tonic::Request::new(pb::ListLoadBalancersRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    stack.stop().await;
+}
+on_both_databases!(project_isolation, haproxy = false);
+
+/// Going over a quota is RESOURCE_EXHAUSTED and persists nothing; admins set quotas.
+async fn quotas(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        quota_load_balancers: 2,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let mut quota = stack.quota_client().await;
+    create(&mut api, &project, populated("one", 80, vec![])).await;
+    create(&mut api, &project, populated("two", 80, vec![])).await;
+    let over = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated("three", 80, vec![])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert_eq!(
+        list_names(
+            &mut api,
+            &project,
+            pb::ListLoadBalancersRequest {
+                order_by: "name".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        vec!["one", "two"]
+    );
+    let usage = quota
+        .get_quota(in_project(&project, pb::GetQuotaRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            usage.limits.unwrap().load_balancers,
+            usage.in_use.as_ref().unwrap().load_balancers,
+            usage.in_use.unwrap().pools
+        ),
+        (2, 2, 2)
+    );
+
+    // Only an admin sets quotas.
+    let set = |p: &str, load_balancers: i32, members: i32| pb::SetQuotaRequest {
+        quota: Some(pb::Quota {
+            project_id: p.to_owned(),
+            load_balancers,
+            listeners: -1,
+            pools: -1,
+            members,
+            health_monitors: -1,
+        }),
+    };
+    let denied = quota
+        .set_quota(in_project(&project, set(&project, 10, -1)))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    quota
+        .set_quota(with_token(ADMIN_TOKEN, set(&project, 3, 1)))
+        .await
+        .unwrap();
+    create(
+        &mut api,
+        &project,
+        populated("three", 80, vec![member_at(9000)]),
+    )
+    .await;
+    // Four members where one is allowed: refused, and no part of the tree is persisted.
+    quota
+        .set_quota(with_token(ADMIN_TOKEN, set(&project, 10, 1)))
+        .await
+        .unwrap();
+    let over = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated(
+                    "four",
+                    80,
+                    vec![member_at(9001), member_at(9002)],
+                )),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    assert_eq!(
+        list_names(&mut api, &project, pb::ListLoadBalancersRequest::default())
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        api.list_pools(in_project(&project, pb::ListPoolsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .pools
+            .len(),
+        3
+    );
+    let bad = quota
+        .set_quota(with_token(ADMIN_TOKEN, set(&project, -5, 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::violations(&bad),
+        vec!["quota.load_balancers".to_string()]
+    );
+    quota
+        .reset_quota(with_token(
+            ADMIN_TOKEN,
+            pb::ResetQuotaRequest {
+                project_id: project.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let usage = quota
+        .get_quota(in_project(&project, pb::GetQuotaRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        usage.limits.unwrap().load_balancers,
+        2,
+        "back to the default"
+    );
+    stack.stop().await;
+}
+on_both_databases!(quotas, haproxy = false);
