@@ -2051,3 +2051,135 @@ async fn quotas(db: Db) {
     stack.stop().await;
 }
 on_both_databases!(quotas, haproxy = false);
+
+/// A member whose backend stops goes ERROR and degrades its pool and load balancer, within the
+/// monitor's delay times its retries plus half a second; traffic avoids it; it comes back ONLINE.
+async fn member_health_drives_operating_status(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let b_port = b.addr.port();
+    let mut lb_spec = populated(
+        "checked",
+        8080,
+        vec![member_at(a.port()), member_at(b.port())],
+    );
+    lb_spec.listeners[0]
+        .default_pool
+        .as_mut()
+        .unwrap()
+        .healthmonitor = Some(pb::HealthMonitor {
+        r#type: pb::HealthMonitorType::Http as i32,
+        delay_s: 1,
+        timeout_s: 1,
+        max_retries: 1,
+        max_retries_down: 1,
+        url_path: "/".into(),
+        ..Default::default()
+    });
+    let lb = create(&mut api, &project, lb_spec).await;
+    let lb = active(&api, &project, &lb.id).await;
+    let pool_id = lb.pool_ids[0].clone();
+    let member_status = |api: &Api, port: i32| {
+        let mut api = api.clone();
+        let (project, pool_id) = (project.clone(), pool_id.clone());
+        async move {
+            let members = api
+                .list_members(in_project(
+                    &project,
+                    pb::ListMembersRequest {
+                        pool_id,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .members;
+            members
+                .into_iter()
+                .find(|m| m.protocol_port == port)
+                .unwrap()
+                .operating_status()
+        }
+    };
+    let lb_status = |api: &Api| {
+        let mut api = api.clone();
+        let (project, id) = (project.clone(), lb.id.clone());
+        async move {
+            get(&mut api, &project, &id)
+                .await
+                .unwrap()
+                .operating_status()
+        }
+    };
+    poll_until(Duration::from_secs(10), "both members ONLINE", || async {
+        (member_status(&api, a.port()).await == pb::OperatingStatus::Online
+            && member_status(&api, b.port()).await == pb::OperatingStatus::Online)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(lb_status(&api).await, pb::OperatingStatus::Online);
+
+    drop(b);
+    let stopped = std::time::Instant::now();
+    poll_until(Duration::from_secs(10), "member b to go ERROR", || async {
+        (member_status(&api, i32::from(b_port)).await == pb::OperatingStatus::Error).then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    eprintln!(
+        "member ERROR {} ms after its backend stopped (monitor: 1 s delay, 1 retry)",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(1500 + 500), "took {took:?}");
+    assert_eq!(lb_status(&api).await, pb::OperatingStatus::Degraded);
+    let tree = api
+        .get_load_balancer_status_tree(in_project(
+            &project,
+            pb::GetLoadBalancerStatusTreeRequest { id: lb.id.clone() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let pool = &tree.listeners[0].pools[0];
+    assert_eq!(
+        pool.status.as_ref().unwrap().operating_status(),
+        pb::OperatingStatus::Degraded
+    );
+    assert_eq!(
+        tree.listeners[0]
+            .status
+            .as_ref()
+            .unwrap()
+            .operating_status(),
+        pb::OperatingStatus::Degraded
+    );
+    let vip = format!("{}:8080", lb.vip_address);
+    assert_eq!(
+        spread(&vip, 10).await.get("a"),
+        Some(&10),
+        "traffic went to the stopped member"
+    );
+
+    let _b = Backend::start_on("b", b_port).await;
+    poll_until(Duration::from_secs(10), "member b back ONLINE", || async {
+        (member_status(&api, i32::from(b_port)).await == pb::OperatingStatus::Online).then_some(())
+    })
+    .await;
+    assert_eq!(lb_status(&api).await, pb::OperatingStatus::Online);
+    let counts = spread(&vip, 10).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&5), Some(&5)),
+        "{counts:?}"
+    );
+    stack.stop().await;
+}
+on_both_databases!(member_health_drives_operating_status, haproxy = true);

@@ -230,6 +230,7 @@ impl Stack {
             state_dir: dir.join("agent"),
             haproxy_bin: "haproxy".into(),
             noop_apply_delay_ms: options.noop_apply_delay_ms,
+            health_interval_ms: 100,
             stop_data_plane_on_exit: true,
         };
         let (stop, rx) = watch::channel(false);
@@ -473,7 +474,17 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, 0).await
+    }
+
+    /// A backend on a given port (0: any), e.g. to bring a stopped one back where it was.
+    pub async fn start_on(name: &str, port: u16) -> Self {
+        let listener = poll_until(
+            Duration::from_secs(10),
+            "the backend port to be free",
+            || async move { TcpListener::bind(("127.0.0.1", port)).await.ok() },
+        )
+        .await;
         let addr = listener.local_addr().unwrap();
         let served = Arc::new(AtomicU64::new(0));
         let body = name.to_owned();

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod health;
 pub mod reconciler;
 pub mod registration;
 pub mod service;
@@ -74,9 +75,15 @@ pub async fn run(
     let devices: service::Devices = Arc::new(devices);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (health_feed, health_task) = health::spawn(
+        config.agent_id.clone(),
+        devices.clone(),
+        std::time::Duration::from_millis(config.health_interval_ms),
+    );
     let api = AgentApi {
         agent_id: config.agent_id.clone(),
         devices: devices.clone(),
+        health: health_feed,
     };
     let server = tonic::transport::Server::builder()
         .trace_fn(lbaas::server::rpc_span)
@@ -115,6 +122,7 @@ pub async fn run(
 
     shutdown.await;
     registration.abort();
+    health_task.abort();
     let _ = stop_tx.send(());
     server.await??;
     if config.stop_data_plane_on_exit {

@@ -4,7 +4,8 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Instant};
 use futures::Stream;
 use lbaas::agent::v1::{
     ApplyEvent, ApplyPhase, ApplyRequest, DeviceStatus, GetStatusRequest, GetStatusResponse,
-    LoadBalancerStatus, RemoveRequest, RemoveResponse, agent_service_server::AgentService,
+    HealthReport, LoadBalancerStatus, RemoveRequest, RemoveResponse, WatchHealthRequest,
+    agent_service_server::AgentService,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +22,7 @@ pub type Devices = Arc<HashMap<String, Arc<DeviceReconciler>>>;
 pub struct AgentApi {
     pub agent_id: String,
     pub devices: Devices,
+    pub health: crate::health::HealthFeed,
 }
 
 impl AgentApi {
@@ -173,5 +175,30 @@ impl AgentService for AgentApi {
             devices,
             load_balancers,
         }))
+    }
+
+    type WatchHealthStream = Pin<Box<dyn Stream<Item = Result<HealthReport, Status>> + Send>>;
+
+    async fn watch_health(
+        &self,
+        _request: Request<WatchHealthRequest>,
+    ) -> Result<Response<Self::WatchHealthStream>, Status> {
+        let mut feed = self.health.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let current = feed.borrow_and_update().clone();
+                if let Some(report) = current
+                    && tx.send(Ok((*report).clone())).await.is_err()
+                {
+                    return;
+                }
+                tokio::select! {
+                    changed = feed.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

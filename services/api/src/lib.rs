@@ -7,8 +7,10 @@ pub mod convert;
 pub mod deployer;
 pub mod entity;
 pub mod error;
+pub mod health;
 pub mod migration;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod update;
 pub mod watch;
@@ -70,9 +72,13 @@ pub async fn run(
     let store = store::Store::new(db.clone(), hub.clone(), config.quota_defaults());
     let deployer = deployer::Deployer::new(
         store.clone(),
-        SchedulerServiceClient::new(channel),
+        SchedulerServiceClient::new(channel.clone()),
         Duration::from_millis(config.deploy_deadline_ms),
     );
+    let health_follower = tokio::spawn(health::follow(
+        store.clone(),
+        SchedulerServiceClient::new(channel),
+    ));
     let sweep = tokio::spawn(
         deployer
             .clone()
@@ -104,6 +110,7 @@ pub async fn run(
         })
         .await;
     sweep.abort();
+    health_follower.abort();
     db.close().await.ok();
     tracing::info!("api stopped");
     Ok(result?)

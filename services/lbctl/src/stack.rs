@@ -106,6 +106,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         state_dir: data_dir.join("agent"),
         haproxy_bin: "haproxy".into(),
         noop_apply_delay_ms: 0,
+        health_interval_ms: 100,
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
     };

@@ -50,6 +50,7 @@ pub struct SchedulerApi {
     pub db: DatabaseConnection,
     pub placer: Arc<Placer>,
     pub agents: Arc<AgentClients>,
+    pub health: Arc<crate::health::HealthRelay>,
 }
 
 impl SchedulerApi {
@@ -255,5 +256,44 @@ impl SchedulerService for SchedulerApi {
             .map(|d| d.agent_id)
             .unwrap_or_default();
         Ok(Response::new(placement(&binding, &agent_id)))
+    }
+
+    type WatchHealthStream =
+        Pin<Box<dyn Stream<Item = Result<lbaas::agent::v1::HealthReport, Status>> + Send>>;
+
+    async fn watch_health(
+        &self,
+        _request: Request<lbaas::scheduler::v1::WatchHealthRequest>,
+    ) -> Result<Response<Self::WatchHealthStream>, Status> {
+        let (latest, mut reports) = self.health.subscribe();
+        let health = self.health.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for report in latest {
+                if tx.send(Ok((*report).clone())).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let next = tokio::select! {
+                    next = reports.recv() => next,
+                    () = tx.closed() => return,
+                };
+                let batch = match next {
+                    Ok(report) => vec![report],
+                    // Fell behind: the latest of each agent says all that matters.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        health.subscribe().0
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                for report in batch {
+                    if tx.send(Ok((*report).clone())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -259,6 +259,7 @@ impl DeviceService for DeviceApi {
 pub struct AgentRegistryApi {
     pub db: DatabaseConnection,
     pub heartbeat_interval_ms: i64,
+    pub health: std::sync::Arc<crate::health::HealthRelay>,
 }
 
 #[tonic::async_trait]
@@ -306,6 +307,7 @@ impl AgentRegistryService for AgentRegistryApi {
         for device in &request.devices {
             upsert_device(&self.db, device).await?;
         }
+        self.health.follow(&request.agent_id, &request.address);
         tracing::info!(agent = %request.agent_id, address = %request.address, devices = request.devices.len(), "agent registered");
         Ok(Response::new(RegisterAgentResponse {
             heartbeat_interval_ms: self.heartbeat_interval_ms,

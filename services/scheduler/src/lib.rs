@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod devices;
 pub mod entity;
 pub mod error;
+pub mod health;
 pub mod migration;
 pub mod placement;
 pub mod strategy;
@@ -17,6 +18,7 @@ use lbaas::scheduler::v1::{
     agent_registry_service_server::AgentRegistryServiceServer,
     device_service_server::DeviceServiceServer, scheduler_service_server::SchedulerServiceServer,
 };
+use sea_orm::EntityTrait as _;
 use sea_orm_migration::MigratorTrait as _;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -62,15 +64,27 @@ pub async fn run(
         strategy,
         config.agent_timeout_ms,
     ));
+    let agents = Arc::new(deploy::AgentClients::default());
+    let health_relay = Arc::new(health::HealthRelay::new(agents.clone()));
+    // Agents registered before a restart do not register again: follow them from the registry.
+    for known in entity::agent::Entity::find()
+        .all(&db)
+        .await
+        .context("reading the agent registry")?
+    {
+        health_relay.follow(&known.id, &known.address);
+    }
     let scheduler = deploy::SchedulerApi {
         db: db.clone(),
         placer,
-        agents: Arc::new(deploy::AgentClients::default()),
+        agents,
+        health: health_relay.clone(),
     };
     let devices = devices::DeviceApi { db: db.clone() };
     let registry = devices::AgentRegistryApi {
         db: db.clone(),
         heartbeat_interval_ms: config.heartbeat_interval_ms,
+        health: health_relay,
     };
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, database = %redact(&config.database_url), "scheduler listening");

@@ -9,7 +9,7 @@ pub mod noop;
 
 use std::{path::PathBuf, sync::Arc};
 
-use lbaas::agent::v1::LoadBalancerConfig;
+use lbaas::agent::v1::{LoadBalancerConfig, MemberHealthStatus};
 
 /// What went wrong in a driver, in words the tenant can act on.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,12 @@ pub trait Driver: Send + Sync {
 
     /// How the device is doing.
     async fn health(&self) -> DeviceHealth;
+
+    /// What the device's health checks say of each member it serves. Drivers without checks
+    /// report nothing.
+    async fn member_health(&self) -> Result<Vec<MemberHealthStatus>, DriverError> {
+        Ok(Vec::new())
+    }
 
     /// Stops the device's data plane (only on an explicit request: agent exit leaves it serving).
     async fn stop(&self) -> Result<(), DriverError>;

@@ -11,7 +11,7 @@ use crate::{
     convert::monitor_type_to_agent,
     entity::{health_monitor, listener, load_balancer, member, pool},
     error::ApiError,
-    now_ms,
+    now_ms, status,
 };
 
 impl Store {
@@ -187,11 +187,8 @@ impl Store {
                 .filter(pool::Column::ProvisioningStatus.is_in(pending))
                 .exec(&txn)
                 .await?;
-            // Member health arrives from the agents' health stream (a later change); until then a
-            // member's operating status says honestly that nothing has checked it.
             member::Entity::update_many()
                 .col_expr(member::Column::ProvisioningStatus, Expr::value(ACTIVE))
-                .col_expr(member::Column::OperatingStatus, Expr::value("NO_MONITOR"))
                 .filter(member::Column::LoadbalancerId.eq(id))
                 .filter(member::Column::ProvisioningStatus.is_in(pending))
                 .exec(&txn)
@@ -211,6 +208,10 @@ impl Store {
                 .await?;
         }
         active.update(&txn).await?;
+        if latest {
+            settle_member_statuses(&txn, id).await?;
+            super::health::recompute_operating(&txn, id).await?;
+        }
         txn.commit().await?;
         self.announce(&lb.project_id, id).await;
         Ok(latest)
@@ -285,4 +286,43 @@ impl Store {
         self.announce(&lb.project_id, id).await;
         Ok(())
     }
+}
+
+/// After a deploy: members nothing checks are NO_MONITOR, disabled ones OFFLINE, and checked ones
+/// keep what the health stream said (OFFLINE until their first check).
+async fn settle_member_statuses(
+    txn: &sea_orm::DatabaseTransaction,
+    lb_id: &str,
+) -> Result<(), ApiError> {
+    let monitored: std::collections::HashSet<String> = health_monitor::Entity::find()
+        .filter(health_monitor::Column::LoadbalancerId.eq(lb_id))
+        .filter(health_monitor::Column::AdminStateUp.eq(true))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|h| h.pool_id)
+        .collect();
+    let members = member::Entity::find()
+        .filter(member::Column::LoadbalancerId.eq(lb_id))
+        .all(txn)
+        .await?;
+    for m in members {
+        let target = if !m.admin_state_up {
+            status::OFFLINE
+        } else if !monitored.contains(&m.pool_id) {
+            status::NO_MONITOR
+        } else if m.operating_status == status::NO_MONITOR {
+            status::OFFLINE
+        } else {
+            continue;
+        };
+        if m.operating_status != target {
+            member::Entity::update_many()
+                .col_expr(member::Column::OperatingStatus, Expr::value(target))
+                .filter(member::Column::Id.eq(m.id.as_str()))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod children;
 mod deploy;
+mod health;
 mod load_balancers;
 
 use sea_orm::{

@@ -7,6 +7,7 @@
 
 mod master;
 pub mod render;
+mod runtime;
 
 use std::{
     path::{Path, PathBuf},
@@ -193,6 +194,15 @@ impl Driver for HaproxyDriver {
                 detail: e.to_string(),
             },
         }
+    }
+
+    async fn member_health(
+        &self,
+    ) -> Result<Vec<lbaas::agent::v1::MemberHealthStatus>, DriverError> {
+        let stats = runtime::command(&self.stats_socket(), "show stat")
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("stats socket: {e}")))?;
+        Ok(runtime::member_health(&stats))
     }
 
     async fn stop(&self) -> Result<(), DriverError> {
