@@ -159,27 +159,44 @@ impl Client {
             .into_inner())
     }
 
-    /// Polls until the load balancer leaves PENDING_* (or is gone, for a delete).
+    /// Follows the load balancer's watch stream, printing each status, until it leaves
+    /// PENDING_* (or, for a delete, until it is gone).
     async fn wait(&self, id: &str, gone: bool) -> anyhow::Result<()> {
+        use tokio_stream::StreamExt as _;
         let started = std::time::Instant::now();
-        loop {
-            match self.get(id).await {
-                Ok(lb) => {
-                    let status = status_name(lb.provisioning_status);
-                    if !gone && !status.starts_with("PENDING") {
-                        println!("{status} after {} ms", started.elapsed().as_millis());
-                        print_lb(&lb);
-                        return Ok(());
-                    }
+        let mut events = self
+            .inner
+            .clone()
+            .watch_load_balancer(self.request(pb::WatchLoadBalancerRequest { id: id.to_owned() })?)
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            let kind = event.kind();
+            let Some(lb) = event.load_balancer else {
+                continue;
+            };
+            let status = status_name(lb.provisioning_status);
+            println!(
+                "{:>6} ms  {status:<14} {:<10} vip {}",
+                started.elapsed().as_millis(),
+                operating_name(lb.operating_status),
+                if lb.vip_address.is_empty() {
+                    "-"
+                } else {
+                    &lb.vip_address
                 }
-                Err(status) if gone && status.code() == tonic::Code::NotFound => {
-                    println!("deleted after {} ms", started.elapsed().as_millis());
-                    return Ok(());
-                }
-                Err(status) => anyhow::bail!("{}", status.message()),
+            );
+            if kind == pb::ChangeKind::Deleted {
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !gone && !status.starts_with("PENDING") {
+                print_lb(&lb);
+                return Ok(());
+            }
         }
+        anyhow::bail!("the watch stream ended early; run `lbctl lb show {id}`")
     }
 
     pub async fn lb(&self, command: LbCommand) -> anyhow::Result<()> {
