@@ -2183,3 +2183,119 @@ async fn member_health_drives_operating_status(db: Db) {
     stack.stop().await;
 }
 on_both_databases!(member_health_drives_operating_status, haproxy = true);
+
+/// Member add, weight, disable, enable and delete reach HAProxy through its runtime API: traffic
+/// follows each change and HAProxy is never reloaded.
+async fn member_changes_need_no_reload(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = create(
+        &mut api,
+        &project,
+        populated("runtime", 8080, vec![member_at(a.port())]),
+    )
+    .await;
+    let lb = active(&api, &project, &lb.id).await;
+    let vip = format!("{}:8080", lb.vip_address);
+    let pool_id = lb.pool_ids[0].clone();
+    let reloads = haproxy_runtime_master_reloads(&stack).await;
+
+    let added = api
+        .create_member(in_project(
+            &project,
+            pb::CreateMemberRequest {
+                member: Some(pb::Member {
+                    pool_id: pool_id.clone(),
+                    ..member_at(b.port())
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    active(&api, &project, &lb.id).await;
+    let counts = spread(&vip, 10).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&5), Some(&5)),
+        "after add: {counts:?}"
+    );
+
+    let set_member = |weight: Option<i32>, up: Option<bool>| pb::UpdateMemberRequest {
+        member: Some(pb::Member {
+            id: added.id.clone(),
+            weight,
+            admin_state_up: up,
+            ..Default::default()
+        }),
+        update_mask: mask(&[if weight.is_some() {
+            "weight"
+        } else {
+            "admin_state_up"
+        }]),
+    };
+    api.update_member(in_project(&project, set_member(Some(3), None)))
+        .await
+        .unwrap();
+    active(&api, &project, &lb.id).await;
+    let counts = spread(&vip, 20).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&5), Some(&15)),
+        "after weight 3: {counts:?}"
+    );
+
+    api.update_member(in_project(&project, set_member(None, Some(false))))
+        .await
+        .unwrap();
+    active(&api, &project, &lb.id).await;
+    assert_eq!(spread(&vip, 6).await.get("a"), Some(&6), "after disable");
+    api.update_member(in_project(&project, set_member(None, Some(true))))
+        .await
+        .unwrap();
+    active(&api, &project, &lb.id).await;
+    assert!(spread(&vip, 8).await.contains_key("b"), "after enable");
+
+    api.delete_member(in_project(
+        &project,
+        pb::DeleteMemberRequest {
+            id: added.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    active(&api, &project, &lb.id).await;
+    assert_eq!(spread(&vip, 6).await.get("a"), Some(&6), "after delete");
+    assert_eq!(
+        haproxy_runtime_master_reloads(&stack).await,
+        reloads,
+        "a member change reloaded HAProxy"
+    );
+
+    // The rendered config kept up, so a structural change (which reloads) keeps the members.
+    api.update_pool(in_project(
+        &project,
+        pb::UpdatePoolRequest {
+            pool: Some(pb::Pool {
+                id: pool_id.clone(),
+                lb_algorithm: pb::LbAlgorithm::LeastConnections as i32,
+                ..Default::default()
+            }),
+            update_mask: mask(&["lb_algorithm"]),
+        },
+    ))
+    .await
+    .unwrap();
+    active(&api, &project, &lb.id).await;
+    assert_eq!(haproxy_runtime_master_reloads(&stack).await, reloads + 1);
+    assert_eq!(spread(&vip, 4).await.get("a"), Some(&4));
+    stack.stop().await;
+}
+on_both_databases!(member_changes_need_no_reload, haproxy = true);

@@ -79,8 +79,9 @@ impl LoadBalancerService for TenantApi {
             .store
             .create_load_balancer(&caller.project_id, new, &r.request_id)
             .await?;
+        let response = self.load_balancer(&caller.project_id, &id).await;
         self.kick(&id);
-        self.load_balancer(&caller.project_id, &id).await
+        response
     }
 
     async fn get_load_balancer(
@@ -135,8 +136,9 @@ impl LoadBalancerService for TenantApi {
             .store
             .update_load_balancer(&caller.project_id, &patch, &paths)
             .await?;
+        let response = self.load_balancer(&caller.project_id, &id).await;
         self.kick(&id);
-        self.load_balancer(&caller.project_id, &id).await
+        response
     }
 
     async fn delete_load_balancer(
@@ -176,8 +178,9 @@ impl LoadBalancerService for TenantApi {
             .store
             .failover_load_balancer(&caller.project_id, &request.get_ref().id)
             .await?;
+        let response = self.load_balancer(&caller.project_id, &id).await;
         self.kick(&id);
-        self.load_balancer(&caller.project_id, &id).await
+        response
     }
 
     type WatchLoadBalancerStream = EventStream;

@@ -6,6 +6,7 @@
 //! agent restarts, and a restarted agent adopts the running master through its socket.
 
 mod master;
+mod plan;
 pub mod render;
 mod runtime;
 
@@ -27,8 +28,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HaproxyDriver {
     bin: PathBuf,
     dir: PathBuf,
-    /// Serialises starts and reloads of this instance.
+    /// Serialises starts, reloads and runtime changes of this instance.
     lock: Mutex<()>,
+    /// What the running HAProxy serves, when known exactly (after a reload or runtime change that
+    /// succeeded); `None` (after a failure, or a restart of the agent) forces the next change
+    /// through a reload.
+    running: std::sync::Mutex<Option<Live>>,
+}
+
+/// The configuration HAProxy runs: the load balancers and the config text they render to.
+#[derive(Clone)]
+struct Live {
+    configs: Vec<LoadBalancerConfig>,
+    text: String,
 }
 
 impl HaproxyDriver {
@@ -37,6 +49,7 @@ impl HaproxyDriver {
             bin: options.haproxy_bin.clone(),
             dir: options.state_dir.clone(),
             lock: Mutex::new(()),
+            running: std::sync::Mutex::new(None),
         }
     }
 
@@ -137,6 +150,71 @@ impl HaproxyDriver {
             .await
             .map_err(|e| DriverError::Unavailable(format!("cannot install config: {e}")))
     }
+
+    fn set_running(&self, state: Option<Live>) {
+        if let Ok(mut running) = self.running.lock() {
+            *running = state;
+        }
+    }
+
+    /// Member-only changes go through the runtime API, with no reload; the config file is
+    /// rewritten too, so the next reload keeps them. Returns false when a reload is needed.
+    async fn apply_at_runtime(&self, desired: &[LoadBalancerConfig], text: &str) -> bool {
+        let running = self.running.lock().ok().and_then(|r| r.clone());
+        let Some(running) = running else {
+            return false;
+        };
+        if running.text == text {
+            return true;
+        }
+        let Some(commands) = plan::member_changes(&running.configs, desired) else {
+            return false;
+        };
+        for command in &commands {
+            let answer = runtime::command(&self.stats_socket(), &command.line).await;
+            match answer {
+                Ok(answer) if plan::accepted(&command.line, &answer) => {}
+                Ok(answer) if command.tolerate_failure => {
+                    tracing::debug!(command = %command.line, answer = %answer.trim(), "runtime command refused; the next reload completes it");
+                }
+                other => {
+                    tracing::warn!(command = %command.line, answer = ?other, "runtime change failed; reloading instead");
+                    self.set_running(None);
+                    return false;
+                }
+            }
+        }
+        let candidate = self.dir.join("haproxy.cfg.new");
+        let written = async {
+            tokio::fs::write(&candidate, text).await?;
+            tokio::fs::rename(&candidate, self.config_path()).await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(error = %e, "cannot write the config after a runtime change; reloading");
+            self.set_running(None);
+            return false;
+        }
+        self.set_running(Some(Live {
+            configs: desired.to_vec(),
+            text: text.to_owned(),
+        }));
+        true
+    }
+
+    /// Installs the config (checked with `haproxy -c`) and reloads, or starts HAProxy if it is gone.
+    async fn reload_with(&self, text: &str) -> Result<(), DriverError> {
+        let master = self.master();
+        let running = master.show_proc().await;
+        self.install(text).await?;
+        match running {
+            Ok(before) => master
+                .reload(&before, READY_TIMEOUT)
+                .await
+                .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}"))),
+            // HAProxy is gone (killed, crashed): start it on the new config.
+            Err(_) => self.spawn_master().await,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -164,23 +242,15 @@ impl Driver for HaproxyDriver {
     async fn apply(&self, desired: &[LoadBalancerConfig]) -> Result<(), DriverError> {
         let text = self.render(desired)?;
         let _guard = self.lock.lock().await;
-        let current = tokio::fs::read_to_string(self.config_path())
-            .await
-            .unwrap_or_default();
-        let master = self.master();
-        let running = master.show_proc().await;
-        if current == text && running.is_ok() {
+        if self.apply_at_runtime(desired, &text).await {
             return Ok(());
         }
-        self.install(&text).await?;
-        match running {
-            Ok(before) => master
-                .reload(&before, READY_TIMEOUT)
-                .await
-                .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}"))),
-            // HAProxy is gone (killed, crashed): start it on the new config.
-            Err(_) => self.spawn_master().await,
-        }
+        let result = self.reload_with(&text).await;
+        self.set_running(result.is_ok().then(|| Live {
+            configs: desired.to_vec(),
+            text,
+        }));
+        result
     }
 
     async fn health(&self) -> DeviceHealth {

@@ -264,6 +264,22 @@ fn render_member(
     check: Option<&str>,
     field: &str,
 ) -> Result<(), RenderError> {
+    let args = server_args(member, check, field)?;
+    let _ = write!(out, "    server m_{} {args}", member.id);
+    if !member.admin_state_up {
+        out.push_str(" disabled");
+    }
+    out.push('\n');
+    Ok(())
+}
+
+/// A server's address and options, as a `server` line and the runtime API's `add server` take
+/// them: `ADDRESS:PORT weight W [check ...] [backup]`.
+pub fn server_args(
+    member: &MemberConfig,
+    check: Option<&str>,
+    field: &str,
+) -> Result<String, RenderError> {
     check_id(&member.id, &format!("{field}.id"))?;
     let address: IpAddr = member
         .address
@@ -273,24 +289,23 @@ fn render_member(
     if member.weight > 256 {
         return Err(reject(format!("{field}.weight"), "must be 0..=256"));
     }
-    let _ = write!(
-        out,
-        "    server m_{} {} weight {}",
-        member.id,
-        socket_address(address, port),
-        member.weight
-    );
+    let mut args = format!("{} weight {}", socket_address(address, port), member.weight);
     if let Some(check) = check {
-        let _ = write!(out, " {check}");
+        args.push(' ');
+        args.push_str(check);
     }
     if member.backup {
-        out.push_str(" backup");
+        args.push_str(" backup");
     }
-    if !member.admin_state_up {
-        out.push_str(" disabled");
+    Ok(args)
+}
+
+/// The options each server of a pool with this monitor carries (`check inter ...`).
+pub fn check_options(monitor: Option<&MonitorConfig>) -> Result<Option<String>, RenderError> {
+    match monitor {
+        Some(m) => render_monitor(&mut String::new(), m, "monitor").map(Some),
+        None => Ok(None),
     }
-    out.push('\n');
-    Ok(())
 }
 
 fn socket_address(ip: IpAddr, port: u16) -> String {
