@@ -93,3 +93,9 @@ pub async fn shutdown_signal() {
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     tracing::info_span!("rpc", method = %request.uri().path())
 }
+
+/// The connections a service accepts on `listener`, with Nagle's algorithm off: small gRPC frames
+/// must not wait for the peer's delayed ACK (that wait is 40 ms per round trip on Linux).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}

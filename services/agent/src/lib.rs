@@ -16,7 +16,6 @@ use lbaas::{
     scheduler::v1::{Device, DeviceState},
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::AgentConfig;
 use driver::{DriverOptions, build_driver};
@@ -91,7 +90,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AgentServiceServer::new(api))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(lbaas::server::incoming(listener), async {
             let _ = stop_rx.await;
         });
     let server = tokio::spawn(server);

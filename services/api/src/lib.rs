@@ -27,7 +27,6 @@ use lbaas::{
 };
 use sea_orm_migration::MigratorTrait as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::ApiConfig;
 
@@ -103,7 +102,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(LoadBalancerServiceServer::new(api))
         .add_service(QuotaServiceServer::new(quotas))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(lbaas::server::incoming(listener), async move {
             shutdown.await;
             // Watch streams would hold the drain open forever: end them.
             hub.close();

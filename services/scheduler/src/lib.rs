@@ -21,7 +21,6 @@ use lbaas::scheduler::v1::{
 use sea_orm::EntityTrait as _;
 use sea_orm_migration::MigratorTrait as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::SchedulerConfig;
 
@@ -96,7 +95,7 @@ pub async fn run(
         .add_service(SchedulerServiceServer::new(scheduler))
         .add_service(DeviceServiceServer::new(devices))
         .add_service(AgentRegistryServiceServer::new(registry))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(lbaas::server::incoming(listener), shutdown)
         .await?;
     db.close().await.ok();
     tracing::info!("scheduler stopped");

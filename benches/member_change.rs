@@ -1,0 +1,244 @@
+//! Change latency through the whole stack on one HAProxy device, each next to the bare HAProxy
+//! operation measured in the same run on the same instance:
+//! - a member weight change, from the API call until HAProxy's runtime API reports the new weight,
+//!   next to a bare `set server ... weight` on the stats socket;
+//! - a structural change (the pool's algorithm), from the API call until the load balancer is
+//!   ACTIVE again, next to a bare `haproxy -c` plus master-CLI reload of the same config.
+//! Run: `cargo bench --bench member_change` (`LBAAS_BENCH_N` changes each, 100 by default).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use lbaas::api::v1 as pb;
+use prost_types::FieldMask;
+use support::{Backend, Stack, StackOptions, in_project};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+async fn socket_command(socket: &Path, command: &str) -> String {
+    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
+        return String::new();
+    };
+    let mut answer = String::new();
+    if stream
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .is_ok()
+        && stream.shutdown().await.is_ok()
+    {
+        let _ = stream.read_to_string(&mut answer).await;
+    }
+    answer
+}
+
+fn current_worker(show_proc: &str) -> Option<String> {
+    show_proc
+        .split("# workers")
+        .nth(1)?
+        .lines()
+        .find(|l| l.contains("worker"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let pick =
+        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    let (p50, p99) = (pick(0.5), pick(0.99));
+    println!(
+        "{name:<58} n={:<4} p50={:>8.2} ms  p99={:>8.2} ms",
+        samples.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    (p50, p99)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("LBAAS_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    assert!(support::haproxy_available(), "this benchmark needs haproxy");
+    let backend = Backend::start("bench").await;
+    let stack = Stack::start(StackOptions::default()).await;
+    let mut api = stack.api_client().await;
+    let project = "bench";
+    let lb = api
+        .create_load_balancer(in_project(
+            project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(pb::LoadBalancer {
+                    name: "bench".into(),
+                    listeners: vec![pb::Listener {
+                        protocol: pb::Protocol::Http as i32,
+                        protocol_port: 8080,
+                        default_pool: Some(pb::Pool {
+                            protocol: pb::Protocol::Http as i32,
+                            lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+                            members: vec![pb::Member {
+                                address: "127.0.0.1".into(),
+                                protocol_port: backend.port(),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = support::wait_settled(&api, project, &lb.id).await;
+    let pool_id = lb.pool_ids[0].clone();
+    let member = api
+        .list_members(in_project(
+            project,
+            pb::ListMembersRequest {
+                pool_id: pool_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+        .remove(0);
+    let device: PathBuf = stack.dir.join("agent").join("agent-e2e-haproxy-0");
+    let stats = device.join("stats.sock");
+    let master = device.join("master.sock");
+    let server = format!("p_{pool_id}/m_{}", member.id);
+
+    // Member weight: API call -> the device reports the weight.
+    let mut through_api = Vec::with_capacity(n);
+    for i in 0..n {
+        let weight = 2 + (i % 200) as i32;
+        let started = Instant::now();
+        api.update_member(in_project(
+            project,
+            pb::UpdateMemberRequest {
+                member: Some(pb::Member {
+                    id: member.id.clone(),
+                    weight: Some(weight),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["weight".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+        let want = format!("{weight} ");
+        while !socket_command(&stats, &format!("get weight {server}"))
+            .await
+            .starts_with(&want)
+        {}
+        through_api.push(started.elapsed());
+    }
+    support::wait_settled(&api, project, &lb.id).await;
+    let mut bare_runtime = Vec::with_capacity(n);
+    for i in 0..n {
+        let weight = 2 + (i % 200);
+        let started = Instant::now();
+        let answer = socket_command(&stats, &format!("set server {server} weight {weight}")).await;
+        assert!(answer.trim().is_empty(), "{answer}");
+        bare_runtime.push(started.elapsed());
+    }
+
+    // Structural: flip the algorithm -> ACTIVE again (a checked, seamless reload underneath).
+    let reloads_before = socket_command(&master, "show proc").await;
+    let mut structural = Vec::with_capacity(n);
+    for i in 0..n {
+        let algorithm = if i % 2 == 0 {
+            pb::LbAlgorithm::LeastConnections
+        } else {
+            pb::LbAlgorithm::RoundRobin
+        };
+        let started = Instant::now();
+        api.update_pool(in_project(
+            project,
+            pb::UpdatePoolRequest {
+                pool: Some(pb::Pool {
+                    id: pool_id.clone(),
+                    lb_algorithm: algorithm as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["lb_algorithm".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+        loop {
+            let now = api
+                .get_load_balancer(in_project(
+                    project,
+                    pb::GetLoadBalancerRequest { id: lb.id.clone() },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            if now.provisioning_status() == pb::ProvisioningStatus::Active {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        structural.push(started.elapsed());
+    }
+    let mut bare_reload = Vec::with_capacity(n);
+    let cfg = device.join("haproxy.cfg");
+    for _ in 0..n {
+        let before = current_worker(&socket_command(&master, "show proc").await);
+        let started = Instant::now();
+        let check = tokio::process::Command::new("haproxy")
+            .args(["-c", "-q", "-f"])
+            .arg(&cfg)
+            .status()
+            .await
+            .unwrap();
+        assert!(check.success());
+        let _ = socket_command(&master, "reload").await;
+        loop {
+            let worker = current_worker(&socket_command(&master, "show proc").await);
+            if worker.is_some() && worker != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        bare_reload.push(started.elapsed());
+    }
+    let _ = reloads_before;
+    stack.stop().await;
+
+    println!("one HAProxy 2.6 device, one load balancer; SQLite");
+    let (m50, m99) = summary("member weight: API call -> device reports it", through_api);
+    let (r50, r99) = summary("bare: set server weight on the stats socket", bare_runtime);
+    println!(
+        "ratio: p50 {:.1}x  p99 {:.1}x",
+        m50.as_secs_f64() / r50.as_secs_f64(),
+        m99.as_secs_f64() / r99.as_secs_f64()
+    );
+    let (s50, s99) = summary("pool algorithm: API call -> ACTIVE", structural);
+    let (b50, b99) = summary(
+        "bare: haproxy -c + master reload -> new worker",
+        bare_reload,
+    );
+    println!(
+        "ratio: p50 {:.2}x  p99 {:.2}x",
+        s50.as_secs_f64() / b50.as_secs_f64(),
+        s99.as_secs_f64() / b99.as_secs_f64()
+    );
+}
