@@ -4,6 +4,7 @@
 //!   next to a bare `set server ... weight` on the stats socket;
 //! - a structural change (the pool's algorithm), from the API call until the load balancer is
 //!   ACTIVE again, next to a bare `haproxy -c` plus master-CLI reload of the same config.
+//!
 //! Run: `cargo bench --bench member_change` (`LBAAS_BENCH_N` changes each, 100 by default).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
