@@ -99,3 +99,13 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
 pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
+
+/// Aborts a background task when dropped, so what a service starts ends with it, even when the
+/// service's future is dropped (a crash in tests) rather than shut down.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

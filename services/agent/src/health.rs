@@ -1,5 +1,6 @@
-//! Member health: polls every device's checks and publishes a whole report whenever anything
-//! changed, so the scheduler and the api hear of a member going down within one poll.
+//! Member health and data plane supervision: polls every device (restarting a data plane that
+//! died) and publishes a whole health report whenever anything changed, so the scheduler and the
+//! api hear of a member going down within one poll.
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use lbaas::agent::v1::{HealthReport, MemberHealthStatus};
@@ -10,14 +11,19 @@ use crate::service::Devices;
 /// The latest report; `None` until the first poll.
 pub type HealthFeed = watch::Receiver<Option<Arc<HealthReport>>>;
 
-/// Polls the devices every `interval` until the returned task is aborted.
+/// Polls the devices every `interval`, once `ready` fires (the devices are restored), until the
+/// returned task is aborted.
 pub fn spawn(
     agent_id: String,
     devices: Devices,
     interval: Duration,
+    ready: tokio::sync::oneshot::Receiver<()>,
 ) -> (HealthFeed, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
+        if ready.await.is_err() {
+            return;
+        }
         let mut last: Option<BTreeMap<String, (String, i32)>> = None;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -25,6 +31,16 @@ pub fn spawn(
             tick.tick().await;
             let mut now = BTreeMap::new();
             for device in devices.values() {
+                // A data plane that died is brought back before its health is read.
+                match device.driver.recover().await {
+                    Ok(true) => {
+                        tracing::warn!(device = %device.id, "the data plane had died; restarted it with every load balancer")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(device = %device.id, error = %e, "the data plane is down and could not be restarted")
+                    }
+                }
                 match device.driver.member_health().await {
                     Ok(members) => {
                         for m in members {

@@ -74,11 +74,14 @@ pub async fn run(
     let devices: service::Devices = Arc::new(devices);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (devices_ready, ready) = tokio::sync::oneshot::channel();
     let (health_feed, health_task) = health::spawn(
         config.agent_id.clone(),
         devices.clone(),
         std::time::Duration::from_millis(config.health_interval_ms),
+        ready,
     );
+    let _health = lbaas::server::AbortOnDrop(health_task);
     let api = AgentApi {
         agent_id: config.agent_id.clone(),
         devices: devices.clone(),
@@ -104,6 +107,7 @@ pub async fn run(
             .with_context(|| format!("starting device {}", device.id))?;
         tracing::info!(device = %device.id, restored, "device ready");
     }
+    let _ = devices_ready.send(());
     lbaas::server::mark_serving(&health, &[SERVICE_NAME]).await;
 
     let registration = tokio::spawn(
@@ -119,9 +123,10 @@ pub async fn run(
         .run(),
     );
 
+    let _registration = lbaas::server::AbortOnDrop(registration);
     shutdown.await;
-    registration.abort();
-    health_task.abort();
+    drop(_registration);
+    drop(_health);
     let _ = stop_tx.send(());
     server.await??;
     if config.stop_data_plane_on_exit {

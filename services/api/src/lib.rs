@@ -74,15 +74,15 @@ pub async fn run(
         SchedulerServiceClient::new(channel.clone()),
         Duration::from_millis(config.deploy_deadline_ms),
     );
-    let health_follower = tokio::spawn(health::follow(
+    let health_follower = lbaas::server::AbortOnDrop(tokio::spawn(health::follow(
         store.clone(),
         SchedulerServiceClient::new(channel),
-    ));
-    let sweep = tokio::spawn(
+    )));
+    let sweep = lbaas::server::AbortOnDrop(tokio::spawn(
         deployer
             .clone()
             .sweep_forever(Duration::from_millis(config.reconcile_interval_ms)),
-    );
+    ));
     let quotas = service::QuotaApi {
         store: store.clone(),
         auth: auth.clone(),
@@ -108,8 +108,8 @@ pub async fn run(
             hub.close();
         })
         .await;
-    sweep.abort();
-    health_follower.abort();
+    drop(sweep);
+    drop(health_follower);
     db.close().await.ok();
     tracing::info!("api stopped");
     Ok(result?)

@@ -57,6 +57,12 @@ pub trait Driver: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Brings the data plane back if it died, serving what it served before; returns whether it
+    /// had to. Drivers whose data plane cannot die on its own do nothing.
+    async fn recover(&self) -> Result<bool, DriverError> {
+        Ok(false)
+    }
+
     /// Stops the device's data plane (only on an explicit request: agent exit leaves it serving).
     async fn stop(&self) -> Result<(), DriverError>;
 }

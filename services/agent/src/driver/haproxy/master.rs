@@ -62,11 +62,35 @@ impl MasterCli {
         parse_show_proc(&answer)
     }
 
-    /// Reloads and waits until the master has re-executed and forked a new worker.
+    /// Reloads and waits until the master has re-executed and forked a new worker, and every
+    /// older worker has begun its soft stop (so it takes no new connection with the old config).
     pub async fn reload(&self, before: &ProcState, timeout: Duration) -> Result<(), MasterError> {
         // The master closes the CLI connection when it re-executes; an empty answer is normal.
         let _ = self.command("reload").await;
-        self.wait_for_worker(Some(before), timeout).await
+        self.wait_for_worker(Some(before), timeout).await?;
+        self.wait_for_old_workers_to_stop(timeout).await
+    }
+
+    async fn wait_for_old_workers_to_stop(&self, timeout: Duration) -> Result<(), MasterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let answer = self.command("show proc").await?;
+        for pid in old_workers(&answer) {
+            loop {
+                // A worker that is gone answers nothing; one that stops says so in `show info`.
+                let info = self
+                    .command(&format!("@!{pid} show info"))
+                    .await
+                    .unwrap_or_default();
+                if info.is_empty() || info.lines().any(|l| l.trim() == "Stopping: 1") {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(MasterError::Timeout(timeout));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Waits for a worker: any worker when `before` is `None`, otherwise one forked after a reload
@@ -100,6 +124,20 @@ impl MasterCli {
             pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
+}
+
+/// The pids listed under `# old workers`.
+fn old_workers(answer: &str) -> Vec<i32> {
+    answer
+        .split("# old workers")
+        .nth(1)
+        .map(|rest| {
+            rest.lines()
+                .take_while(|l| !l.starts_with("# "))
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parses the 2.6 format:
@@ -177,5 +215,6 @@ mod tests {
             }
         );
         assert!(parse_show_proc("garbage").is_err());
+        assert_eq!(old_workers(text), vec![10871]);
     }
 }

@@ -69,6 +69,15 @@ impl HaproxyDriver {
         self.dir.join("haproxy.pid")
     }
 
+    /// The master's pid, from the pid file HAProxy writes at start.
+    fn master_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn render(&self, desired: &[LoadBalancerConfig]) -> Result<String, DriverError> {
         let stats_socket = self.stats_socket();
         ConfigRenderer {
@@ -151,6 +160,13 @@ impl HaproxyDriver {
             .map_err(|e| DriverError::Unavailable(format!("cannot install config: {e}")))
     }
 
+    /// A runtime API command for the current worker, sent through the master CLI (`@1`): right
+    /// after a reload the stats socket may still reach the leaving worker, whose state is about to
+    /// go away with it.
+    async fn worker_command(&self, command: &str) -> std::io::Result<String> {
+        runtime::command(&self.dir.join("master.sock"), &format!("@1 {command}")).await
+    }
+
     fn set_running(&self, state: Option<Live>) {
         if let Ok(mut running) = self.running.lock() {
             *running = state;
@@ -171,7 +187,7 @@ impl HaproxyDriver {
             return false;
         };
         for command in &commands {
-            let answer = runtime::command(&self.stats_socket(), &command.line).await;
+            let answer = self.worker_command(&command.line).await;
             match answer {
                 Ok(answer) if plan::accepted(&command.line, &answer) => {}
                 Ok(answer) if command.tolerate_failure => {
@@ -266,10 +282,27 @@ impl Driver for HaproxyDriver {
         }
     }
 
+    async fn recover(&self) -> Result<bool, DriverError> {
+        if self.master().show_proc().await.is_ok() {
+            return Ok(false);
+        }
+        let _guard = self.lock.lock().await;
+        // A master that is re-executing for a reload refuses connections for a moment but keeps
+        // its pid: only a master whose process is gone is dead.
+        if self.master().show_proc().await.is_ok() || self.master_pid().is_some_and(process_alive) {
+            return Ok(false);
+        }
+        // The config file always holds what was last applied (runtime changes included).
+        self.set_running(None);
+        self.spawn_master().await?;
+        Ok(true)
+    }
+
     async fn member_health(
         &self,
     ) -> Result<Vec<lbaas::agent::v1::MemberHealthStatus>, DriverError> {
-        let stats = runtime::command(&self.stats_socket(), "show stat")
+        let stats = self
+            .worker_command("show stat")
             .await
             .map_err(|e| DriverError::Unavailable(format!("stats socket: {e}")))?;
         Ok(runtime::member_health(&stats))
