@@ -145,7 +145,9 @@ impl Deployer {
         };
         let attempt = if lb.provisioning_status == PENDING_DELETE {
             self.undeploy(&lb).await
-        } else if lb.provisioning_status == ACTIVE || lb.provisioning_status == ERROR {
+        } else if lb.provisioning_status == ERROR
+            || (lb.provisioning_status == ACTIVE && lb.applied_generation >= lb.generation)
+        {
             return Attempt::Settled;
         } else {
             self.deploy(&lb).await

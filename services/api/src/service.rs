@@ -75,13 +75,12 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.load_balancer, "load_balancer")?;
         let new = convert::validate_load_balancer(&input)?;
-        let id = self
+        let view = self
             .store
             .create_load_balancer(&caller.project_id, new, &r.request_id)
             .await?;
-        let response = self.load_balancer(&caller.project_id, &id).await;
-        self.kick(&id);
-        response
+        self.kick(&view.model.id);
+        Ok(Response::new(view.into_proto()))
     }
 
     async fn get_load_balancer(
@@ -132,13 +131,12 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let patch = required(r.load_balancer, "load_balancer")?;
         let paths = update::LOAD_BALANCER.paths(r.update_mask.as_ref())?;
-        let id = self
+        let view = self
             .store
             .update_load_balancer(&caller.project_id, &patch, &paths)
             .await?;
-        let response = self.load_balancer(&caller.project_id, &id).await;
-        self.kick(&id);
-        response
+        self.kick(&view.model.id);
+        Ok(Response::new(view.into_proto()))
     }
 
     async fn delete_load_balancer(
@@ -174,13 +172,12 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::FailoverLoadBalancerRequest>,
     ) -> Result<Response<pb::LoadBalancer>, Status> {
         let caller = self.writer(&request)?;
-        let id = self
+        let view = self
             .store
             .failover_load_balancer(&caller.project_id, &request.get_ref().id)
             .await?;
-        let response = self.load_balancer(&caller.project_id, &id).await;
-        self.kick(&id);
-        response
+        self.kick(&view.model.id);
+        Ok(Response::new(view.into_proto()))
     }
 
     type WatchLoadBalancerStream = EventStream;

@@ -28,11 +28,20 @@ impl Store {
             .select_only()
             .column(load_balancer::Column::Id)
             .filter(
-                Condition::any().add(load_balancer::Column::ProvisioningStatus.is_in([
-                    PENDING_CREATE,
-                    PENDING_UPDATE,
-                    PENDING_DELETE,
-                ])),
+                Condition::any()
+                    .add(load_balancer::Column::ProvisioningStatus.is_in([
+                        PENDING_CREATE,
+                        PENDING_UPDATE,
+                        PENDING_DELETE,
+                    ]))
+                    .add(
+                        Condition::all()
+                            .add(load_balancer::Column::ProvisioningStatus.eq(ACTIVE))
+                            .add(sea_orm::sea_query::ExprTrait::lt(
+                                Expr::col(load_balancer::Column::AppliedGeneration),
+                                Expr::col(load_balancer::Column::Generation),
+                            )),
+                    ),
             )
             .into_tuple::<String>()
             .all(&self.db)
@@ -150,7 +159,13 @@ impl Store {
     /// returns whether it was the latest.
     pub async fn record_applied(&self, id: &str, generation: i64) -> Result<bool, ApiError> {
         let txn = self.write().await?;
-        let Some(lb) = load_balancer::Entity::find_by_id(id).one(&txn).await? else {
+        // Locked, so a change committed meanwhile is either seen here (not the latest) or waits
+        // and then finds the load balancer ACTIVE and marks it pending again.
+        let Some(lb) = load_balancer::Entity::find_by_id(id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
             return Ok(true);
         };
         let latest = lb.generation == generation

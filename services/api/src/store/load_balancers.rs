@@ -125,7 +125,10 @@ impl Store {
         project: &str,
         new: NewLoadBalancer,
         request_id: &str,
-    ) -> Result<String, ApiError> {
+    ) -> Result<LoadBalancerView, ApiError> {
+        // The row as committed: the response shows PENDING_CREATE even if the deploy finishes
+        // before the caller hears back.
+        let mut created: Option<load_balancer::Model> = None;
         let id = self
             .once(project, Kind::LoadBalancer, request_id, || async {
                 let now = now_ms();
@@ -157,7 +160,7 @@ impl Store {
                     .await?;
                 self.check_quota(&txn, project, Kind::HealthMonitor, monitors)
                     .await?;
-                load_balancer::ActiveModel {
+                let model = load_balancer::ActiveModel {
                     id: Set(id.clone()),
                     project_id: Set(project.to_owned()),
                     name: Set(new.name.clone()),
@@ -179,6 +182,7 @@ impl Store {
                 }
                 .insert(&txn)
                 .await?;
+                created = Some(model);
                 for l in new.listeners.clone() {
                     let default_pool = l.default_pool.clone();
                     let listener =
@@ -204,7 +208,10 @@ impl Store {
             })
             .await?;
         self.announce(project, &id).await;
-        Ok(id)
+        match created {
+            Some(model) if model.id == id => self.view(model).await,
+            _ => self.get_load_balancer(project, &id).await,
+        }
     }
 
     pub async fn children_ids(&self, id: &str) -> Result<(Vec<String>, Vec<String>), ApiError> {
@@ -369,7 +376,7 @@ impl Store {
         project: &str,
         patch: &pb::LoadBalancer,
         paths: &[String],
-    ) -> Result<String, ApiError> {
+    ) -> Result<LoadBalancerView, ApiError> {
         let txn = self.write().await?;
         let lb = Self::lb_in(&txn, project, &patch.id).await?;
         update::check_etag(&patch.etag, &convert::load_balancer_etag(&lb))?;
@@ -382,10 +389,10 @@ impl Store {
         active.description = Set(checked.description);
         active.admin_state_up = Set(checked.admin_state_up);
         active.tags = Set(join_tags(&checked.tags));
-        active.update(&txn).await?;
+        let model = active.update(&txn).await?;
         txn.commit().await?;
         self.announce(project, &patch.id).await;
-        Ok(patch.id.clone())
+        self.view(model).await
     }
 
     /// Marks the load balancer PENDING_DELETE; the deployer undeploys it and removes the rows.
@@ -432,17 +439,17 @@ impl Store {
         &self,
         project: &str,
         id: &str,
-    ) -> Result<String, ApiError> {
+    ) -> Result<LoadBalancerView, ApiError> {
         let txn = self.write().await?;
         let lb = Self::lb_in(&txn, project, id).await?;
         Self::bump(&txn, &lb).await?;
         let mut active: load_balancer::ActiveModel = lb.into();
         active.failover_pending = Set(true);
         active.status_reason = Set("failover requested".into());
-        active.update(&txn).await?;
+        let model = active.update(&txn).await?;
         txn.commit().await?;
         self.announce(project, id).await;
-        Ok(id.to_owned())
+        self.view(model).await
     }
 
     pub async fn status_tree(
