@@ -117,6 +117,11 @@ pub struct Stack {
     api_task: Option<JoinHandle<anyhow::Result<()>>>,
     scheduler_task: Option<JoinHandle<anyhow::Result<()>>>,
     agent_task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// More agents, each with one device of its own.
+    extra_agents: Vec<(
+        lbaas_agent::AgentConfig,
+        Option<JoinHandle<anyhow::Result<()>>>,
+    )>,
     databases: Vec<(String, String)>,
 }
 
@@ -203,6 +208,7 @@ impl Stack {
             strategy: "least-loaded".into(),
             heartbeat_interval_ms: 200,
             agent_timeout_ms: 2000,
+            failover_max_down_share: 0.5,
         };
         let api_config = lbaas_api::ApiConfig {
             listen: api,
@@ -262,6 +268,7 @@ impl Stack {
             api_task: Some(api_task),
             scheduler_task: Some(scheduler_task),
             agent_task: Some(agent_task),
+            extra_agents: Vec::new(),
             databases,
         };
         for addr in [stack.scheduler, stack.api, stack.agent] {
@@ -324,6 +331,63 @@ impl Stack {
         wait_serving(self.agent).await;
     }
 
+    /// Starts another agent with one device (same driver and capacity, its own VIP range) and
+    /// waits until the scheduler lists its device. Returns its device id.
+    pub async fn add_agent(&mut self, agent_id: &str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = self.agent_config.clone();
+        config.agent_id = agent_id.into();
+        config.listen = listener.local_addr().unwrap();
+        config.vip_cidr = unique_vip_cidr();
+        config.state_dir = self.dir.join(format!("agent-{agent_id}"));
+        let device = format!("{agent_id}-{}-0", config.driver);
+        let rx = self.stop.subscribe();
+        let task = tokio::spawn(lbaas_agent::run(config.clone(), listener, stopped(rx)));
+        wait_serving(config.listen).await;
+        self.extra_agents.push((config, Some(task)));
+        let devices = DeviceServiceClient::new(channel(self.scheduler).await);
+        poll_until(
+            Duration::from_secs(20),
+            "the new agent's device to register",
+            || {
+                let mut devices = devices.clone();
+                let device = device.clone();
+                async move {
+                    devices
+                        .list_devices(lbaas::scheduler::v1::ListDevicesRequest::default())
+                        .await
+                        .ok()
+                        .filter(|r| r.get_ref().devices.iter().any(|d| d.id == device))
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        device
+    }
+
+    /// Kills the first agent and its HAProxy, as the death of their host would.
+    pub async fn kill_agent_host(&mut self) {
+        kill(&mut self.agent_task).await;
+        let pid_file = self
+            .agent_config
+            .state_dir
+            .join(format!(
+                "{}-{}-0",
+                self.agent_config.agent_id, self.agent_config.driver
+            ))
+            .join("haproxy.pid");
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            // The workers follow their master out.
+            let _ = std::process::Command::new("pkill")
+                .args(["-9", "-P", pid.trim()])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+
     pub async fn kill_api(&mut self) {
         kill(&mut self.api_task).await;
     }
@@ -355,6 +419,11 @@ impl Stack {
 
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
+        let extra: Vec<_> = self
+            .extra_agents
+            .iter_mut()
+            .filter_map(|(_, t)| t.take())
+            .collect();
         for task in [
             self.scheduler_task.take(),
             self.api_task.take(),
@@ -362,6 +431,7 @@ impl Stack {
         ]
         .into_iter()
         .flatten()
+        .chain(extra)
         {
             task.await
                 .expect("service task panicked")

@@ -119,6 +119,7 @@ pub async fn run(
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}")),
             devices: advertised,
+            hosted: devices.clone(),
         }
         .run(),
     );

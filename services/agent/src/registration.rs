@@ -19,6 +19,8 @@ pub struct Registration {
     /// Where the scheduler reaches this agent.
     pub advertise_url: String,
     pub devices: Vec<Device>,
+    /// The devices themselves, to stop serving what moved away.
+    pub hosted: crate::service::Devices,
 }
 
 impl Registration {
@@ -48,14 +50,34 @@ impl Registration {
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = AgentRegistryServiceClient::new(channel);
+        let loadbalancer_ids = self
+            .hosted
+            .values()
+            .flat_map(|d| d.applied_generations().into_iter().map(|(id, _)| id))
+            .collect();
         let registered = client
             .register_agent(RegisterAgentRequest {
                 agent_id: self.agent_id.clone(),
                 address: self.advertise_url.clone(),
                 devices: self.devices.clone(),
+                loadbalancer_ids,
             })
             .await?
             .into_inner();
+        for moved in &registered.moved {
+            for device in self.hosted.values() {
+                if device
+                    .applied_generations()
+                    .iter()
+                    .any(|(id, _)| *id == moved.loadbalancer_id)
+                {
+                    tracing::warn!(loadbalancer = %moved.loadbalancer_id, now_on = %moved.device_id, device = %device.id, "moved away while this agent was gone: no longer serving it");
+                    if let Err(e) = device.remove(&moved.loadbalancer_id).await {
+                        tracing::warn!(error = %e, "could not remove a load balancer that moved away");
+                    }
+                }
+            }
+        }
         tracing::info!(scheduler = %self.scheduler_url, devices = self.devices.len(), "registered with scheduler");
         let interval = Duration::from_millis(
             u64::try_from(registered.heartbeat_interval_ms)

@@ -32,3 +32,41 @@ pub async fn follow(store: Store, scheduler: SchedulerServiceClient<Channel>) {
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
+
+/// Follows the scheduler's displaced load balancers (their device went DOWN) and fails each over,
+/// once: a load balancer already failing over is left to finish.
+pub async fn follow_displaced(
+    store: Store,
+    deployer: std::sync::Arc<crate::deployer::Deployer>,
+    scheduler: SchedulerServiceClient<Channel>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut client = scheduler.clone();
+        match client
+            .watch_displaced(lbaas::scheduler::v1::WatchDisplacedRequest {})
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                while let Some(Ok(displaced)) = stream.next().await {
+                    backoff = Duration::from_millis(50);
+                    match store
+                        .fail_over_displaced(&displaced.loadbalancer_id, &displaced.reason)
+                        .await
+                    {
+                        Ok(true) => {
+                            tracing::warn!(loadbalancer = %displaced.loadbalancer_id, reason = %displaced.reason, "failing over");
+                            deployer.kick(&displaced.loadbalancer_id);
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot start a failover"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "scheduler displacement stream unavailable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}

@@ -76,6 +76,11 @@ pub async fn run(
     );
     let health_follower = lbaas::server::AbortOnDrop(tokio::spawn(health::follow(
         store.clone(),
+        SchedulerServiceClient::new(channel.clone()),
+    )));
+    let displaced_follower = lbaas::server::AbortOnDrop(tokio::spawn(health::follow_displaced(
+        store.clone(),
+        deployer.clone(),
         SchedulerServiceClient::new(channel),
     )));
     let sweep = lbaas::server::AbortOnDrop(tokio::spawn(
@@ -110,6 +115,7 @@ pub async fn run(
         .await;
     drop(sweep);
     drop(health_follower);
+    drop(displaced_follower);
     db.close().await.ok();
     tracing::info!("api stopped");
     Ok(result?)

@@ -79,6 +79,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         strategy: "least-loaded".into(),
         heartbeat_interval_ms: 1000,
         agent_timeout_ms: 5000,
+        failover_max_down_share: 0.5,
     };
     let api = lbaas_api::ApiConfig {
         listen: api_addr,

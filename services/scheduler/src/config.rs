@@ -28,6 +28,9 @@ pub struct SchedulerConfig {
     /// Agents silent for longer are not placed on.
     #[arg(long, env = "LBAAS_AGENT_TIMEOUT_MS", default_value_t = 5000)]
     pub agent_timeout_ms: i64,
+    /// Automatic failover holds when more than this share of devices is DOWN at once.
+    #[arg(long, env = "LBAAS_FAILOVER_MAX_DOWN_SHARE", default_value_t = 0.5)]
+    pub failover_max_down_share: f64,
 }
 
 impl SchedulerConfig {
@@ -55,6 +58,9 @@ impl SchedulerConfig {
         }
         if self.agent_timeout_ms <= self.heartbeat_interval_ms {
             problems.push("agent_timeout_ms must exceed heartbeat_interval_ms".into());
+        }
+        if !(0.0..=1.0).contains(&self.failover_max_down_share) {
+            problems.push("failover_max_down_share must be between 0 and 1".into());
         }
         if problems.is_empty() {
             Ok(())

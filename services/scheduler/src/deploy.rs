@@ -51,41 +51,10 @@ pub struct SchedulerApi {
     pub placer: Arc<Placer>,
     pub agents: Arc<AgentClients>,
     pub health: Arc<crate::health::HealthRelay>,
+    pub failover: Arc<crate::failover::FailoverMonitor>,
 }
 
 impl SchedulerApi {
-    /// Best effort: takes a load balancer off a device it has left. A device that cannot be
-    /// reached (the usual reason for a failover) is skipped.
-    async fn remove_from(&self, device_id: &str, loadbalancer_id: &str) {
-        let Ok(Some(device)) = device::Entity::find_by_id(device_id).one(&self.db).await else {
-            return;
-        };
-        let Ok(Some(agent)) = agent::Entity::find_by_id(&device.agent_id)
-            .one(&self.db)
-            .await
-        else {
-            return;
-        };
-        let Ok(mut client) = self.agents.client(&agent.address) else {
-            return;
-        };
-        let request = RemoveRequest {
-            device_id: device_id.to_owned(),
-            loadbalancer_id: loadbalancer_id.to_owned(),
-        };
-        match tokio::time::timeout(Duration::from_secs(5), client.remove(request)).await {
-            Ok(Ok(_)) => {
-                tracing::info!(loadbalancer = %loadbalancer_id, device = %device_id, "removed from the device it left")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, error = %e, "could not remove from the device it left")
-            }
-            Err(_) => {
-                tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, "removing from the device it left timed out")
-            }
-        }
-    }
-
     /// The device and agent address a binding points at.
     async fn route(
         &self,
@@ -151,8 +120,13 @@ impl SchedulerService for SchedulerApi {
             (self.placer.place(&ask).await?, None)
         };
         if let Some(old_device) = left {
-            self.remove_from(&old_device, &binding.loadbalancer_id)
-                .await;
+            // In the background: the device left is usually unreachable, and the new one need not wait.
+            let (db, agents, lb) = (
+                self.db.clone(),
+                self.agents.clone(),
+                binding.loadbalancer_id.clone(),
+            );
+            tokio::spawn(async move { remove_from(&db, &agents, &old_device, &lb).await });
         }
         let (device, address) = self.route(&binding).await?;
         let mut client = self.agents.client(&address)?;
@@ -295,5 +269,75 @@ impl SchedulerService for SchedulerApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchDisplacedStream =
+        Pin<Box<dyn Stream<Item = Result<lbaas::scheduler::v1::Displaced, Status>> + Send>>;
+
+    async fn watch_displaced(
+        &self,
+        _request: Request<lbaas::scheduler::v1::WatchDisplacedRequest>,
+    ) -> Result<Response<Self::WatchDisplacedStream>, Status> {
+        let mut later = self.failover.subscribe();
+        let now = self.failover.displaced().await?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for d in now {
+                if tx.send(Ok(d)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let next = tokio::select! {
+                    next = later.recv() => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Ok(d) => {
+                        if tx.send(Ok(d)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Displacements repeat every check while they last: skipping some loses nothing.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Best effort: takes a load balancer off a device it has left. A device that cannot be
+/// reached (the usual reason for a failover) is skipped.
+async fn remove_from(
+    db: &DatabaseConnection,
+    agents: &AgentClients,
+    device_id: &str,
+    loadbalancer_id: &str,
+) {
+    let Ok(Some(device)) = device::Entity::find_by_id(device_id).one(db).await else {
+        return;
+    };
+    let Ok(Some(agent)) = agent::Entity::find_by_id(&device.agent_id).one(db).await else {
+        return;
+    };
+    let Ok(mut client) = agents.client(&agent.address) else {
+        return;
+    };
+    let request = RemoveRequest {
+        device_id: device_id.to_owned(),
+        loadbalancer_id: loadbalancer_id.to_owned(),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.remove(request)).await {
+        Ok(Ok(_)) => {
+            tracing::info!(loadbalancer = %loadbalancer_id, device = %device_id, "removed from the device it left")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, error = %e, "could not remove from the device it left")
+        }
+        Err(_) => {
+            tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, "removing from the device it left timed out")
+        }
     }
 }

@@ -309,8 +309,25 @@ impl AgentRegistryService for AgentRegistryApi {
         }
         self.health.follow(&request.agent_id, &request.address);
         tracing::info!(agent = %request.agent_id, address = %request.address, devices = request.devices.len(), "agent registered");
+        let device_ids: Vec<String> = request.devices.iter().map(|d| d.id.clone()).collect();
+        let moved = binding::Entity::find()
+            .filter(binding::Column::LoadbalancerId.is_in(request.loadbalancer_ids.clone()))
+            .filter(binding::Column::DeviceId.is_not_in(device_ids))
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .into_iter()
+            .map(|b| lbaas::scheduler::v1::Placement {
+                loadbalancer_id: b.loadbalancer_id,
+                device_id: b.device_id,
+                agent_id: request.agent_id.clone(),
+                vip_address: b.vip_address,
+                strategy: b.strategy,
+            })
+            .collect();
         Ok(Response::new(RegisterAgentResponse {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
+            moved,
         }))
     }
 

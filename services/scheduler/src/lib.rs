@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod devices;
 pub mod entity;
 pub mod error;
+pub mod failover;
 pub mod health;
 pub mod migration;
 pub mod placement;
@@ -73,11 +74,24 @@ pub async fn run(
     {
         health_relay.follow(&known.id, &known.address);
     }
+    let failover = failover::FailoverMonitor::new(
+        db.clone(),
+        config.agent_timeout_ms,
+        config.failover_max_down_share,
+    );
+    let check_every = std::time::Duration::from_millis(
+        u64::try_from(config.agent_timeout_ms / 4)
+            .unwrap_or(250)
+            .max(50),
+    );
+    let _failover_task =
+        lbaas::server::AbortOnDrop(tokio::spawn(failover.clone().run(check_every)));
     let scheduler = deploy::SchedulerApi {
         db: db.clone(),
         placer,
         agents,
         health: health_relay.clone(),
+        failover,
     };
     let devices = devices::DeviceApi { db: db.clone() };
     let registry = devices::AgentRegistryApi {

@@ -544,3 +544,30 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Starts a failover the scheduler asked for (the device went DOWN). Returns false when there is
+    /// nothing to do: gone, being deleted, or already failing over.
+    pub async fn fail_over_displaced(&self, id: &str, reason: &str) -> Result<bool, ApiError> {
+        let txn = self.write().await?;
+        let Some(lb) = load_balancer::Entity::find_by_id(id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if lb.failover_pending || lb.provisioning_status == PENDING_DELETE {
+            return Ok(false);
+        }
+        Self::bump(&txn, &lb).await?;
+        let project = lb.project_id.clone();
+        let mut active: load_balancer::ActiveModel = lb.into();
+        active.failover_pending = Set(true);
+        active.status_reason = Set(format!("failing over: {reason}"));
+        active.update(&txn).await?;
+        txn.commit().await?;
+        self.announce(&project, id).await;
+        Ok(true)
+    }
+}

@@ -1,0 +1,140 @@
+//! Failover: devices whose agent stops heartbeating are marked DOWN after the timeout, and the load
+//! balancers on them are announced as displaced, for the api to fail over onto healthy devices. A
+//! circuit breaker holds automatic failover when more than a configured share of devices is DOWN at
+//! once (a network partition or a scheduler problem is likelier than that many dead hosts).
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use lbaas::scheduler::v1::Displaced;
+use sea_orm::{
+    ColumnTrait as _, DatabaseConnection, EntityTrait as _, QueryFilter as _, sea_query::Expr,
+};
+use tokio::sync::broadcast;
+
+use crate::{
+    entity::{agent, binding, device},
+    error::SchedulerError,
+    now_ms,
+};
+
+pub struct FailoverMonitor {
+    db: DatabaseConnection,
+    agent_timeout_ms: i64,
+    /// Above this share of devices DOWN, automatic failover holds.
+    max_down_share: f64,
+    sender: broadcast::Sender<Displaced>,
+    breaker_open: AtomicBool,
+}
+
+impl FailoverMonitor {
+    pub fn new(db: DatabaseConnection, agent_timeout_ms: i64, max_down_share: f64) -> Arc<Self> {
+        let (sender, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            db,
+            agent_timeout_ms,
+            max_down_share,
+            sender,
+            breaker_open: AtomicBool::new(false),
+        })
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.breaker_open.load(Ordering::Relaxed)
+    }
+
+    /// Checks every `interval` until aborted.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        loop {
+            if let Err(e) = self.check().await {
+                tracing::warn!(error = %e, "failover check failed");
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Marks the devices of silent agents DOWN and announces what they hosted.
+    pub async fn check(&self) -> Result<(), SchedulerError> {
+        let silent_since = now_ms() - self.agent_timeout_ms;
+        let silent: Vec<String> = agent::Entity::find()
+            .filter(agent::Column::LastHeartbeatMs.lt(silent_since))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        if !silent.is_empty() {
+            let newly_down = device::Entity::find()
+                .filter(device::Column::AgentId.is_in(silent.clone()))
+                .filter(device::Column::State.ne("DOWN"))
+                .all(&self.db)
+                .await?;
+            if !newly_down.is_empty() {
+                device::Entity::update_many()
+                    .col_expr(device::Column::State, Expr::value("DOWN"))
+                    .filter(device::Column::Id.is_in(newly_down.iter().map(|d| d.id.clone())))
+                    .exec(&self.db)
+                    .await?;
+                for d in &newly_down {
+                    tracing::warn!(device = %d.id, agent = %d.agent_id, timeout_ms = self.agent_timeout_ms, "device DOWN: its agent stopped heartbeating");
+                }
+            }
+        }
+        let displaced = self.displaced().await?;
+        for d in displaced {
+            let _ = self.sender.send(d);
+        }
+        Ok(())
+    }
+
+    /// Every load balancer on a DOWN device, unless the breaker is open.
+    pub async fn displaced(&self) -> Result<Vec<Displaced>, SchedulerError> {
+        let devices = device::Entity::find().all(&self.db).await?;
+        let down: HashSet<String> = devices
+            .iter()
+            .filter(|d| d.state == "DOWN")
+            .map(|d| d.id.clone())
+            .collect();
+        if down.is_empty() {
+            self.breaker_open.store(false, Ordering::Relaxed);
+            return Ok(Vec::new());
+        }
+        let share = down.len() as f64 / devices.len().max(1) as f64;
+        let open = share > self.max_down_share;
+        if open != self.breaker_open.swap(open, Ordering::Relaxed) {
+            if open {
+                tracing::error!(
+                    down = down.len(),
+                    devices = devices.len(),
+                    max_share = self.max_down_share,
+                    "failover circuit breaker OPEN: too many devices DOWN at once, automatic failover holds"
+                );
+            } else {
+                tracing::info!("failover circuit breaker closed: automatic failover resumes");
+            }
+        }
+        if open {
+            return Ok(Vec::new());
+        }
+        Ok(binding::Entity::find()
+            .filter(binding::Column::DeviceId.is_in(down))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|b| Displaced {
+                loadbalancer_id: b.loadbalancer_id,
+                device_id: b.device_id.clone(),
+                reason: format!("device {} is DOWN", b.device_id),
+            })
+            .collect())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Displaced> {
+        self.sender.subscribe()
+    }
+}

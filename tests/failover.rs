@@ -1,0 +1,211 @@
+//! Failover end to end: two agents with HAProxy devices; one host dies (agent and HAProxy); its
+//! load balancer serves again from the other device, moving through PENDING_UPDATE back to ACTIVE.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use lbaas::{
+    api::v1::{self as pb, ProvisioningStatus as Prov},
+    scheduler::v1::{
+        DeviceState, GetPlacementRequest, ListDevicesRequest,
+        scheduler_service_client::SchedulerServiceClient,
+    },
+};
+use support::{Backend, Db, Stack, StackOptions, in_project, poll_until, spread, wait_settled};
+
+fn populated(name: &str, backend: &Backend) -> pb::LoadBalancer {
+    pb::LoadBalancer {
+        name: name.into(),
+        listeners: vec![pb::Listener {
+            protocol: pb::Protocol::Http as i32,
+            protocol_port: 8080,
+            default_pool: Some(pb::Pool {
+                protocol: pb::Protocol::Http as i32,
+                lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+                members: vec![pb::Member {
+                    address: "127.0.0.1".into(),
+                    protocol_port: backend.port(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+async fn a_dead_host_fails_over(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let survivor_device = stack.add_agent("agent-b").await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("up").await;
+    let mut scheduler = SchedulerServiceClient::new(support::channel(stack.scheduler).await);
+    let mut ids = Vec::new();
+    for name in ["one", "two"] {
+        let lb = api
+            .create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(populated(name, &backend)),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let lb = wait_settled(&api, &project, &lb.id).await;
+        assert_eq!(
+            lb.provisioning_status(),
+            Prov::Active,
+            "{}",
+            lb.status_reason
+        );
+        ids.push(lb);
+    }
+    // Least-loaded put one on each device.
+    let mut on_doomed = None;
+    let mut on_survivor = None;
+    for lb in &ids {
+        let placement = scheduler
+            .get_placement(GetPlacementRequest {
+                loadbalancer_id: lb.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if placement.device_id == survivor_device {
+            on_survivor = Some(lb.clone())
+        } else {
+            on_doomed = Some(lb.clone())
+        }
+    }
+    let (doomed, safe) = (
+        on_doomed.expect("a load balancer on the first device"),
+        on_survivor.expect("one on the second"),
+    );
+    let doomed_vip = format!("{}:8080", doomed.vip_address);
+    let safe_vip = format!("{}:8080", safe.vip_address);
+    assert_eq!(spread(&doomed_vip, 2).await.get("up"), Some(&2));
+
+    stack.kill_agent_host().await;
+    let died = Instant::now();
+    assert!(
+        support::http_get(&doomed_vip).await.is_err(),
+        "the dead host still serves"
+    );
+    assert_eq!(
+        spread(&safe_vip, 2).await.get("up"),
+        Some(&2),
+        "the other device was disturbed"
+    );
+
+    // The load balancer passes through PENDING_UPDATE and serves from the survivor.
+    let saw_pending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    poll_until(
+        Duration::from_secs(30),
+        "the load balancer to fail over",
+        || {
+            let mut api = api.clone();
+            let (project, id) = (project.clone(), doomed.id.clone());
+            let saw = saw_pending.clone();
+            async move {
+                let lb = api
+                    .get_load_balancer(in_project(&project, pb::GetLoadBalancerRequest { id }))
+                    .await
+                    .ok()?
+                    .into_inner();
+                if lb.provisioning_status() == Prov::PendingUpdate {
+                    saw.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                (lb.provisioning_status() == Prov::Active
+                    && lb.applied_generation > doomed.applied_generation)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let active_after = died.elapsed();
+    poll_until(
+        Duration::from_secs(10),
+        "the VIP to answer from the survivor",
+        || {
+            let vip = doomed_vip.clone();
+            async move { support::http_get(&vip).await.ok() }
+        },
+    )
+    .await;
+    let serving_after = died.elapsed();
+    eprintln!(
+        "failover: ACTIVE {} ms and serving {} ms after the host died (agent timeout 2000 ms)",
+        active_after.as_millis(),
+        serving_after.as_millis()
+    );
+    assert!(
+        saw_pending.load(std::sync::atomic::Ordering::SeqCst),
+        "never saw PENDING_UPDATE"
+    );
+    assert_eq!(spread(&doomed_vip, 4).await.get("up"), Some(&4));
+    let placement = scheduler
+        .get_placement(GetPlacementRequest {
+            loadbalancer_id: doomed.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(placement.device_id, survivor_device);
+    assert_eq!(
+        placement.vip_address, doomed.vip_address,
+        "the VIP moves with the load balancer"
+    );
+    let devices = stack
+        .devices()
+        .await
+        .list_devices(ListDevicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    let dead = devices.iter().find(|d| d.id != survivor_device).unwrap();
+    assert_eq!(dead.state(), DeviceState::Down);
+    assert_eq!(dead.load, 0);
+    assert!(
+        serving_after < Duration::from_secs(2) + Duration::from_secs(8),
+        "took {serving_after:?}"
+    );
+    let after = api
+        .get_load_balancer(in_project(
+            &project,
+            pb::GetLoadBalancerRequest {
+                id: doomed.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.status_reason.is_empty(), "{}", after.status_reason);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_host_fails_over_on_sqlite() {
+    if !support::haproxy_available() {
+        return;
+    }
+    a_dead_host_fails_over(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_host_fails_over_on_postgres() {
+    if !support::haproxy_available() || support::postgres_url().is_none() {
+        return;
+    }
+    a_dead_host_fails_over(Db::Postgres).await;
+}
