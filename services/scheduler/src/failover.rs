@@ -138,3 +138,93 @@ impl FailoverMonitor {
         self.sender.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use sea_orm::{ActiveModelTrait as _, Set};
+    use sea_orm_migration::MigratorTrait as _;
+
+    use super::*;
+
+    async fn registry(devices: &[(&str, &str, i64)]) -> DatabaseConnection {
+        // A file, not :memory: (each pooled connection would get a database of its own).
+        let path = std::env::temp_dir().join(format!("lbaas-failover-{}.db", uuid::Uuid::new_v4()));
+        let db = lbaas::server::connect_database(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        crate::migration::Migrator::up(&db, None).await.unwrap();
+        for (id, agent_id, heard_ms_ago) in devices {
+            agent::ActiveModel {
+                id: Set((*agent_id).into()),
+                address: Set("http://127.0.0.1:1".into()),
+                last_heartbeat_ms: Set(now_ms() - heard_ms_ago),
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+            device::ActiveModel {
+                id: Set((*id).into()),
+                driver: Set("noop".into()),
+                agent_id: Set((*agent_id).into()),
+                capacity: Set(10),
+                vip_cidr: Set("127.0.10.0/24".into()),
+                is_virtual: Set(true),
+                state: Set("ACTIVE".into()),
+                labels: Set(String::new()),
+                created_ms: Set(0),
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+            binding::ActiveModel {
+                loadbalancer_id: Set(format!("lb-on-{id}")),
+                device_id: Set((*id).into()),
+                project_id: Set("p".into()),
+                vip_address: Set(format!("127.0.10.{}", id.len())),
+                strategy: Set("least-loaded".into()),
+                created_ms: Set(0),
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+        }
+        db
+    }
+
+    #[tokio::test]
+    async fn silent_agents_devices_go_down_and_their_load_balancers_are_displaced() {
+        let db = registry(&[("d1", "a1", 60_000), ("d22", "a2", 0), ("d333", "a3", 0)]).await;
+        let monitor = FailoverMonitor::new(db.clone(), 5_000, 0.5);
+        monitor.check().await.unwrap();
+        let d1 = device::Entity::find_by_id("d1")
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d1.state, "DOWN");
+        let displaced = monitor.displaced().await.unwrap();
+        assert_eq!(
+            displaced
+                .iter()
+                .map(|d| d.loadbalancer_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["lb-on-d1"]
+        );
+        assert!(!monitor.breaker_open());
+    }
+
+    #[tokio::test]
+    async fn the_breaker_holds_failover_when_too_many_devices_are_down() {
+        let db = registry(&[
+            ("d1", "a1", 60_000),
+            ("d22", "a2", 60_000),
+            ("d333", "a3", 0),
+        ])
+        .await;
+        let monitor = FailoverMonitor::new(db.clone(), 5_000, 0.5);
+        monitor.check().await.unwrap();
+        assert!(monitor.breaker_open(), "2 of 3 devices down is over half");
+        assert!(monitor.displaced().await.unwrap().is_empty());
+    }
+}
