@@ -7,10 +7,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+#[path = "support/haproxy_cli.rs"]
+mod haproxy_cli;
+
+use haproxy_cli::{current_worker, socket_command as master, summary};
+
+use std::time::{Duration, Instant};
 
 use lbaas::{
     agent::v1::{
@@ -20,26 +22,6 @@ use lbaas::{
 };
 use lbaas_agent::driver::haproxy::render::ConfigRenderer;
 use support::{Backend, Stack, StackOptions, in_project};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!(
-        "{name:<44} n={:<4} p50={:>8.2} ms  p99={:>8.2} ms  min={:>7.2} ms  max={:>8.2} ms",
-        samples.len(),
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        samples[0].as_secs_f64() * 1e3,
-        samples[samples.len() - 1].as_secs_f64() * 1e3
-    );
-    (p50, p99)
-}
 
 async fn through_the_stack(n: usize, backend: &Backend) -> Vec<Duration> {
     let stack = Stack::start(StackOptions {
@@ -105,33 +87,6 @@ async fn through_the_stack(n: usize, backend: &Backend) -> Vec<Duration> {
     }
     stack.stop().await;
     samples
-}
-
-/// One master CLI command; empty while the master re-executes during a reload.
-async fn master(socket: &Path, command: &str) -> String {
-    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
-        return String::new();
-    };
-    let mut answer = String::new();
-    if stream
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .is_ok()
-        && stream.shutdown().await.is_ok()
-    {
-        let _ = stream.read_to_string(&mut answer).await;
-    }
-    answer
-}
-
-fn current_worker(show_proc: &str) -> Option<String> {
-    show_proc
-        .split("# workers")
-        .nth(1)?
-        .lines()
-        .find(|l| l.contains("worker"))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
 }
 
 /// The floor: the same growing config, written, checked with `haproxy -c`, and reloaded through

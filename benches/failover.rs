@@ -15,35 +15,49 @@ use support::{Backend, Stack, StackOptions, in_project};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::var("LBAAS_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let n: usize = std::env::var("LBAAS_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     assert!(support::haproxy_available(), "this benchmark needs haproxy");
     let backend = Backend::start("up").await;
     let capacity = i32::try_from(n).unwrap() + 10;
-    let mut stack = Stack::start(StackOptions { capacity, ..Default::default() }).await;
+    let mut stack = Stack::start(StackOptions {
+        capacity,
+        ..Default::default()
+    })
+    .await;
     let api = stack.api_client().await;
     let project = "bench";
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let lb = api
             .clone()
-            .create_load_balancer(in_project(project, pb::CreateLoadBalancerRequest {
-                load_balancer: Some(pb::LoadBalancer {
-                    name: format!("lb-{i}"),
-                    listeners: vec![pb::Listener {
-                        protocol: pb::Protocol::Http as i32,
-                        protocol_port: 8080,
-                        default_pool: Some(pb::Pool {
+            .create_load_balancer(in_project(
+                project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(pb::LoadBalancer {
+                        name: format!("lb-{i}"),
+                        listeners: vec![pb::Listener {
                             protocol: pb::Protocol::Http as i32,
-                            lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
-                            members: vec![pb::Member { address: "127.0.0.1".into(), protocol_port: backend.port(), ..Default::default() }],
+                            protocol_port: 8080,
+                            default_pool: Some(pb::Pool {
+                                protocol: pb::Protocol::Http as i32,
+                                lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+                                members: vec![pb::Member {
+                                    address: "127.0.0.1".into(),
+                                    protocol_port: backend.port(),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }),
                             ..Default::default()
-                        }),
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            }))
+                    }),
+                    request_id: String::new(),
+                },
+            ))
             .await
             .unwrap()
             .into_inner();
@@ -65,14 +79,29 @@ async fn main() {
     while !pending.is_empty() {
         let mut still = Vec::new();
         for id in pending {
-            let lb = api.clone().get_load_balancer(in_project(project, pb::GetLoadBalancerRequest { id: id.clone() })).await.unwrap().into_inner();
-            if !(lb.provisioning_status() == Prov::Active && lb.status_reason.is_empty() && lb.generation > 1) {
+            let lb = api
+                .clone()
+                .get_load_balancer(in_project(
+                    project,
+                    pb::GetLoadBalancerRequest { id: id.clone() },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            if !(lb.provisioning_status() == Prov::Active
+                && lb.status_reason.is_empty()
+                && lb.generation > 1)
+            {
                 still.push(id);
             }
         }
         pending = still;
         if !pending.is_empty() {
-            assert!(killed.elapsed() < Duration::from_secs(120), "{} still not failed over", pending.len());
+            assert!(
+                killed.elapsed() < Duration::from_secs(120),
+                "{} still not failed over",
+                pending.len()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -86,7 +115,17 @@ async fn main() {
     let all_serving = killed.elapsed();
     stack.stop().await;
     println!("failover of {n} load balancers (agent timeout 2000 ms, heartbeat every 200 ms)");
-    println!("host killed -> all ACTIVE again:   {:>6} ms  (from the last heartbeat: at most {} ms more)", all_active.as_millis(), heartbeat.as_millis());
-    println!("host killed -> every VIP answers: {:>6} ms", all_serving.as_millis());
-    println!("after the 2000 ms timeout, re-placing and redeploying took {} ms", all_active.as_millis().saturating_sub(2000));
+    println!(
+        "host killed -> all ACTIVE again:   {:>6} ms  (from the last heartbeat: at most {} ms more)",
+        all_active.as_millis(),
+        heartbeat.as_millis()
+    );
+    println!(
+        "host killed -> every VIP answers: {:>6} ms",
+        all_serving.as_millis()
+    );
+    println!(
+        "after the 2000 ms timeout, re-placing and redeploying took {} ms",
+        all_active.as_millis().saturating_sub(2000)
+    );
 }

@@ -11,55 +11,19 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "support/haproxy_cli.rs"]
+mod haproxy_cli;
+
+use haproxy_cli::{current_worker, socket_command, summary};
+
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use lbaas::api::v1 as pb;
 use prost_types::FieldMask;
 use support::{Backend, Stack, StackOptions, in_project};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-async fn socket_command(socket: &Path, command: &str) -> String {
-    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
-        return String::new();
-    };
-    let mut answer = String::new();
-    if stream
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .is_ok()
-        && stream.shutdown().await.is_ok()
-    {
-        let _ = stream.read_to_string(&mut answer).await;
-    }
-    answer
-}
-
-fn current_worker(show_proc: &str) -> Option<String> {
-    show_proc
-        .split("# workers")
-        .nth(1)?
-        .lines()
-        .find(|l| l.contains("worker"))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-}
-
-fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let pick =
-        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-    let (p50, p99) = (pick(0.5), pick(0.99));
-    println!(
-        "{name:<58} n={:<4} p50={:>8.2} ms  p99={:>8.2} ms",
-        samples.len(),
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
-    );
-    (p50, p99)
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

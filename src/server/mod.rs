@@ -109,3 +109,11 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// Milliseconds since the Unix epoch: how every service stamps times in its database and messages.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -65,10 +65,7 @@ pub fn spawn(
                         health: *health,
                     })
                     .collect(),
-                observed_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                    .unwrap_or(0),
+                observed_ms: lbaas::server::now_ms(),
             };
             last = Some(now);
             let _ = tx.send(Some(Arc::new(report)));

@@ -35,13 +35,7 @@ const SERVICES: &[&str] = &[
     "lbaas.api.v1.QuotaService",
 ];
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use lbaas::server::now_ms;
 
 /// Runs the api service on `listener` until `shutdown` resolves.
 pub async fn run(
