@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use lbaas::{
     api::v1::{self as pb, ProvisioningStatus as Prov},
     scheduler::v1::{
@@ -95,43 +96,53 @@ async fn a_dead_host_fails_over(db: Db) {
     let safe_vip = format!("{}:8080", safe.vip_address);
     assert_eq!(spread(&doomed_vip, 2).await.get("up"), Some(&2));
 
+    let mut events = api
+        .watch_load_balancer(in_project(
+            &project,
+            pb::WatchLoadBalancerRequest {
+                id: doomed.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        events.next().await.unwrap().unwrap().kind(),
+        pb::ChangeKind::Initial
+    );
     stack.kill_agent_host().await;
     let died = Instant::now();
-    assert!(
-        support::http_get(&doomed_vip).await.is_err(),
-        "the dead host still serves"
-    );
+    poll_until(
+        Duration::from_secs(5),
+        "the dead host's HAProxy to be gone",
+        || {
+            let vip = doomed_vip.clone();
+            async move { support::http_get(&vip).await.is_err().then_some(()) }
+        },
+    )
+    .await;
     assert_eq!(
         spread(&safe_vip, 2).await.get("up"),
         Some(&2),
         "the other device was disturbed"
     );
 
-    // The load balancer passes through PENDING_UPDATE and serves from the survivor.
-    let saw_pending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    poll_until(
-        Duration::from_secs(30),
-        "the load balancer to fail over",
-        || {
-            let mut api = api.clone();
-            let (project, id) = (project.clone(), doomed.id.clone());
-            let saw = saw_pending.clone();
-            async move {
-                let lb = api
-                    .get_load_balancer(in_project(&project, pb::GetLoadBalancerRequest { id }))
-                    .await
-                    .ok()?
-                    .into_inner();
-                if lb.provisioning_status() == Prov::PendingUpdate {
-                    saw.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                (lb.provisioning_status() == Prov::Active
-                    && lb.applied_generation > doomed.applied_generation)
-                    .then_some(())
+    // The watch shows the load balancer pass through PENDING_UPDATE and back to ACTIVE.
+    let statuses = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut statuses = Vec::new();
+        while let Some(event) = events.next().await {
+            let lb = event.unwrap().load_balancer.unwrap();
+            statuses.push(lb.provisioning_status());
+            if lb.provisioning_status() == Prov::Active
+                && lb.applied_generation > doomed.applied_generation
+            {
+                break;
             }
-        },
-    )
-    .await;
+        }
+        statuses
+    })
+    .await
+    .expect("the load balancer to fail over");
     let active_after = died.elapsed();
     poll_until(
         Duration::from_secs(10),
@@ -148,10 +159,7 @@ async fn a_dead_host_fails_over(db: Db) {
         active_after.as_millis(),
         serving_after.as_millis()
     );
-    assert!(
-        saw_pending.load(std::sync::atomic::Ordering::SeqCst),
-        "never saw PENDING_UPDATE"
-    );
+    assert!(statuses.contains(&Prov::PendingUpdate), "{statuses:?}");
     assert_eq!(spread(&doomed_vip, 4).await.get("up"), Some(&4));
     let placement = scheduler
         .get_placement(GetPlacementRequest {
