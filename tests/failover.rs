@@ -217,3 +217,141 @@ async fn a_dead_host_fails_over_on_postgres() {
     }
     a_dead_host_fails_over(Db::Postgres).await;
 }
+
+/// Draining a device moves its load balancers to another device (VIP kept), under traffic; the
+/// drained device can then be removed.
+async fn draining_moves_load_balancers_off(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("up").await;
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated("mover", &backend)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(lb.provisioning_status(), Prov::Active);
+    let mut scheduler = SchedulerServiceClient::new(support::channel(stack.scheduler).await);
+    let first = scheduler
+        .get_placement(GetPlacementRequest {
+            loadbalancer_id: lb.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device_id;
+    let second = stack.add_agent("agent-b").await;
+    let vip = format!("{}:8080", lb.vip_address);
+
+    // Traffic throughout the move, counting what fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (vip, stop) = (vip.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match support::http_get(&vip).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let mut events = api
+        .watch_load_balancer(in_project(
+            &project,
+            pb::WatchLoadBalancerRequest { id: lb.id.clone() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut devices = stack.devices().await;
+    let drained = devices
+        .drain_device(lbaas::scheduler::v1::DrainDeviceRequest { id: first.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(drained.state(), DeviceState::Draining);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.next().await {
+            let now = event.unwrap().load_balancer.unwrap();
+            if now.provisioning_status() == Prov::Active
+                && now.applied_generation > lb.applied_generation
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the load balancer to move");
+    let placement = scheduler
+        .get_placement(GetPlacementRequest {
+            loadbalancer_id: lb.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (placement.device_id.as_str(), placement.vip_address.as_str()),
+        (second.as_str(), lb.vip_address.as_str())
+    );
+    // The old device lets go of it in the background.
+    poll_until(
+        Duration::from_secs(10),
+        "the drained device to be empty",
+        || {
+            let mut devices = devices.clone();
+            let first = first.clone();
+            async move {
+                let d = devices
+                    .get_device(lbaas::scheduler::v1::GetDeviceRequest { id: first })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (d.load == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(spread(&vip, 4).await.get("up"), Some(&4));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = traffic.await.unwrap();
+    eprintln!("drain under traffic: {ok} requests served, {failed} failed");
+    assert!(ok > 0);
+    // The old device lets go only after the new one serves, and HAProxy takes a listener out of
+    // the kernel's reuseport group before closing it: a sequential client loses nothing.
+    assert_eq!(failed, 0, "requests failed during the drain");
+    devices
+        .delete_device(lbaas::scheduler::v1::DeleteDeviceRequest { id: first.clone() })
+        .await
+        .expect("an empty device can be removed");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_moves_load_balancers_off_on_sqlite() {
+    if !support::haproxy_available() {
+        return;
+    }
+    draining_moves_load_balancers_off(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_moves_load_balancers_off_on_postgres() {
+    if !support::haproxy_available() || support::postgres_url().is_none() {
+        return;
+    }
+    draining_moves_load_balancers_off(Db::Postgres).await;
+}

@@ -123,6 +123,7 @@ pub struct Stack {
         Option<JoinHandle<anyhow::Result<()>>>,
     )>,
     databases: Vec<(String, String)>,
+    stopped: bool,
 }
 
 async fn create_postgres_database(admin_url: &str, name: &str) -> String {
@@ -270,6 +271,7 @@ impl Stack {
             agent_task: Some(agent_task),
             extra_agents: Vec::new(),
             databases,
+            stopped: false,
         };
         for addr in [stack.scheduler, stack.api, stack.agent] {
             wait_serving(addr).await;
@@ -417,6 +419,32 @@ impl Stack {
         DeviceServiceClient::new(channel(self.scheduler).await)
     }
 
+    /// Kills the HAProxy instances this stack started that are still running (a test that
+    /// panicked never reached `stop`). Only processes whose command line names this stack's
+    /// directory are touched.
+    fn kill_leftover_haproxy(&self) {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let dir = self.dir.display().to_string();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("haproxy") && cmdline.contains(&dir) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         let extra: Vec<_> = self
@@ -440,7 +468,17 @@ impl Stack {
         for (admin, name) in &self.databases {
             drop_postgres_database(admin, name).await;
         }
+        self.kill_leftover_haproxy();
         let _ = std::fs::remove_dir_all(&self.dir);
+        self.stopped = true;
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.kill_leftover_haproxy();
+        }
     }
 }
 

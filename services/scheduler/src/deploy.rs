@@ -119,15 +119,16 @@ impl SchedulerService for SchedulerApi {
         } else {
             (self.placer.place(&ask).await?, None)
         };
-        if let Some(old_device) = left {
-            // In the background: the device left is usually unreachable, and the new one need not wait.
+        // The device left lets go only once the new one serves, so the VIP never goes dark; in the
+        // background, as the device left is often unreachable.
+        let mut leave = left.map(|old_device| {
             let (db, agents, lb) = (
                 self.db.clone(),
                 self.agents.clone(),
                 binding.loadbalancer_id.clone(),
             );
-            tokio::spawn(async move { remove_from(&db, &agents, &old_device, &lb).await });
-        }
+            async move { remove_from(&db, &agents, &old_device, &lb).await }
+        });
         let (device, address) = self.route(&binding).await?;
         let mut client = self.agents.client(&address)?;
         config.vip_address = binding.vip_address.clone();
@@ -147,6 +148,13 @@ impl SchedulerService for SchedulerApi {
                 Ok(stream) => {
                     let mut stream = stream.into_inner();
                     while let Some(item) = stream.next().await {
+                        if item
+                            .as_ref()
+                            .is_ok_and(|e| e.phase() == lbaas::agent::v1::ApplyPhase::Active)
+                            && let Some(leave) = leave.take()
+                        {
+                            tokio::spawn(leave);
+                        }
                         let relayed = item.map(|e| DeployEvent {
                             event: Some(Event::Apply(e)),
                         });

@@ -234,6 +234,82 @@ impl DeviceService for DeviceApi {
         }))
     }
 
+    async fn update_device(
+        &self,
+        request: Request<lbaas::scheduler::v1::UpdateDeviceRequest>,
+    ) -> Result<Response<Device>, Status> {
+        let request = request.into_inner();
+        let patch = request.device.ok_or_else(|| {
+            SchedulerError::Invalid(vec![("device".into(), "is required".into())])
+        })?;
+        let paths: Vec<String> = request
+            .update_mask
+            .map(|m| m.paths)
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| vec!["capacity".into(), "labels".into(), "state".into()]);
+        let model = device::Entity::find_by_id(&patch.id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .ok_or_else(|| SchedulerError::NotFound(format!("device {}", patch.id)))?;
+        let mut merged = to_proto(model.clone(), 0);
+        let mut violations = Vec::new();
+        for path in &paths {
+            match path.as_str() {
+                "capacity" => merged.capacity = patch.capacity,
+                "labels" => merged.labels = patch.labels.clone(),
+                "state" => merged.state = patch.state,
+                other => violations.push((
+                    "update_mask".to_owned(),
+                    format!("device.{other} cannot be updated"),
+                )),
+            }
+        }
+        if DeviceState::try_from(merged.state).is_err()
+            || merged.state == DeviceState::Unspecified as i32
+        {
+            violations.push((
+                "device.state".to_owned(),
+                "must be ACTIVE, DRAINING or DOWN".to_owned(),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(SchedulerError::Invalid(violations).into());
+        }
+        validate_device(&merged)?;
+        let mut active: device::ActiveModel = model.into();
+        active.capacity = Set(merged.capacity);
+        active.labels = Set(labels_text(&merged.labels));
+        active.state = Set(state_name(merged.state).to_owned());
+        let updated = active
+            .update(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        let load = load_of(&self.db, &updated.id).await?;
+        Ok(Response::new(to_proto(updated, load)))
+    }
+
+    async fn drain_device(
+        &self,
+        request: Request<lbaas::scheduler::v1::DrainDeviceRequest>,
+    ) -> Result<Response<Device>, Status> {
+        let id = request.into_inner().id;
+        let model = device::Entity::find_by_id(&id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .ok_or_else(|| SchedulerError::NotFound(format!("device {id}")))?;
+        let mut active: device::ActiveModel = model.into();
+        active.state = Set("DRAINING".to_owned());
+        let updated = active
+            .update(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        tracing::info!(device = %id, "draining: its load balancers move to other devices");
+        let load = load_of(&self.db, &id).await?;
+        Ok(Response::new(to_proto(updated, load)))
+    }
+
     async fn delete_device(
         &self,
         request: Request<DeleteDeviceRequest>,

@@ -92,9 +92,19 @@ impl FailoverMonitor {
         Ok(())
     }
 
-    /// Every load balancer on a DOWN device, unless the breaker is open.
+    /// Every load balancer on a DRAINING device, and on a DOWN one unless the breaker is open.
     pub async fn displaced(&self) -> Result<Vec<Displaced>, SchedulerError> {
         let devices = device::Entity::find().all(&self.db).await?;
+        let draining: HashSet<String> = devices
+            .iter()
+            .filter(|d| d.state == "DRAINING")
+            .map(|d| d.id.clone())
+            .collect();
+        let mut moving = if draining.is_empty() {
+            Vec::new()
+        } else {
+            self.bound_to(draining, "is draining").await?
+        };
         let down: HashSet<String> = devices
             .iter()
             .filter(|d| d.state == "DOWN")
@@ -102,7 +112,7 @@ impl FailoverMonitor {
             .collect();
         if down.is_empty() {
             self.breaker_open.store(false, Ordering::Relaxed);
-            return Ok(Vec::new());
+            return Ok(moving);
         }
         let share = down.len() as f64 / devices.len().max(1) as f64;
         let open = share > self.max_down_share;
@@ -118,18 +128,26 @@ impl FailoverMonitor {
                 tracing::info!("failover circuit breaker closed: automatic failover resumes");
             }
         }
-        if open {
-            return Ok(Vec::new());
+        if !open {
+            moving.extend(self.bound_to(down, "is DOWN").await?);
         }
+        Ok(moving)
+    }
+
+    async fn bound_to(
+        &self,
+        devices: HashSet<String>,
+        why: &str,
+    ) -> Result<Vec<Displaced>, SchedulerError> {
         Ok(binding::Entity::find()
-            .filter(binding::Column::DeviceId.is_in(down))
+            .filter(binding::Column::DeviceId.is_in(devices))
             .all(&self.db)
             .await?
             .into_iter()
             .map(|b| Displaced {
                 loadbalancer_id: b.loadbalancer_id,
                 device_id: b.device_id.clone(),
-                reason: format!("device {} is DOWN", b.device_id),
+                reason: format!("device {} {why}", b.device_id),
             })
             .collect())
     }

@@ -93,6 +93,13 @@ impl Placer {
         };
         let device = match self.choose(ask, Some(&existing.device_id)).await {
             Ok(d) => d,
+            // Leaving a DOWN or draining device needs somewhere else to go; staying is only a
+            // choice when the device still takes load.
+            Err(SchedulerError::NoCapacity(why))
+                if !self.takes_load(&existing.device_id).await? =>
+            {
+                return Err(SchedulerError::NoCapacity(why));
+            }
             Err(SchedulerError::NoCapacity(why)) => {
                 tracing::info!(loadbalancer = %existing.loadbalancer_id, device = %existing.device_id, %why, "failover: no other device, redeploying in place");
                 return Ok((existing, None));
@@ -106,6 +113,13 @@ impl Placer {
         let moved = active.update(&self.db).await?;
         tracing::info!(loadbalancer = %moved.loadbalancer_id, from = %old, to = %moved.device_id, "failover: re-placed");
         Ok((moved, Some(old)))
+    }
+
+    async fn takes_load(&self, device_id: &str) -> Result<bool, SchedulerError> {
+        Ok(device::Entity::find_by_id(device_id)
+            .one(&self.db)
+            .await?
+            .is_some_and(|d| d.state == "ACTIVE"))
     }
 
     /// The device the strategy prefers among live devices with room, leaving out `exclude`.
