@@ -36,25 +36,11 @@ async fn main() {
             .create_load_balancer(in_project(
                 project,
                 pb::CreateLoadBalancerRequest {
-                    load_balancer: Some(pb::LoadBalancer {
-                        name: format!("lb-{i}"),
-                        listeners: vec![pb::Listener {
-                            protocol: pb::Protocol::Http as i32,
-                            protocol_port: 8080,
-                            default_pool: Some(pb::Pool {
-                                protocol: pb::Protocol::Http as i32,
-                                lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
-                                members: vec![pb::Member {
-                                    address: "127.0.0.1".into(),
-                                    protocol_port: backend.port(),
-                                    ..Default::default()
-                                }],
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }),
+                    load_balancer: Some(support::populated(
+                        &format!("lb-{i}"),
+                        8080,
+                        vec![support::member_at(backend.port())],
+                    )),
                     request_id: String::new(),
                 },
             ))

@@ -17,25 +17,7 @@ use lbaas::{
 use support::{Backend, Db, Stack, StackOptions, in_project, poll_until, spread, wait_settled};
 
 fn populated(name: &str, backend: &Backend) -> pb::LoadBalancer {
-    pb::LoadBalancer {
-        name: name.into(),
-        listeners: vec![pb::Listener {
-            protocol: pb::Protocol::Http as i32,
-            protocol_port: 8080,
-            default_pool: Some(pb::Pool {
-                protocol: pb::Protocol::Http as i32,
-                lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
-                members: vec![pb::Member {
-                    address: "127.0.0.1".into(),
-                    protocol_port: backend.port(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    support::populated(name, 8080, vec![support::member_at(backend.port())])
 }
 
 async fn a_dead_host_fails_over(db: Db) {

@@ -7,23 +7,12 @@ mod support;
 use std::time::Duration;
 
 use lbaas::api::v1 as pb;
-use support::{Backend, Db, Stack, StackOptions, in_project, poll_until, spread, wait_settled};
-
-fn http_pool(members: Vec<pb::Member>) -> pb::Pool {
-    pb::Pool {
-        protocol: pb::Protocol::Http as i32,
-        lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
-        members,
-        ..Default::default()
-    }
-}
+use support::{
+    Backend, Db, Stack, StackOptions, http_pool, in_project, poll_until, spread, wait_settled,
+};
 
 fn member(backend: &Backend) -> pb::Member {
-    pb::Member {
-        address: "127.0.0.1".into(),
-        protocol_port: backend.port(),
-        ..Default::default()
-    }
+    support::member_at(backend.port())
 }
 
 /// The scenario: create with two members, 10/10 split, add a third and see it serve,

@@ -11,8 +11,8 @@ use futures::StreamExt as _;
 use lbaas::api::v1::{self as pb, ChangeKind, ProvisioningStatus as Prov};
 use prost_types::FieldMask;
 use support::{
-    ADMIN_TOKEN, Backend, Db, READER_TOKEN, Stack, StackOptions, in_project, poll_until, spread,
-    wait_settled, with_token,
+    ADMIN_TOKEN, Backend, Db, READER_TOKEN, Stack, StackOptions, http_pool, in_project, member_at,
+    poll_until, populated, spread, wait_settled, with_token,
 };
 use tonic::{Code, transport::Channel};
 
@@ -49,36 +49,6 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
     })
-}
-
-fn http_pool(members: Vec<pb::Member>) -> pb::Pool {
-    pb::Pool {
-        protocol: pb::Protocol::Http as i32,
-        lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
-        members,
-        ..Default::default()
-    }
-}
-
-fn member_at(port: i32) -> pb::Member {
-    pb::Member {
-        address: "127.0.0.1".into(),
-        protocol_port: port,
-        ..Default::default()
-    }
-}
-
-fn populated(name: &str, port: i32, members: Vec<pb::Member>) -> pb::LoadBalancer {
-    pb::LoadBalancer {
-        name: name.into(),
-        listeners: vec![pb::Listener {
-            protocol: pb::Protocol::Http as i32,
-            protocol_port: port,
-            default_pool: Some(http_pool(members)),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
 }
 
 async fn create(api: &mut Api, project: &str, lb: pb::LoadBalancer) -> pb::LoadBalancer {

@@ -715,3 +715,36 @@ pub fn with_token<T>(token: &str, message: T) -> Request<T> {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
+
+/// An HTTP ROUND_ROBIN pool with these members.
+pub fn http_pool(members: Vec<pb::Member>) -> pb::Pool {
+    pb::Pool {
+        protocol: pb::Protocol::Http as i32,
+        lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+        members,
+        ..Default::default()
+    }
+}
+
+/// A member on 127.0.0.1 at `port`.
+pub fn member_at(port: i32) -> pb::Member {
+    pb::Member {
+        address: "127.0.0.1".into(),
+        protocol_port: port,
+        ..Default::default()
+    }
+}
+
+/// A load balancer with one HTTP listener on `port` and its ROUND_ROBIN pool, created in one call.
+pub fn populated(name: &str, port: i32, members: Vec<pb::Member>) -> pb::LoadBalancer {
+    pb::LoadBalancer {
+        name: name.into(),
+        listeners: vec![pb::Listener {
+            protocol: pb::Protocol::Http as i32,
+            protocol_port: port,
+            default_pool: Some(http_pool(members)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
