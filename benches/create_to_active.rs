@@ -10,7 +10,7 @@ mod support;
 #[path = "support/haproxy_cli.rs"]
 mod haproxy_cli;
 
-use haproxy_cli::{current_worker, socket_command as master, summary};
+use haproxy_cli::{checked_reload, current_worker, socket_command as master, summary};
 
 use std::time::{Duration, Instant};
 
@@ -137,24 +137,9 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
                 monitor: None,
             }],
         });
-        let before = current_worker(&master(&socket, "show proc").await);
         let started = Instant::now();
         std::fs::write(&cfg, renderer.render(&lbs).unwrap()).unwrap();
-        let check = tokio::process::Command::new("haproxy")
-            .args(["-c", "-q", "-f"])
-            .arg(&cfg)
-            .status()
-            .await
-            .unwrap();
-        assert!(check.success());
-        let _ = master(&socket, "reload").await;
-        loop {
-            let worker = current_worker(&master(&socket, "show proc").await);
-            if worker.is_some() && worker != before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        checked_reload(&socket, &cfg).await;
         samples.push(started.elapsed());
     }
     let answer = master(&socket, "show proc").await;

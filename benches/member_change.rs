@@ -14,7 +14,7 @@ mod support;
 #[path = "support/haproxy_cli.rs"]
 mod haproxy_cli;
 
-use haproxy_cli::{current_worker, socket_command, summary};
+use haproxy_cli::{checked_reload, socket_command, summary};
 
 use std::{
     path::PathBuf,
@@ -109,7 +109,6 @@ async fn main() {
     }
 
     // Structural: flip the algorithm -> ACTIVE again (a checked, seamless reload underneath).
-    let reloads_before = socket_command(&master, "show proc").await;
     let mut structural = Vec::with_capacity(n);
     for i in 0..n {
         let algorithm = if i % 2 == 0 {
@@ -152,26 +151,10 @@ async fn main() {
     let mut bare_reload = Vec::with_capacity(n);
     let cfg = device.join("haproxy.cfg");
     for _ in 0..n {
-        let before = current_worker(&socket_command(&master, "show proc").await);
         let started = Instant::now();
-        let check = tokio::process::Command::new("haproxy")
-            .args(["-c", "-q", "-f"])
-            .arg(&cfg)
-            .status()
-            .await
-            .unwrap();
-        assert!(check.success());
-        let _ = socket_command(&master, "reload").await;
-        loop {
-            let worker = current_worker(&socket_command(&master, "show proc").await);
-            if worker.is_some() && worker != before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        checked_reload(&master, &cfg).await;
         bare_reload.push(started.elapsed());
     }
-    let _ = reloads_before;
     stack.stop().await;
 
     println!("one HAProxy 2.6 device, one load balancer; SQLite");

@@ -2,6 +2,7 @@
 //! load balancer serves again from the other device, moving through PENDING_UPDATE back to ACTIVE.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -184,21 +185,7 @@ async fn a_dead_host_fails_over(db: Db) {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_host_fails_over_on_sqlite() {
-    if !support::haproxy_available() {
-        return;
-    }
-    a_dead_host_fails_over(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_host_fails_over_on_postgres() {
-    if !support::haproxy_available() || support::postgres_url().is_none() {
-        return;
-    }
-    a_dead_host_fails_over(Db::Postgres).await;
-}
+on_both_databases!(a_dead_host_fails_over, haproxy = true);
 
 /// Draining a device moves its load balancers to another device (VIP kept), under traffic; the
 /// drained device can then be removed.
@@ -322,18 +309,4 @@ async fn draining_moves_load_balancers_off(db: Db) {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn draining_moves_load_balancers_off_on_sqlite() {
-    if !support::haproxy_available() {
-        return;
-    }
-    draining_moves_load_balancers_off(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn draining_moves_load_balancers_off_on_postgres() {
-    if !support::haproxy_available() || support::postgres_url().is_none() {
-        return;
-    }
-    draining_moves_load_balancers_off(Db::Postgres).await;
-}
+on_both_databases!(draining_moves_load_balancers_off, haproxy = true);

@@ -3,6 +3,7 @@
 //! creates, project isolation and quotas.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::{collections::HashSet, time::Duration};
@@ -17,33 +18,6 @@ use support::{
 use tonic::{Code, transport::Channel};
 
 type Api = pb::load_balancer_service_client::LoadBalancerServiceClient<Channel>;
-
-/// Runs a scenario on SQLite and on PostgreSQL (PostgreSQL when LBAAS_TEST_DATABASE_URL is set,
-/// and always in CI).
-macro_rules! on_both_databases {
-    ($name:ident, haproxy = $haproxy:expr) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                if $haproxy && !support::haproxy_available() {
-                    return;
-                }
-                super::$name(Db::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if ($haproxy && !support::haproxy_available()) || support::postgres_url().is_none()
-                {
-                    return;
-                }
-                super::$name(Db::Postgres).await;
-            }
-        }
-    };
-}
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
@@ -830,9 +804,15 @@ async fn wait_bound(stack: &Stack, id: &str) {
     .await;
 }
 
-/// The scheduler dies while a deploy is in flight; the load balancer converges once it is back,
-/// with no client action.
-async fn scheduler_killed_mid_deploy(db: Db) {
+#[derive(Clone, Copy)]
+enum Victim {
+    Scheduler,
+    Agent,
+}
+
+/// A service dies while a deploy is in flight (its apply takes 1.5 s); once the service is back,
+/// the load balancer converges to ACTIVE with no client action.
+async fn killed_mid_deploy(db: Db, victim: Victim) {
     let mut stack = Stack::start(StackOptions {
         db,
         driver: "noop",
@@ -849,7 +829,10 @@ async fn scheduler_killed_mid_deploy(db: Db) {
     )
     .await;
     wait_bound(&stack, &lb.id).await;
-    stack.kill_scheduler().await;
+    match victim {
+        Victim::Scheduler => stack.kill_scheduler().await,
+        Victim::Agent => stack.kill_agent().await,
+    }
     assert!(
         get(&mut api, &project, &lb.id)
             .await
@@ -857,41 +840,21 @@ async fn scheduler_killed_mid_deploy(db: Db) {
             .provisioning_status()
             == Prov::PendingCreate
     );
-    stack.start_scheduler().await;
+    match victim {
+        Victim::Scheduler => stack.start_scheduler().await,
+        Victim::Agent => stack.start_agent().await,
+    }
     active(&api, &project, &lb.id).await;
     stack.stop().await;
 }
+
+async fn scheduler_killed_mid_deploy(db: Db) {
+    killed_mid_deploy(db, Victim::Scheduler).await;
+}
 on_both_databases!(scheduler_killed_mid_deploy, haproxy = false);
 
-/// The agent dies while applying; once it is back the load balancer converges with no client action.
 async fn agent_killed_mid_deploy(db: Db) {
-    let mut stack = Stack::start(StackOptions {
-        db,
-        driver: "noop",
-        noop_apply_delay_ms: 1500,
-        ..Default::default()
-    })
-    .await;
-    let project = support::fresh_project();
-    let mut api = stack.api_client().await;
-    let lb = create(
-        &mut api,
-        &project,
-        populated("survivor", 80, vec![member_at(9000)]),
-    )
-    .await;
-    wait_bound(&stack, &lb.id).await;
-    stack.kill_agent().await;
-    assert!(
-        get(&mut api, &project, &lb.id)
-            .await
-            .unwrap()
-            .provisioning_status()
-            == Prov::PendingCreate
-    );
-    stack.start_agent().await;
-    active(&api, &project, &lb.id).await;
-    stack.stop().await;
+    killed_mid_deploy(db, Victim::Agent).await;
 }
 on_both_databases!(agent_killed_mid_deploy, haproxy = false);
 

@@ -34,6 +34,26 @@ pub fn current_worker(show_proc: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The bare reload: `haproxy -c` on `cfg`, `reload` on the master CLI, then wait for a new worker.
+pub async fn checked_reload(master: &Path, cfg: &Path) {
+    let before = current_worker(&socket_command(master, "show proc").await);
+    let check = tokio::process::Command::new("haproxy")
+        .args(["-c", "-q", "-f"])
+        .arg(cfg)
+        .status()
+        .await
+        .unwrap();
+    assert!(check.success());
+    let _ = socket_command(master, "reload").await;
+    loop {
+        let worker = current_worker(&socket_command(master, "show proc").await);
+        if worker.is_some() && worker != before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Prints p50, p99, min and max of the samples and returns (p50, p99).
 pub fn summary(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();

@@ -3,6 +3,34 @@
 //! backends that answer with their own name.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs a scenario on SQLite and on PostgreSQL (PostgreSQL when LBAAS_TEST_DATABASE_URL is set,
+/// and always in CI).
+#[allow(unused_macros)]
+macro_rules! on_both_databases {
+    ($name:ident, haproxy = $haproxy:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if $haproxy && !support::haproxy_available() {
+                    return;
+                }
+                super::$name(Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if ($haproxy && !support::haproxy_available()) || support::postgres_url().is_none()
+                {
+                    return;
+                }
+                super::$name(Db::Postgres).await;
+            }
+        }
+    };
+}
+
 use std::{
     net::SocketAddr,
     path::PathBuf,
