@@ -3,6 +3,7 @@
 
 mod database;
 mod telemetry;
+pub mod tokens;
 
 pub use database::{begin_write, connect_database};
 

@@ -95,7 +95,7 @@ pub fn haproxy_available() -> bool {
 }
 
 /// A VIP range of its own for each stack, so tests running side by side never share an address.
-fn unique_vip_cidr() -> String {
+pub fn unique_vip_cidr() -> String {
     let n = uuid::Uuid::new_v4().as_u128();
     format!("127.{}.{}.0/24", 64 + (n % 64), (n >> 8) % 256)
 }
@@ -140,7 +140,7 @@ pub struct Stack {
     pub dir: PathBuf,
     api_config: lbaas_api::ApiConfig,
     scheduler_config: lbaas_scheduler::SchedulerConfig,
-    agent_config: lbaas_agent::AgentConfig,
+    pub agent_config: lbaas_agent::AgentConfig,
     stop: watch::Sender<bool>,
     api_task: Option<JoinHandle<anyhow::Result<()>>>,
     scheduler_task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -154,7 +154,7 @@ pub struct Stack {
     stopped: bool,
 }
 
-async fn create_postgres_database(admin_url: &str, name: &str) -> String {
+pub async fn create_postgres_database(admin_url: &str, name: &str) -> String {
     let admin = sea_orm::Database::connect(admin_url)
         .await
         .expect("connect to PostgreSQL");
@@ -238,6 +238,9 @@ impl Stack {
             heartbeat_interval_ms: 200,
             agent_timeout_ms: 2000,
             failover_max_down_share: 0.5,
+            placement_seed: 0,
+            fleet_refresh_ms: 200,
+            token_file: Some(tokens.clone()),
         };
         let api_config = lbaas_api::ApiConfig {
             listen: api,
@@ -310,7 +313,7 @@ impl Stack {
 
     /// Waits until the agent's device is registered, so the first create has somewhere to go.
     pub async fn wait_for_device(&self) {
-        let devices = DeviceServiceClient::new(channel(self.scheduler).await);
+        let devices = self.devices().await;
         poll_until(
             Duration::from_secs(20),
             "the agent's device to register",
@@ -375,7 +378,7 @@ impl Stack {
         let task = tokio::spawn(lbaas_agent::run(config.clone(), listener, stopped(rx)));
         wait_serving(config.listen).await;
         self.extra_agents.push((config, Some(task)));
-        let devices = DeviceServiceClient::new(channel(self.scheduler).await);
+        let devices = self.devices().await;
         poll_until(
             Duration::from_secs(20),
             "the new agent's device to register",
@@ -443,8 +446,9 @@ impl Stack {
         lbaas::api::v1::quota_service_client::QuotaServiceClient::new(channel(self.api).await)
     }
 
-    pub async fn devices(&self) -> DeviceServiceClient<Channel> {
-        DeviceServiceClient::new(channel(self.scheduler).await)
+    /// The scheduler's provider API, with the admin token.
+    pub async fn devices(&self) -> Devices {
+        admin_devices(self.scheduler).await
     }
 
     /// Kills the HAProxy instances this stack started that are still running (a test that
@@ -732,6 +736,32 @@ pub fn fresh_project() -> String {
         "p{}-{}",
         COUNTER.fetch_add(1, Ordering::SeqCst),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// The provider API client the tests use: every call carries the admin token.
+pub type Devices = DeviceServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        fn(Request<()>) -> Result<Request<()>, tonic::Status>,
+    >,
+>;
+
+fn add_admin_token(mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("bad token"))?,
+    );
+    Ok(request)
+}
+
+/// The provider API of the scheduler at `addr`, as admin.
+pub async fn admin_devices(addr: SocketAddr) -> Devices {
+    DeviceServiceClient::with_interceptor(
+        channel(addr).await,
+        add_admin_token as fn(Request<()>) -> Result<Request<()>, tonic::Status>,
     )
 }
 

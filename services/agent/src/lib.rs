@@ -2,24 +2,21 @@
 //! balancer the scheduler sends, and keeps itself registered with the scheduler.
 
 pub mod config;
+pub mod devices;
 pub mod driver;
 pub mod health;
 pub mod reconciler;
 pub mod registration;
 pub mod service;
 
-use std::{collections::HashMap, future::Future, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context as _;
-use lbaas::{
-    agent::v1::agent_service_server::AgentServiceServer,
-    scheduler::v1::{Device, DeviceState},
-};
+use lbaas::agent::v1::{HostedDevice, agent_service_server::AgentServiceServer};
 use tokio::net::TcpListener;
 
 pub use config::AgentConfig;
-use driver::{DriverOptions, build_driver};
-use reconciler::DeviceReconciler;
+use devices::{DeviceFactory, DeviceSet};
 use registration::Registration;
 use service::AgentApi;
 
@@ -36,42 +33,32 @@ pub async fn run(
     let (health, health_service) = lbaas::server::health_not_serving(&[SERVICE_NAME]).await;
     let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
 
-    let mut devices = HashMap::new();
-    let mut advertised = Vec::new();
+    let factory = DeviceFactory {
+        agent_id: config.agent_id.clone(),
+        state_dir: config.state_dir.clone(),
+        haproxy_bin: config.haproxy_bin.clone(),
+        noop_apply_delay: std::time::Duration::from_millis(config.noop_apply_delay_ms),
+        vip_cidr: config.vip_cidr.clone(),
+    };
+    let devices: service::Devices = Arc::new(DeviceSet::default());
     for n in 0..config.devices {
-        let device_id = format!("{}-{}-{n}", config.agent_id, config.driver);
-        let state_dir = config.state_dir.join(&device_id);
-        std::fs::create_dir_all(&state_dir)
-            .with_context(|| format!("creating {}", state_dir.display()))?;
-        let options = DriverOptions {
-            device_id: device_id.clone(),
-            state_dir: state_dir.clone(),
-            haproxy_bin: config.haproxy_bin.clone(),
-            noop_apply_delay: std::time::Duration::from_millis(config.noop_apply_delay_ms),
-        };
-        let driver = build_driver(&config.driver, &options)
-            .with_context(|| format!("unknown driver {:?}", config.driver))?;
-        devices.insert(
-            device_id.clone(),
-            Arc::new(DeviceReconciler::new(
-                device_id.clone(),
-                driver,
-                state_dir.join("applied.pb"),
-            )),
-        );
-        advertised.push(Device {
-            id: device_id,
+        let record = HostedDevice {
+            id: format!("{}-{}-{n}", config.agent_id, config.driver),
             driver: config.driver.clone(),
-            agent_id: config.agent_id.clone(),
             capacity: config.capacity,
-            load: 0,
             vip_cidr: config.vip_cidr.clone(),
-            r#virtual: true,
-            state: DeviceState::Active as i32,
-            labels: HashMap::new(),
-        });
+            labels: std::collections::HashMap::new(),
+            networks: Vec::new(),
+            on_demand: false,
+        };
+        devices.insert(factory.open(record)?);
     }
-    let devices: service::Devices = Arc::new(devices);
+    // Devices created on demand before a restart come back too.
+    for record in factory.saved_on_demand() {
+        if !devices.contains(&record.id) {
+            devices.insert(factory.open(record)?);
+        }
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (devices_ready, ready) = tokio::sync::oneshot::channel();
@@ -86,6 +73,8 @@ pub async fn run(
         agent_id: config.agent_id.clone(),
         devices: devices.clone(),
         health: health_feed,
+        factory,
+        creating: tokio::sync::Mutex::new(()),
     };
     let server = tonic::transport::Server::builder()
         .trace_fn(lbaas::server::rpc_span)
@@ -118,7 +107,7 @@ pub async fn run(
                 .advertise_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{local}")),
-            devices: advertised,
+            drivers: vec![config.driver.clone()],
             hosted: devices.clone(),
         }
         .run(),

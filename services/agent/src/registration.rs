@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lbaas::scheduler::v1::{
-    Device, HeartbeatRequest, RegisterAgentRequest,
+    HeartbeatRequest, RegisterAgentRequest,
     agent_registry_service_client::AgentRegistryServiceClient,
 };
 use tonic::transport::Endpoint;
@@ -18,7 +18,8 @@ pub struct Registration {
     pub scheduler_url: String,
     /// Where the scheduler reaches this agent.
     pub advertise_url: String,
-    pub devices: Vec<Device>,
+    /// The drivers this agent can create devices for.
+    pub drivers: Vec<String>,
     /// The devices themselves, to stop serving what moved away.
     pub hosted: crate::service::Devices,
 }
@@ -50,17 +51,20 @@ impl Registration {
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = AgentRegistryServiceClient::new(channel);
+        let devices = self.hosted.advertised(&self.agent_id);
         let loadbalancer_ids = self
             .hosted
             .values()
+            .into_iter()
             .flat_map(|d| d.applied_generations().into_iter().map(|(id, _)| id))
             .collect();
         let registered = client
             .register_agent(RegisterAgentRequest {
                 agent_id: self.agent_id.clone(),
                 address: self.advertise_url.clone(),
-                devices: self.devices.clone(),
+                devices: devices.clone(),
                 loadbalancer_ids,
+                drivers: self.drivers.clone(),
             })
             .await?
             .into_inner();
@@ -78,7 +82,7 @@ impl Registration {
                 }
             }
         }
-        tracing::info!(scheduler = %self.scheduler_url, devices = self.devices.len(), "registered with scheduler");
+        tracing::info!(scheduler = %self.scheduler_url, devices = devices.len(), "registered with scheduler");
         let interval = Duration::from_millis(
             u64::try_from(registered.heartbeat_interval_ms)
                 .unwrap_or(1000)

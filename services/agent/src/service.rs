@@ -1,10 +1,11 @@
 //! The agent's gRPC API: Apply streams ACCEPTED, APPLYING, then ACTIVE or ERROR; Remove; status.
-use std::{collections::HashMap, pin::Pin, sync::Arc, time::Instant};
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
 
 use futures::Stream;
 use lbaas::agent::v1::{
-    ApplyEvent, ApplyPhase, ApplyRequest, DeviceStatus, GetStatusRequest, GetStatusResponse,
-    HealthReport, LoadBalancerStatus, RemoveRequest, RemoveResponse, WatchHealthRequest,
+    ApplyEvent, ApplyPhase, ApplyRequest, AttachNetworkRequest, AttachNetworkResponse,
+    CreateDeviceRequest, DeviceStatus, GetStatusRequest, GetStatusResponse, HealthReport,
+    HostedDevice, LoadBalancerStatus, RemoveRequest, RemoveResponse, WatchHealthRequest,
     agent_service_server::AgentService,
 };
 use tokio::sync::mpsc;
@@ -17,17 +18,20 @@ use crate::{
 };
 
 /// The devices this agent hosts, by id.
-pub type Devices = Arc<HashMap<String, Arc<DeviceReconciler>>>;
+pub type Devices = Arc<crate::devices::DeviceSet>;
 
 pub struct AgentApi {
     pub agent_id: String,
     pub devices: Devices,
     pub health: crate::health::HealthFeed,
+    pub factory: crate::devices::DeviceFactory,
+    /// One device creation at a time, so two never take the same id.
+    pub creating: tokio::sync::Mutex<()>,
 }
 
 impl AgentApi {
     fn device(&self, id: &str) -> Result<Arc<DeviceReconciler>, Status> {
-        self.devices.get(id).cloned().ok_or_else(|| {
+        self.devices.get(id).ok_or_else(|| {
             Status::not_found(format!(
                 "device {id:?} is not hosted by agent {}",
                 self.agent_id
@@ -154,7 +158,8 @@ impl AgentService for AgentApi {
     ) -> Result<Response<GetStatusResponse>, Status> {
         let mut devices = Vec::new();
         let mut load_balancers = Vec::new();
-        for (id, device) in self.devices.iter() {
+        for device in self.devices.values() {
+            let id = &device.id;
             let health = device.driver.health().await;
             devices.push(DeviceStatus {
                 device_id: id.clone(),
@@ -200,5 +205,81 @@ impl AgentService for AgentApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn attach_network(
+        &self,
+        request: Request<AttachNetworkRequest>,
+    ) -> Result<Response<AttachNetworkResponse>, Status> {
+        let r = request.into_inner();
+        self.device(&r.device_id)?;
+        let net: ipnet::IpNet = r
+            .cidr
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("{:?} is not a CIDR", r.cidr)))?;
+        // On one machine a network is an address range this host must be able to bind: check
+        // with its first address, as plugging an interface would on a real host.
+        let first = net
+            .hosts()
+            .next()
+            .ok_or_else(|| Status::invalid_argument(format!("{} has no host addresses", r.cidr)))?;
+        std::net::TcpListener::bind(SocketAddr::new(first, 0)).map_err(|e| {
+            Status::failed_precondition(format!(
+                "this host cannot serve network {} ({}): binding {first} failed: {e}",
+                r.network, r.cidr
+            ))
+        })?;
+        let networks = self
+            .devices
+            .attach(&r.device_id, &r.network)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(device = %r.device_id, network = %r.network, cidr = %r.cidr, "attached to network");
+        Ok(Response::new(AttachNetworkResponse { networks }))
+    }
+
+    async fn create_device(
+        &self,
+        request: Request<CreateDeviceRequest>,
+    ) -> Result<Response<HostedDevice>, Status> {
+        let r = request.into_inner();
+        if !crate::driver::known_driver_names().contains(&r.driver.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "driver {:?} is unknown here (known: {})",
+                r.driver,
+                crate::driver::known_driver_names().join(", ")
+            )));
+        }
+        if !(1..=100_000).contains(&r.capacity) {
+            return Err(Status::invalid_argument(
+                "capacity must be between 1 and 100000",
+            ));
+        }
+        let _one_at_a_time = self.creating.lock().await;
+        let id = (0..)
+            .map(|n| format!("{}-{}-od{n}", self.agent_id, r.driver))
+            .find(|id| !self.devices.contains(id))
+            .ok_or_else(|| Status::internal("no device id left"))?;
+        let record = HostedDevice {
+            id: id.clone(),
+            driver: r.driver,
+            capacity: r.capacity,
+            vip_cidr: self.factory.vip_cidr.clone(),
+            labels: r.labels,
+            networks: Vec::new(),
+            on_demand: true,
+        };
+        let hosted = self
+            .factory
+            .open(record)
+            .map_err(|e| Status::internal(format!("cannot create device {id}: {e:#}")))?;
+        let reconciler = hosted.reconciler.clone();
+        let record = hosted.record.clone();
+        reconciler
+            .restore()
+            .await
+            .map_err(|e| Status::unavailable(format!("device {id} did not start: {e}")))?;
+        self.devices.insert(hosted);
+        tracing::info!(device = %id, driver = %record.driver, capacity = record.capacity, "created a device on demand");
+        Ok(Response::new(record))
     }
 }

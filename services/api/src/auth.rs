@@ -1,18 +1,14 @@
 //! Who is calling: the project and role from request metadata. A bearer token is resolved through
 //! the configured token file; without one, `x-project-id` is accepted when the operator allows it
 //! (local use). Full JWT authentication comes later.
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Reader,
-    Member,
-    Admin,
-}
+pub use lbaas::server::tokens::Role;
+use lbaas::server::tokens::TokenFile;
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -34,47 +30,17 @@ impl Caller {
 
 #[derive(Debug, Default, Clone)]
 pub struct Authenticator {
-    tokens: HashMap<String, Caller>,
+    tokens: TokenFile,
     allow_project_header: bool,
 }
 
 impl Authenticator {
     /// Reads a token file: one `TOKEN PROJECT [ROLE]` per line, `#` starts a comment.
     pub fn from_file(path: Option<&Path>, allow_project_header: bool) -> anyhow::Result<Self> {
-        let mut tokens = HashMap::new();
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", path.display()))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.split('#').next().unwrap_or("").trim();
-                if line.is_empty() {
-                    continue;
-                }
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let role = match fields.get(2).copied() {
-                    None | Some("member") => Role::Member,
-                    Some("reader") => Role::Reader,
-                    Some("admin") => Role::Admin,
-                    Some(other) => {
-                        anyhow::bail!("{}:{}: unknown role {other:?}", path.display(), n + 1)
-                    }
-                };
-                let (Some(token), Some(project)) = (fields.first(), fields.get(1)) else {
-                    anyhow::bail!(
-                        "{}:{}: expected TOKEN PROJECT [ROLE]",
-                        path.display(),
-                        n + 1
-                    );
-                };
-                tokens.insert(
-                    (*token).to_owned(),
-                    Caller {
-                        project_id: (*project).to_owned(),
-                        role,
-                    },
-                );
-            }
-        }
+        let tokens = match path {
+            Some(path) => TokenFile::read(path)?,
+            None => TokenFile::default(),
+        };
         Ok(Self {
             tokens,
             allow_project_header,
@@ -82,21 +48,15 @@ impl Authenticator {
     }
 
     pub fn caller(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
-        if let Some(value) = metadata.get("authorization") {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .ok_or_else(|| {
-                    ApiError::Unauthenticated("authorization must be 'Bearer TOKEN'".into())
-                })?;
+        if let Some(token) = lbaas::server::tokens::bearer(metadata) {
+            let token = token.map_err(|why| ApiError::Unauthenticated(why.into()))?;
             return self
                 .tokens
-                .get(token.trim())
-                .cloned()
+                .owner(token)
+                .map(|o| Caller {
+                    project_id: o.project_id.clone(),
+                    role: o.role,
+                })
                 .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()));
         }
         if let Some(project) = metadata

@@ -59,6 +59,7 @@ pub struct NewLoadBalancer {
     pub vip_address: Option<IpAddr>,
     pub admin_state_up: bool,
     pub flavor: String,
+    pub vip_network_id: String,
     pub tags: Vec<String>,
     pub listeners: Vec<NewListener>,
     pub pools: Vec<NewPool>,
@@ -250,6 +251,17 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
             "must be at most 64 letters, digits, '-' or '_'",
         );
     }
+    if input.vip_network_id.len() > 64
+        || !input
+            .vip_network_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.add(
+            format!("{f}.vip_network_id"),
+            "must be at most 64 letters, digits, '-' or '_'",
+        );
+    }
     if input.listeners.len() + input.pools.len() > MAX_CHILDREN {
         v.add(
             f,
@@ -288,6 +300,7 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
         vip_address,
         admin_state_up: input.admin_state_up.unwrap_or(true),
         flavor: input.flavor.clone(),
+        vip_network_id: input.vip_network_id.clone(),
         tags: tags(&mut v, &format!("{f}.tags"), &input.tags),
         listeners,
         pools,
@@ -657,6 +670,7 @@ pub fn load_balancer_to_proto(
         generation: m.generation,
         applied_generation: m.applied_generation,
         flavor: m.flavor,
+        vip_network_id: m.vip_network_id,
         create_time_ms: m.created_ms,
         update_time_ms: m.updated_ms,
         listener_ids,

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tonic::transport::Channel;
 
 use crate::{
+    error::ApiError,
     now_ms,
     store::{ACTIVE, ERROR, PENDING_DELETE, Store},
 };
@@ -191,9 +192,20 @@ impl Deployer {
             config: Some(config),
             flavor: lb.flavor.clone(),
             failover: lb.failover_pending,
+            vip_network: lb.vip_network_id.clone(),
         };
         let mut stream = match scheduler.deploy(request).await {
             Ok(s) => s.into_inner(),
+            // What the load balancer asks for does not exist (a service type or network deleted
+            // since it was created): waiting will not help.
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let reason = format!("the scheduler refused it: {}", describe(&status));
+                tracing::warn!(loadbalancer = %lb.id, %reason, "deploy failed");
+                return match self.store.record_error(lb, &reason).await {
+                    Ok(()) => Attempt::Settled,
+                    Err(e) => Attempt::Retry(e.to_string()),
+                };
+            }
             Err(status) => return Attempt::Retry(format!("scheduler: {}", status.message())),
         };
         while let Some(item) = stream.next().await {
@@ -245,5 +257,79 @@ impl Deployer {
             }
         }
         Attempt::Retry("the deploy stream ended before the device confirmed".into())
+    }
+}
+
+/// A status with its field violations, in one line.
+fn describe(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    let details = status.get_error_details();
+    match details.bad_request() {
+        Some(bad) if !bad.field_violations.is_empty() => bad
+            .field_violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => status.message().to_owned(),
+    }
+}
+
+impl Deployer {
+    /// Asks the scheduler whether the service type and VIP network exist. INVALID_ARGUMENT with
+    /// the api's field names when they do not; when the scheduler cannot say (unreachable), the
+    /// request goes ahead and the deploy will tell.
+    pub async fn validate_placement(
+        &self,
+        flavor: &str,
+        vip_network: &str,
+    ) -> Result<(), ApiError> {
+        use tonic_types::StatusExt as _;
+        if flavor.is_empty() && vip_network.is_empty() {
+            return Ok(());
+        }
+        let mut scheduler = self.scheduler.clone();
+        let request = lbaas::scheduler::v1::ValidatePlacementRequest {
+            flavor: flavor.to_owned(),
+            vip_network: vip_network.to_owned(),
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            scheduler.validate_placement(request),
+        )
+        .await
+        {
+            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                let violations = status
+                    .get_error_details()
+                    .bad_request()
+                    .map(|b| {
+                        b.field_violations
+                            .iter()
+                            .map(|v| {
+                                let field = match v.field.as_str() {
+                                    "vip_network" => "load_balancer.vip_network_id".to_owned(),
+                                    other => format!("load_balancer.{other}"),
+                                };
+                                (field, v.description.clone())
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| vec![("load_balancer".into(), status.message().to_owned())]);
+                Err(ApiError::Invalid(violations))
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(error = %status, "could not validate the flavor with the scheduler; the deploy will");
+                Ok(())
+            }
+            Ok(Ok(_)) => Ok(()),
+            Err(_) => {
+                tracing::warn!(
+                    "the scheduler did not answer in time; the deploy will validate the flavor"
+                );
+                Ok(())
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![Box::new(CreateTables), Box::new(VipNetwork)]
     }
 }
 
@@ -78,5 +78,41 @@ impl MigrationTrait for CreateTables {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Load balancers name the network their VIP comes from. Databases made before the column existed
+/// get it here; new ones already have it (the first migration derives from the current entities).
+struct VipNetwork;
+
+impl MigrationName for VipNetwork {
+    fn name(&self) -> &str {
+        "m0002_vip_network"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for VipNetwork {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager
+            .has_column("load_balancers", "vip_network_id")
+            .await?
+        {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(load_balancer::Entity)
+                    .add_column(
+                        ColumnDef::new(load_balancer::Column::VipNetworkId)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
     }
 }

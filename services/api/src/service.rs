@@ -75,6 +75,9 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.load_balancer, "load_balancer")?;
         let new = convert::validate_load_balancer(&input)?;
+        self.deployer
+            .validate_placement(&new.flavor, &new.vip_network_id)
+            .await?;
         let view = self
             .store
             .create_load_balancer(&caller.project_id, new, &r.request_id)

@@ -20,6 +20,7 @@ pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
         "project_id",
         "vip_address",
         "flavor",
+        "vip_network_id",
         "listeners",
         "pools",
     ],

@@ -80,6 +80,9 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         heartbeat_interval_ms: 1000,
         agent_timeout_ms: 5000,
         failover_max_down_share: 0.5,
+        placement_seed: 0,
+        fleet_refresh_ms: 1000,
+        token_file: None,
     };
     let api = lbaas_api::ApiConfig {
         listen: api_addr,

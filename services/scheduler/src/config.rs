@@ -1,7 +1,7 @@
 //! The scheduler's configuration: flags, each with an environment variable and a documented default.
 use std::net::SocketAddr;
 
-use crate::strategy::known_strategy_names;
+use crate::strategy::build_strategy;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerConfig {
@@ -19,9 +19,22 @@ pub struct SchedulerConfig {
         default_value = "sqlite://data/scheduler.db"
     )]
     pub database_url: String,
-    /// The placement strategy (least-loaded).
+    /// The default placement strategy: a preset (least-loaded, tenant-affinity,
+    /// tenant-anti-affinity, network-affinity, random) or a spec such as `network*10+load`.
+    /// Service types may choose their own.
     #[arg(long, env = "LBAAS_SCHEDULER_STRATEGY", default_value = "least-loaded")]
     pub strategy: String,
+    /// The seed of the random strategy and the jitter weigher: the same seed, fleet and request
+    /// give the same placement.
+    #[arg(long, env = "LBAAS_PLACEMENT_SEED", default_value_t = 0)]
+    pub placement_seed: u64,
+    /// How often the in-memory fleet is re-read from the database (what other replicas did).
+    #[arg(long, env = "LBAAS_FLEET_REFRESH_MS", default_value_t = 1000)]
+    pub fleet_refresh_ms: u64,
+    /// Tokens (`TOKEN PROJECT ROLE` lines) admitted to the provider API: only admin tokens pass.
+    /// Without a file the provider API is open (local use only; logged at start).
+    #[arg(long, env = "LBAAS_SCHEDULER_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// How often agents send heartbeats.
     #[arg(long, env = "LBAAS_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
     pub heartbeat_interval_ms: i64,
@@ -37,12 +50,11 @@ impl SchedulerConfig {
     /// Checks everything at once and reports every problem together.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
-        if !known_strategy_names().contains(&self.strategy.as_str()) {
-            problems.push(format!(
-                "strategy {:?} is unknown (known: {})",
-                self.strategy,
-                known_strategy_names().join(", ")
-            ));
+        if let Err(why) = build_strategy(&self.strategy, self.placement_seed) {
+            problems.push(format!("strategy {:?}: {why}", self.strategy));
+        }
+        if self.fleet_refresh_ms < 10 {
+            problems.push("fleet_refresh_ms must be at least 10".into());
         }
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")

@@ -6,10 +6,11 @@ use lbaas::{
     agent::v1::{ApplyRequest, RemoveRequest, agent_service_client::AgentServiceClient},
     scheduler::v1::{
         DeployEvent, DeployRequest, GetPlacementRequest, Placement, UndeployRequest,
-        UndeployResponse, deploy_event::Event, scheduler_service_server::SchedulerService,
+        UndeployResponse, ValidatePlacementRequest, ValidatePlacementResponse, deploy_event::Event,
+        scheduler_service_server::SchedulerService,
     },
 };
-use sea_orm::{DatabaseConnection, EntityTrait as _, ModelTrait as _};
+use sea_orm::{DatabaseConnection, EntityTrait as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, transport::Channel};
@@ -109,10 +110,17 @@ impl SchedulerService for SchedulerApi {
             );
         }
         let ask = PlacementAsk {
-            loadbalancer_id: &config.id,
-            project_id: &config.project_id,
-            vip_address: &config.vip_address,
-            flavor: &request.flavor,
+            loadbalancer_id: config.id.clone(),
+            project_id: config.project_id.clone(),
+            vip_address: config.vip_address.clone(),
+            flavor: request.flavor.clone(),
+            vip_network: request.vip_network.clone(),
+            member_addresses: config
+                .pools
+                .iter()
+                .flat_map(|p| p.members.iter().map(|m| m.address.clone()))
+                .collect(),
+            strategy_override: String::new(),
         };
         let (binding, left) = if request.failover {
             self.placer.replace(&ask).await?
@@ -213,10 +221,7 @@ impl SchedulerService for SchedulerApi {
             Err(SchedulerError::Unavailable(why)) if why.contains("no longer registered") => {}
             Err(e) => return Err(e.into()),
         }
-        binding
-            .delete(&self.db)
-            .await
-            .map_err(SchedulerError::from)?;
+        self.placer.release(binding).await?;
         tracing::info!(loadbalancer = %id, "undeployed");
         Ok(Response::new(UndeployResponse { was_deployed: true }))
     }
@@ -238,6 +243,20 @@ impl SchedulerService for SchedulerApi {
             .map(|d| d.agent_id)
             .unwrap_or_default();
         Ok(Response::new(placement(&binding, &agent_id)))
+    }
+
+    async fn validate_placement(
+        &self,
+        request: Request<ValidatePlacementRequest>,
+    ) -> Result<Response<ValidatePlacementResponse>, Status> {
+        let r = request.into_inner();
+        let ask = PlacementAsk {
+            flavor: r.flavor,
+            vip_network: r.vip_network,
+            ..Default::default()
+        };
+        self.placer.plan(&ask, None).await?;
+        Ok(Response::new(ValidatePlacementResponse {}))
     }
 
     type WatchHealthStream =

@@ -1,11 +1,17 @@
-//! The admin device (provider) API and the registry agents report to.
-use std::collections::HashMap;
+//! The admin (provider) API (devices, service types, networks, agents, placement explained) and the
+//! registry agents report to.
+use std::{collections::HashMap, sync::Arc};
 
 use lbaas::scheduler::v1::{
-    DeleteDeviceRequest, DeleteDeviceResponse, Device, DeviceState, GetDeviceRequest,
-    HeartbeatRequest, HeartbeatResponse, ListDevicesRequest, ListDevicesResponse,
-    RegisterAgentRequest, RegisterAgentResponse, RegisterDeviceRequest,
-    agent_registry_service_server::AgentRegistryService, device_service_server::DeviceService,
+    AgentInfo, CandidateScore, CreateNetworkRequest, CreateServiceTypeRequest, DeleteDeviceRequest,
+    DeleteDeviceResponse, DeleteNetworkRequest, DeleteNetworkResponse, DeleteServiceTypeRequest,
+    DeleteServiceTypeResponse, Device, DeviceKind, DeviceState, ExplainPlacementRequest,
+    Explanation, GetDeviceRequest, GetServiceTypeRequest, HeartbeatRequest, HeartbeatResponse,
+    ListAgentsRequest, ListAgentsResponse, ListDevicesRequest, ListDevicesResponse,
+    ListNetworksRequest, ListNetworksResponse, ListServiceTypesRequest, ListServiceTypesResponse,
+    Network, RegisterAgentRequest, RegisterAgentResponse, RegisterDeviceRequest, ServiceType,
+    WeigherValue, agent_registry_service_server::AgentRegistryService,
+    device_service_server::DeviceService,
 };
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, EntityTrait as _, ModelTrait as _,
@@ -15,14 +21,17 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    entity::{agent, binding, device},
+    entity::{agent, binding, device, network, service_type},
     error::SchedulerError,
     now_ms,
-    placement::device_loads,
+    placement::{PlacementAsk, Placer, device_loads},
+    strategy::{PPM, build_strategy},
 };
 
 pub struct DeviceApi {
     pub db: DatabaseConnection,
+    pub placer: Arc<Placer>,
+    pub agent_timeout_ms: i64,
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -49,7 +58,23 @@ fn to_proto(model: device::Model, load: i64) -> Device {
         r#virtual: model.is_virtual,
         state: state as i32,
         labels: serde_labels(&model.labels),
+        networks: model
+            .networks
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        on_demand: model.on_demand,
     }
+}
+
+/// Names of service types and networks: 1-64 letters, digits, '-' or '_'.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn serde_labels(text: &str) -> HashMap<String, String> {
@@ -103,6 +128,14 @@ fn validate_device(device: &Device) -> Result<(), SchedulerError> {
             ));
         }
     }
+    for (i, n) in device.networks.iter().enumerate() {
+        if !valid_name(n) {
+            violations.push((
+                format!("device.networks[{i}]"),
+                "must be 1-64 letters, digits, '-' or '_'".into(),
+            ));
+        }
+    }
     if violations.is_empty() {
         Ok(())
     } else {
@@ -127,7 +160,18 @@ pub async fn upsert_device(db: &DatabaseConnection, device: &Device) -> Result<(
         is_virtual: Set(device.r#virtual),
         state: Set(state.to_owned()),
         labels: Set(labels_text(&device.labels)),
-        created_ms: Set(existing.map_or_else(now_ms, |d| d.created_ms)),
+        created_ms: Set(existing.as_ref().map_or_else(now_ms, |d| d.created_ms)),
+        // Attachments only grow here: the scheduler records wiring as it happens.
+        networks: Set({
+            let mut all: std::collections::BTreeSet<String> = existing
+                .as_ref()
+                .map(|d| d.networks.lines().map(str::to_owned).collect())
+                .unwrap_or_default();
+            all.extend(device.networks.iter().cloned());
+            all.retain(|n| !n.is_empty());
+            all.into_iter().collect::<Vec<_>>().join("\n")
+        }),
+        on_demand: Set(device.on_demand || existing.as_ref().is_some_and(|d| d.on_demand)),
     };
     device::Entity::insert(model)
         .on_conflict(
@@ -140,6 +184,8 @@ pub async fn upsert_device(db: &DatabaseConnection, device: &Device) -> Result<(
                     device::Column::IsVirtual,
                     device::Column::State,
                     device::Column::Labels,
+                    device::Column::Networks,
+                    device::Column::OnDemand,
                 ])
                 .to_owned(),
         )
@@ -166,6 +212,7 @@ impl DeviceService for DeviceApi {
             SchedulerError::Invalid(vec![("device".into(), "is required".into())])
         })?;
         upsert_device(&self.db, &device).await?;
+        self.placer.refresh_device(&device.id).await?;
         let model = device::Entity::find_by_id(&device.id)
             .one(&self.db)
             .await
@@ -285,6 +332,7 @@ impl DeviceService for DeviceApi {
             .update(&self.db)
             .await
             .map_err(SchedulerError::from)?;
+        self.placer.refresh_device(&updated.id).await?;
         let load = load_of(&self.db, &updated.id).await?;
         Ok(Response::new(to_proto(updated, load)))
     }
@@ -305,6 +353,7 @@ impl DeviceService for DeviceApi {
             .update(&self.db)
             .await
             .map_err(SchedulerError::from)?;
+        self.placer.refresh_device(&id).await?;
         tracing::info!(device = %id, "draining: its load balancers move to other devices");
         let load = load_of(&self.db, &id).await?;
         Ok(Response::new(to_proto(updated, load)))
@@ -328,12 +377,366 @@ impl DeviceService for DeviceApi {
             .into());
         }
         model.delete(&self.db).await.map_err(SchedulerError::from)?;
+        self.placer.refresh_device(&id).await?;
         Ok(Response::new(DeleteDeviceResponse {}))
+    }
+
+    async fn create_service_type(
+        &self,
+        request: Request<CreateServiceTypeRequest>,
+    ) -> Result<Response<ServiceType>, Status> {
+        let mut t = request.into_inner().service_type.ok_or_else(|| {
+            SchedulerError::Invalid(vec![("service_type".into(), "is required".into())])
+        })?;
+        if t.on_demand && t.on_demand_capacity == 0 {
+            t.on_demand_capacity = 100;
+        }
+        validate_service_type(&t)?;
+        let kind = match DeviceKind::try_from(t.device_kind) {
+            Ok(DeviceKind::Physical) => "PHYSICAL",
+            Ok(DeviceKind::Virtual) => "VIRTUAL",
+            _ => "ANY",
+        };
+        let labels: HashMap<String, String> = t.required_labels.clone();
+        let model = service_type::ActiveModel {
+            name: Set(t.name.clone()),
+            description: Set(t.description.clone()),
+            driver: Set(t.driver.clone()),
+            strategy: Set(t.strategy.clone()),
+            required_labels: Set(labels_text(&labels)),
+            device_kind: Set(kind.to_owned()),
+            on_demand: Set(t.on_demand),
+            on_demand_capacity: Set(t.on_demand_capacity),
+            created_ms: Set(now_ms()),
+        };
+        match service_type::Entity::insert(model).exec(&self.db).await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                return Err(Status::already_exists(format!(
+                    "a service type named {:?} exists",
+                    t.name
+                )));
+            }
+            Err(e) => return Err(SchedulerError::from(e).into()),
+        }
+        tracing::info!(service_type = %t.name, driver = %t.driver, strategy = %t.strategy, "service type created");
+        Ok(Response::new(t))
+    }
+
+    async fn get_service_type(
+        &self,
+        request: Request<GetServiceTypeRequest>,
+    ) -> Result<Response<ServiceType>, Status> {
+        let name = request.into_inner().name;
+        let model = service_type::Entity::find_by_id(&name)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .ok_or_else(|| SchedulerError::NotFound(format!("service type {name}")))?;
+        Ok(Response::new(service_type_proto(model)))
+    }
+
+    async fn list_service_types(
+        &self,
+        _request: Request<ListServiceTypesRequest>,
+    ) -> Result<Response<ListServiceTypesResponse>, Status> {
+        let service_types = service_type::Entity::find()
+            .order_by_asc(service_type::Column::Name)
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .into_iter()
+            .map(service_type_proto)
+            .collect();
+        Ok(Response::new(ListServiceTypesResponse { service_types }))
+    }
+
+    async fn delete_service_type(
+        &self,
+        request: Request<DeleteServiceTypeRequest>,
+    ) -> Result<Response<DeleteServiceTypeResponse>, Status> {
+        let name = request.into_inner().name;
+        let deleted = service_type::Entity::delete_by_id(&name)
+            .exec(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        if deleted.rows_affected == 0 {
+            return Err(SchedulerError::NotFound(format!("service type {name}")).into());
+        }
+        Ok(Response::new(DeleteServiceTypeResponse {}))
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let n = request.into_inner().network.ok_or_else(|| {
+            SchedulerError::Invalid(vec![("network".into(), "is required".into())])
+        })?;
+        let mut violations = Vec::new();
+        if !valid_name(&n.name) {
+            violations.push((
+                "network.name".to_owned(),
+                "must be 1-64 letters, digits, '-' or '_'".to_owned(),
+            ));
+        }
+        let cidr = match n.cidr.parse::<ipnet::IpNet>() {
+            Ok(net) => net.trunc().to_string(),
+            Err(_) => {
+                violations.push((
+                    "network.cidr".to_owned(),
+                    "must be a CIDR such as 127.0.20.0/24".to_owned(),
+                ));
+                String::new()
+            }
+        };
+        if !violations.is_empty() {
+            return Err(SchedulerError::Invalid(violations).into());
+        }
+        let model = network::ActiveModel {
+            name: Set(n.name.clone()),
+            cidr: Set(cidr.clone()),
+            created_ms: Set(now_ms()),
+        };
+        match network::Entity::insert(model).exec(&self.db).await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                return Err(Status::already_exists(format!(
+                    "a network named {:?} exists",
+                    n.name
+                )));
+            }
+            Err(e) => return Err(SchedulerError::from(e).into()),
+        }
+        Ok(Response::new(Network { name: n.name, cidr }))
+    }
+
+    async fn list_networks(
+        &self,
+        _request: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        let networks = network::Entity::find()
+            .order_by_asc(network::Column::Name)
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .into_iter()
+            .map(|n| Network {
+                name: n.name,
+                cidr: n.cidr,
+            })
+            .collect();
+        Ok(Response::new(ListNetworksResponse { networks }))
+    }
+
+    async fn delete_network(
+        &self,
+        request: Request<DeleteNetworkRequest>,
+    ) -> Result<Response<DeleteNetworkResponse>, Status> {
+        let name = request.into_inner().name;
+        let attached: Vec<String> = device::Entity::find()
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .into_iter()
+            .filter(|d| d.networks.lines().any(|n| n == name))
+            .map(|d| d.id)
+            .collect();
+        if !attached.is_empty() {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "network {name} is attached to {}",
+                attached.join(", ")
+            ))
+            .into());
+        }
+        let deleted = network::Entity::delete_by_id(&name)
+            .exec(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        if deleted.rows_affected == 0 {
+            return Err(SchedulerError::NotFound(format!("network {name}")).into());
+        }
+        Ok(Response::new(DeleteNetworkResponse {}))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let now = now_ms();
+        let devices = device::Entity::find()
+            .order_by_asc(device::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        let agents = agent::Entity::find()
+            .order_by_asc(agent::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .into_iter()
+            .map(|a| AgentInfo {
+                alive: a.last_heartbeat_ms >= now - self.agent_timeout_ms,
+                silent_for_ms: (now - a.last_heartbeat_ms).max(0),
+                device_ids: devices
+                    .iter()
+                    .filter(|d| d.agent_id == a.id)
+                    .map(|d| d.id.clone())
+                    .collect(),
+                drivers: a.drivers.lines().map(str::to_owned).collect(),
+                last_heartbeat_ms: a.last_heartbeat_ms,
+                address: a.address,
+                id: a.id,
+            })
+            .collect();
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn explain_placement(
+        &self,
+        request: Request<ExplainPlacementRequest>,
+    ) -> Result<Response<Explanation>, Status> {
+        let r = request.into_inner();
+        let ask = PlacementAsk {
+            loadbalancer_id: if r.loadbalancer_id.is_empty() {
+                "explain".into()
+            } else {
+                r.loadbalancer_id
+            },
+            project_id: r.project_id,
+            vip_address: String::new(),
+            flavor: r.flavor,
+            vip_network: r.vip_network,
+            member_addresses: r.member_addresses,
+            strategy_override: r.strategy,
+        };
+        let (explained, plan) = self.placer.explain(&ask).await?;
+        Ok(Response::new(Explanation {
+            strategy: explained.strategy,
+            seed: i64::from_ne_bytes(self.placer.seed().to_ne_bytes()),
+            candidates: explained
+                .candidates
+                .into_iter()
+                .map(|c| CandidateScore {
+                    device_id: c.device_id,
+                    eligible: c.eligible,
+                    rejected_by: c.rejected_by.to_owned(),
+                    reason: c.reason,
+                    score: c.score as f64 / PPM as f64,
+                    weights: c
+                        .terms
+                        .into_iter()
+                        .map(|(w, v, m)| WeigherValue {
+                            weigher: w.to_owned(),
+                            value: v as f64 / PPM as f64,
+                            multiplier: m as f64,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            chosen_device_id: explained.chosen,
+            why: explained.why,
+            networks: plan.request.networks,
+        }))
+    }
+}
+
+fn validate_service_type(t: &ServiceType) -> Result<(), SchedulerError> {
+    let mut violations = Vec::new();
+    if !valid_name(&t.name) {
+        violations.push((
+            "service_type.name".to_owned(),
+            "must be 1-64 letters, digits, '-' or '_'".to_owned(),
+        ));
+    }
+    if t.description.len() > 255 {
+        violations.push((
+            "service_type.description".to_owned(),
+            "at most 255 bytes".to_owned(),
+        ));
+    }
+    if !t.driver.is_empty() && !valid_name(&t.driver) {
+        violations.push((
+            "service_type.driver".to_owned(),
+            "must be a driver name such as haproxy".to_owned(),
+        ));
+    }
+    if !t.strategy.is_empty()
+        && let Err(why) = build_strategy(&t.strategy, 0)
+    {
+        violations.push(("service_type.strategy".to_owned(), why));
+    }
+    for (k, v) in &t.required_labels {
+        if k.is_empty() || k.contains('=') || k.contains('\n') || v.contains('\n') {
+            violations.push((
+                format!("service_type.required_labels[{k}]"),
+                "keys are non-empty and hold no '='; neither holds a newline".to_owned(),
+            ));
+        }
+    }
+    if DeviceKind::try_from(t.device_kind).is_err() {
+        violations.push((
+            "service_type.device_kind".to_owned(),
+            "must be ANY, PHYSICAL or VIRTUAL".to_owned(),
+        ));
+    }
+    if t.on_demand {
+        if t.driver.is_empty() {
+            violations.push((
+                "service_type.driver".to_owned(),
+                "is required for on-demand devices".to_owned(),
+            ));
+        }
+        if t.device_kind == DeviceKind::Physical as i32 {
+            violations.push((
+                "service_type.on_demand".to_owned(),
+                "devices created on demand are virtual".to_owned(),
+            ));
+        }
+        if !(1..=100_000).contains(&t.on_demand_capacity) {
+            violations.push((
+                "service_type.on_demand_capacity".to_owned(),
+                "must be between 1 and 100000".to_owned(),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SchedulerError::Invalid(violations))
+    }
+}
+
+fn service_type_proto(m: service_type::Model) -> ServiceType {
+    ServiceType {
+        required_labels: serde_labels(&m.required_labels),
+        device_kind: match m.device_kind.as_str() {
+            "PHYSICAL" => DeviceKind::Physical as i32,
+            "VIRTUAL" => DeviceKind::Virtual as i32,
+            _ => DeviceKind::Any as i32,
+        },
+        name: m.name,
+        description: m.description,
+        driver: m.driver,
+        strategy: m.strategy,
+        on_demand: m.on_demand,
+        on_demand_capacity: m.on_demand_capacity,
     }
 }
 
 pub struct AgentRegistryApi {
     pub db: DatabaseConnection,
+    pub placer: Arc<Placer>,
     pub heartbeat_interval_ms: i64,
     pub health: std::sync::Arc<crate::health::HealthRelay>,
 }
@@ -366,15 +769,21 @@ impl AgentRegistryService for AgentRegistryApi {
         if !violations.is_empty() {
             return Err(SchedulerError::Invalid(violations).into());
         }
+        let heard = now_ms();
         let model = agent::ActiveModel {
             id: Set(request.agent_id.clone()),
             address: Set(request.address.clone()),
-            last_heartbeat_ms: Set(now_ms()),
+            last_heartbeat_ms: Set(heard),
+            drivers: Set(request.drivers.join("\n")),
         };
         agent::Entity::insert(model)
             .on_conflict(
                 OnConflict::column(agent::Column::Id)
-                    .update_columns([agent::Column::Address, agent::Column::LastHeartbeatMs])
+                    .update_columns([
+                        agent::Column::Address,
+                        agent::Column::LastHeartbeatMs,
+                        agent::Column::Drivers,
+                    ])
                     .to_owned(),
             )
             .exec(&self.db)
@@ -382,7 +791,11 @@ impl AgentRegistryService for AgentRegistryApi {
             .map_err(SchedulerError::from)?;
         for device in &request.devices {
             upsert_device(&self.db, device).await?;
+            self.placer.refresh_device(&device.id).await?;
         }
+        self.placer.heartbeat(&request.agent_id, heard);
+        self.placer
+            .set_agent_drivers(&request.agent_id, request.drivers.clone());
         self.health.follow(&request.agent_id, &request.address);
         tracing::info!(agent = %request.agent_id, address = %request.address, devices = request.devices.len(), "agent registered");
         let device_ids: Vec<String> = request.devices.iter().map(|d| d.id.clone()).collect();
@@ -419,8 +832,10 @@ impl AgentRegistryService for AgentRegistryApi {
         else {
             return Ok(Response::new(HeartbeatResponse { known: false }));
         };
+        let heard = now_ms();
+        self.placer.heartbeat(&id, heard);
         let mut active: agent::ActiveModel = model.into();
-        active.last_heartbeat_ms = Set(now_ms());
+        active.last_heartbeat_ms = Set(heard);
         active
             .update(&self.db)
             .await

@@ -177,6 +177,7 @@ mod tests {
                 id: Set((*agent_id).into()),
                 address: Set("http://127.0.0.1:1".into()),
                 last_heartbeat_ms: Set(now_ms() - heard_ms_ago),
+                drivers: Set(String::new()),
             }
             .insert(&db)
             .await
@@ -191,6 +192,8 @@ mod tests {
                 state: Set("ACTIVE".into()),
                 labels: Set(String::new()),
                 created_ms: Set(0),
+                networks: Set(String::new()),
+                on_demand: Set(false),
             }
             .insert(&db)
             .await

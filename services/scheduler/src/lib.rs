@@ -43,8 +43,15 @@ pub async fn run(
     let local = listener.local_addr()?;
     let (health, health_service) = lbaas::server::health_not_serving(SERVICES).await;
     let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
-    let strategy = strategy::build_strategy(&config.strategy)
-        .with_context(|| format!("unknown strategy {:?}", config.strategy))?;
+    let tokens = match &config.token_file {
+        Some(path) => Some(Arc::new(lbaas::server::tokens::TokenFile::read(path)?)),
+        None => {
+            tracing::warn!(
+                "no token file: the provider API is open to anyone who can reach it (local use only)"
+            );
+            None
+        }
+    };
 
     let db = lbaas::server::connect_database(&config.database_url)
         .await
@@ -53,12 +60,28 @@ pub async fn run(
         .await
         .context("migrating the scheduler database")?;
 
+    let agents = Arc::new(deploy::AgentClients::default());
     let placer = Arc::new(placement::Placer::new(
         db.clone(),
-        strategy,
+        config.strategy.clone(),
+        config.placement_seed,
         config.agent_timeout_ms,
+        agents.clone(),
     ));
-    let agents = Arc::new(deploy::AgentClients::default());
+    placer
+        .refresh()
+        .await
+        .context("reading the device registry")?;
+    let refresher = placer.clone();
+    let refresh_every = std::time::Duration::from_millis(config.fleet_refresh_ms);
+    let _refresh_task = lbaas::server::AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(refresh_every).await;
+            if let Err(e) = refresher.refresh().await {
+                tracing::warn!(error = %e, "could not refresh the fleet");
+            }
+        }
+    }));
     let health_relay = Arc::new(health::HealthRelay::new(agents.clone()));
     // Agents registered before a restart do not register again: follow them from the registry.
     for known in entity::agent::Entity::find()
@@ -82,14 +105,19 @@ pub async fn run(
         lbaas::server::AbortOnDrop(tokio::spawn(failover.clone().run(check_every)));
     let scheduler = deploy::SchedulerApi {
         db: db.clone(),
-        placer,
+        placer: placer.clone(),
         agents,
         health: health_relay.clone(),
         failover,
     };
-    let devices = devices::DeviceApi { db: db.clone() };
+    let devices = devices::DeviceApi {
+        db: db.clone(),
+        placer: placer.clone(),
+        agent_timeout_ms: config.agent_timeout_ms,
+    };
     let registry = devices::AgentRegistryApi {
         db: db.clone(),
+        placer: placer.clone(),
         heartbeat_interval_ms: config.heartbeat_interval_ms,
         health: health_relay,
     };
@@ -101,7 +129,15 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(SchedulerServiceServer::new(scheduler))
-        .add_service(DeviceServiceServer::new(devices))
+        .add_service(DeviceServiceServer::with_interceptor(
+            devices,
+            move |request: tonic::Request<()>| {
+                if let Some(tokens) = &tokens {
+                    tokens.require_admin(request.metadata())?;
+                }
+                Ok(request)
+            },
+        ))
         .add_service(AgentRegistryServiceServer::new(registry))
         .serve_with_incoming_shutdown(lbaas::server::incoming(listener), shutdown)
         .await?;

@@ -2,14 +2,14 @@
 use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
-use crate::entity::{agent, binding, device};
+use crate::entity::{agent, binding, device, network, service_type};
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![Box::new(CreateTables), Box::new(ServiceTypesAndNetworks)]
     }
 }
 
@@ -44,5 +44,74 @@ impl MigrationTrait for CreateTables {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Service types, networks, device attachments and on-demand devices, agents' drivers.
+struct ServiceTypesAndNetworks;
+
+impl MigrationName for ServiceTypesAndNetworks {
+    fn name(&self) -> &str {
+        "m0002_service_types_and_networks"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ServiceTypesAndNetworks {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let schema = Schema::new(manager.get_database_backend());
+        for mut table in [
+            schema.create_table_from_entity(service_type::Entity),
+            schema.create_table_from_entity(network::Entity),
+        ] {
+            manager
+                .create_table(table.if_not_exists().to_owned())
+                .await?;
+        }
+        // Databases made by the first migration before these columns existed get them here; new
+        // ones already have them (the first migration derives from the current entities).
+        let added: [(&str, &str, ColumnDef); 3] = [
+            (
+                "devices",
+                "networks",
+                ColumnDef::new(Alias::new("networks"))
+                    .text()
+                    .not_null()
+                    .default("")
+                    .to_owned(),
+            ),
+            (
+                "devices",
+                "on_demand",
+                ColumnDef::new(Alias::new("on_demand"))
+                    .boolean()
+                    .not_null()
+                    .default(false)
+                    .to_owned(),
+            ),
+            (
+                "agents",
+                "drivers",
+                ColumnDef::new(Alias::new("drivers"))
+                    .text()
+                    .not_null()
+                    .default("")
+                    .to_owned(),
+            ),
+        ];
+        for (table, column, mut def) in added {
+            if !manager.has_column(table, column).await? {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(Alias::new(table))
+                            .add_column(&mut def)
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }

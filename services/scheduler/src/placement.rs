@@ -1,118 +1,505 @@
-//! Placement: binds a load balancer to a device chosen by the configured strategy among live
-//! devices with room, and gives it a VIP from the device's range.
-use std::{collections::HashSet, net::IpAddr, sync::Arc};
+//! Placement: resolves the service type, asks its strategy for a device over the in-memory fleet,
+//! wires the device to the networks the load balancer needs, creates a device on demand when the
+//! service type allows it and nothing fits, and commits the binding with a VIP.
+//!
+//! The fleet is a cache. The commit is the truth: it locks the chosen device's row (SELECT ... FOR
+//! UPDATE on PostgreSQL; SQLite transactions take the write lock up front), counts its bindings
+//! and refuses when the device is full, so neither concurrent placements nor several scheduler
+//! replicas on one database ever over-commit a device. A refused commit refreshes the device and
+//! chooses again.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::IpAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
+use lbaas::agent::v1::{AttachNetworkRequest, CreateDeviceRequest};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, EntityTrait as _,
-    QueryFilter as _, QuerySelect as _, Set,
+    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
+    ModelTrait as _, PaginatorTrait as _, QueryFilter as _, QuerySelect as _, Set, SqlErr,
+    TransactionTrait as _,
 };
 
 use crate::{
-    entity::{agent, binding, device},
+    deploy::AgentClients,
+    entity::{agent, binding, device, network, service_type},
     error::SchedulerError,
     now_ms,
-    strategy::{Candidate, PlacementRequest, PlacementStrategy},
+    strategy::{
+        DeviceKind, DeviceState, DeviceView, Explained, Fleet, PlacementRequest, PlacementStrategy,
+        build_strategy, nothing_fits,
+    },
 };
+
+/// How many times a placement chooses again after losing a race for a device.
+const ATTEMPTS: usize = 8;
 
 pub struct Placer {
     db: DatabaseConnection,
-    strategy: Arc<dyn PlacementStrategy>,
+    default_strategy: String,
+    seed: u64,
     /// Agents silent for longer than this are not placed on.
     agent_timeout_ms: i64,
-    /// One placement at a time in this process, so two never take the last slot of a device.
-    lock: tokio::sync::Mutex<()>,
+    fleet: RwLock<Fleet>,
+    agents: Arc<AgentClients>,
+    /// One on-demand device creation at a time in this process.
+    creating: tokio::sync::Mutex<()>,
 }
 
 /// What a load balancer asks of its placement.
-pub struct PlacementAsk<'a> {
-    pub loadbalancer_id: &'a str,
-    pub project_id: &'a str,
+#[derive(Debug, Clone, Default)]
+pub struct PlacementAsk {
+    pub loadbalancer_id: String,
+    pub project_id: String,
     /// A VIP the tenant chose; empty to allocate one.
-    pub vip_address: &'a str,
-    /// Empty for any driver; otherwise the driver the flavor needs.
-    pub flavor: &'a str,
+    pub vip_address: String,
+    /// The service type; empty for the default.
+    pub flavor: String,
+    /// The network to allocate the VIP from; empty for the device's range.
+    pub vip_network: String,
+    /// Where the members are: the networks holding them count for network affinity and wiring.
+    pub member_addresses: Vec<String>,
+    /// Try this strategy instead of the service type's (explain only).
+    pub strategy_override: String,
+}
+
+/// A service type resolved for one placement.
+pub struct Plan {
+    pub strategy: Arc<dyn PlacementStrategy>,
+    pub request: PlacementRequest,
+    /// Network name -> CIDR, for every network the load balancer uses.
+    pub networks: BTreeMap<String, String>,
+    pub vip_range: Option<String>,
+    pub on_demand: Option<OnDemand>,
+}
+
+/// How to create a device when nothing fits.
+pub struct OnDemand {
+    pub service_type: String,
+    pub driver: String,
+    pub capacity: i32,
+    pub labels: BTreeMap<String, String>,
+}
+
+enum Commit {
+    Done(binding::Model),
+    /// The device filled up (or left ACTIVE) since the fleet last saw it.
+    Lost,
+}
+
+fn lines(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn labels_of(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+pub fn view_of(d: &device::Model, load: i64) -> DeviceView {
+    DeviceView {
+        id: Arc::from(d.id.as_str()),
+        driver: d.driver.clone(),
+        agent_id: d.agent_id.clone(),
+        capacity: i64::from(d.capacity),
+        load,
+        state: DeviceState::parse(&d.state),
+        is_virtual: d.is_virtual,
+        labels: labels_of(&d.labels),
+        networks: lines(&d.networks),
+    }
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 impl Placer {
     pub fn new(
         db: DatabaseConnection,
-        strategy: Arc<dyn PlacementStrategy>,
+        default_strategy: String,
+        seed: u64,
         agent_timeout_ms: i64,
+        agents: Arc<AgentClients>,
     ) -> Self {
         Self {
             db,
-            strategy,
+            default_strategy,
+            seed,
             agent_timeout_ms,
-            lock: tokio::sync::Mutex::new(()),
+            fleet: RwLock::new(Fleet::default()),
+            agents,
+            creating: tokio::sync::Mutex::new(()),
         }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// A read of the fleet; a poisoned lock (a panic elsewhere) is still a consistent fleet.
+    fn fleet(&self) -> std::sync::RwLockReadGuard<'_, Fleet> {
+        self.fleet.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fleet_mut(&self) -> std::sync::RwLockWriteGuard<'_, Fleet> {
+        self.fleet.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the fleet from the database: every device with its load, every agent's last
+    /// heartbeat, every project's load balancers per device. Run at start and periodically, so
+    /// that what other replicas did shows up.
+    pub async fn refresh(&self) -> Result<(), SchedulerError> {
+        let devices = device::Entity::find().all(&self.db).await?;
+        let agents = agent::Entity::find().all(&self.db).await?;
+        let per_project: Vec<(String, String, i64)> = binding::Entity::find()
+            .select_only()
+            .column(binding::Column::ProjectId)
+            .column(binding::Column::DeviceId)
+            .column_as(binding::Column::LoadbalancerId.count(), "n")
+            .group_by(binding::Column::ProjectId)
+            .group_by(binding::Column::DeviceId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut loads: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for (_, d, n) in &per_project {
+            *loads.entry(d.as_str()).or_default() += n;
+        }
+        let mut fleet = Fleet::default();
+        for a in &agents {
+            fleet.heartbeat(&a.id, a.last_heartbeat_ms);
+            fleet.set_agent_drivers(&a.id, lines(&a.drivers).into_iter().collect());
+        }
+        for d in &devices {
+            fleet.upsert(view_of(d, loads.get(d.id.as_str()).copied().unwrap_or(0)));
+        }
+        fleet.set_projects(
+            per_project
+                .iter()
+                .map(|(p, d, n)| (p.clone(), d.clone(), u32::try_from(*n).unwrap_or(u32::MAX))),
+        );
+        // Heartbeats this process saw after the read are newer: keep them.
+        {
+            let mut current = self.fleet_mut();
+            for a in &agents {
+                if let Some(t) = current.last_heartbeat(&a.id) {
+                    fleet.heartbeat(&a.id, t);
+                }
+            }
+            *current = fleet;
+        }
+        Ok(())
+    }
+
+    /// Re-reads one device (after a change to it or a lost commit).
+    pub async fn refresh_device(&self, id: &str) -> Result<(), SchedulerError> {
+        let model = device::Entity::find_by_id(id).one(&self.db).await?;
+        match model {
+            None => self.fleet_mut().remove(id),
+            Some(d) => {
+                let load = binding::Entity::find()
+                    .filter(binding::Column::DeviceId.eq(id))
+                    .count(&self.db)
+                    .await?;
+                let view = view_of(&d, i64::try_from(load).unwrap_or(i64::MAX));
+                self.fleet_mut().upsert(view);
+            }
+        }
+        Ok(())
+    }
+
+    /// An agent was heard from.
+    pub fn heartbeat(&self, agent: &str, at_ms: i64) {
+        self.fleet_mut().heartbeat(agent, at_ms);
+    }
+
+    pub fn set_agent_drivers(&self, agent: &str, drivers: Vec<String>) {
+        self.fleet_mut().set_agent_drivers(agent, drivers);
+    }
+
+    /// Resolves the service type and the networks of an ask.
+    pub async fn plan(
+        &self,
+        ask: &PlacementAsk,
+        exclude: Option<String>,
+    ) -> Result<Plan, SchedulerError> {
+        let service_type = if ask.flavor.is_empty() {
+            None
+        } else {
+            Some(
+                service_type::Entity::find_by_id(&ask.flavor)
+                    .one(&self.db)
+                    .await?
+                    .ok_or_else(|| {
+                        SchedulerError::Invalid(vec![(
+                            "flavor".into(),
+                            format!("no service type is named {:?}", ask.flavor),
+                        )])
+                    })?,
+            )
+        };
+        let spec = match (&ask.strategy_override, &service_type) {
+            (o, _) if !o.is_empty() => o.clone(),
+            (_, Some(t)) if !t.strategy.is_empty() => t.strategy.clone(),
+            _ => self.default_strategy.clone(),
+        };
+        let strategy = build_strategy(&spec, self.seed)
+            .map_err(|why| SchedulerError::Invalid(vec![("strategy".into(), why)]))?;
+        let known: Vec<network::Model> = network::Entity::find().all(&self.db).await?;
+        let mut names = Vec::new();
+        let mut networks = BTreeMap::new();
+        let mut vip_range = None;
+        if !ask.vip_network.is_empty() {
+            let n = known
+                .iter()
+                .find(|n| n.name == ask.vip_network)
+                .ok_or_else(|| {
+                    SchedulerError::Invalid(vec![(
+                        "vip_network".into(),
+                        format!("no network is named {:?}", ask.vip_network),
+                    )])
+                })?;
+            names.push(n.name.clone());
+            networks.insert(n.name.clone(), n.cidr.clone());
+            vip_range = Some(n.cidr.clone());
+        }
+        for address in &ask.member_addresses {
+            let Ok(ip) = address.parse::<IpAddr>() else {
+                continue;
+            };
+            for n in &known {
+                if n.cidr
+                    .parse::<ipnet::IpNet>()
+                    .is_ok_and(|net| net.contains(&ip))
+                    && !networks.contains_key(&n.name)
+                {
+                    names.push(n.name.clone());
+                    networks.insert(n.name.clone(), n.cidr.clone());
+                }
+            }
+        }
+        let request = PlacementRequest {
+            loadbalancer_id: ask.loadbalancer_id.clone(),
+            project_id: ask.project_id.clone(),
+            driver: service_type
+                .as_ref()
+                .map(|t| t.driver.clone())
+                .filter(|d| !d.is_empty()),
+            required_labels: service_type
+                .as_ref()
+                .map(|t| labels_of(&t.required_labels))
+                .unwrap_or_default(),
+            kind: match service_type.as_ref().map(|t| t.device_kind.as_str()) {
+                Some("PHYSICAL") => DeviceKind::Physical,
+                Some("VIRTUAL") => DeviceKind::Virtual,
+                _ => DeviceKind::Any,
+            },
+            networks: names,
+            exclude,
+            live_after_ms: now_ms() - self.agent_timeout_ms,
+        };
+        let on_demand = service_type.filter(|t| t.on_demand).map(|t| OnDemand {
+            labels: labels_of(&t.required_labels),
+            service_type: t.name,
+            driver: t.driver,
+            capacity: t.on_demand_capacity,
+        });
+        Ok(Plan {
+            strategy,
+            request,
+            networks,
+            vip_range,
+            on_demand,
+        })
+    }
+
+    /// A dry run: every device scored, nothing bound.
+    pub async fn explain(&self, ask: &PlacementAsk) -> Result<(Explained, Plan), SchedulerError> {
+        let plan = self.plan(ask, None).await?;
+        let explained = plan.strategy.explain(&self.fleet(), &plan.request);
+        Ok((explained, plan))
+    }
+
+    fn choose(&self, plan: &Plan) -> Option<String> {
+        plan.strategy
+            .choose(&self.fleet(), &plan.request)
+            .map(|id| id.to_string())
+    }
+
+    fn why_nothing_fits(&self, plan: &Plan) -> String {
+        let explained = plan.strategy.explain(&self.fleet(), &plan.request);
+        let refused: Vec<_> = explained
+            .candidates
+            .into_iter()
+            .filter(|c| !c.eligible)
+            .collect();
+        nothing_fits(&refused)
     }
 
     /// The existing binding of the load balancer, or a new one.
-    pub async fn place(&self, ask: &PlacementAsk<'_>) -> Result<binding::Model, SchedulerError> {
-        if let Some(existing) = binding::Entity::find_by_id(ask.loadbalancer_id)
+    pub async fn place(&self, ask: &PlacementAsk) -> Result<binding::Model, SchedulerError> {
+        if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&self.db)
             .await?
         {
             return Ok(existing);
         }
-        let _guard = self.lock.lock().await;
-        if let Some(existing) = binding::Entity::find_by_id(ask.loadbalancer_id)
-            .one(&self.db)
+        let plan = self.plan(ask, None).await?;
+        for _ in 0..ATTEMPTS {
+            let Some(device_id) = self.choose(&plan) else {
+                if plan.on_demand.is_some() {
+                    self.create_on_demand(&plan).await?;
+                    continue;
+                }
+                return Err(SchedulerError::NoCapacity(self.why_nothing_fits(&plan)));
+            };
+            self.wire(&device_id, &plan.networks).await?;
+            match self.commit_new(ask, &plan, &device_id).await? {
+                Commit::Done(bound) => {
+                    if bound.device_id == device_id {
+                        self.fleet_mut().bind(&device_id, &ask.project_id);
+                    }
+                    tracing::info!(loadbalancer = %bound.loadbalancer_id, device = %bound.device_id, vip = %bound.vip_address, strategy = %bound.strategy, "placed");
+                    return Ok(bound);
+                }
+                Commit::Lost => self.refresh_device(&device_id).await?,
+            }
+        }
+        Err(SchedulerError::Unavailable(
+            "placement lost every race for a device; try again".into(),
+        ))
+    }
+
+    /// Binds the load balancer to `device_id` if the device still has room.
+    async fn commit_new(
+        &self,
+        ask: &PlacementAsk,
+        plan: &Plan,
+        device_id: &str,
+    ) -> Result<Commit, SchedulerError> {
+        let txn = lbaas::server::begin_write(&self.db).await?;
+        if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&txn)
             .await?
         {
-            return Ok(existing);
+            return Ok(Commit::Done(existing));
         }
-        let device = self.choose(ask, None).await?;
-        let vip = self.allocate_vip(&device, ask.vip_address).await?;
+        let Some(device) = lock_room(&txn, device_id).await? else {
+            return Ok(Commit::Lost);
+        };
+        let range = plan.vip_range.as_deref().unwrap_or(&device.vip_cidr);
+        let vip = allocate_vip(&txn, range, &ask.vip_address).await?;
         let model = binding::ActiveModel {
-            loadbalancer_id: Set(ask.loadbalancer_id.to_owned()),
+            loadbalancer_id: Set(ask.loadbalancer_id.clone()),
             device_id: Set(device.id.clone()),
-            project_id: Set(ask.project_id.to_owned()),
-            vip_address: Set(vip),
-            strategy: Set(self.strategy.name().to_owned()),
+            project_id: Set(ask.project_id.clone()),
+            vip_address: Set(vip.clone()),
+            strategy: Set(plan.strategy.name()),
             created_ms: Set(now_ms()),
         };
-        let bound = model.insert(&self.db).await?;
-        tracing::info!(loadbalancer = %bound.loadbalancer_id, device = %bound.device_id, vip = %bound.vip_address, strategy = self.strategy.name(), "placed");
-        Ok(bound)
+        match model.insert(&txn).await {
+            Ok(bound) => {
+                txn.commit().await?;
+                Ok(Commit::Done(bound))
+            }
+            Err(e) if is_unique_violation(&e) => {
+                drop(txn);
+                // Either the load balancer was placed meanwhile (keep that) or the VIP was taken.
+                if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
+                    .one(&self.db)
+                    .await?
+                {
+                    return Ok(Commit::Done(existing));
+                }
+                if !ask.vip_address.is_empty() {
+                    return Err(SchedulerError::FailedPrecondition(format!(
+                        "VIP {vip} is already in use"
+                    )));
+                }
+                Ok(Commit::Lost)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Failover: moves the load balancer to another device that can take it, keeping its VIP, and
-    /// returns the device it left. With no other device it stays where it is (and is redeployed).
+    /// returns the device it left. With no other device it stays where it is (and is redeployed)
+    /// if its device still takes load.
     pub async fn replace(
         &self,
-        ask: &PlacementAsk<'_>,
+        ask: &PlacementAsk,
     ) -> Result<(binding::Model, Option<String>), SchedulerError> {
-        let _guard = self.lock.lock().await;
-        let Some(existing) = binding::Entity::find_by_id(ask.loadbalancer_id)
+        let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&self.db)
             .await?
         else {
-            drop(_guard);
             return Ok((self.place(ask).await?, None));
         };
-        let device = match self.choose(ask, Some(&existing.device_id)).await {
-            Ok(d) => d,
-            // Leaving a DOWN or draining device needs somewhere else to go; staying is only a
-            // choice when the device still takes load.
-            Err(SchedulerError::NoCapacity(why))
-                if !self.takes_load(&existing.device_id).await? =>
+        let plan = self.plan(ask, Some(existing.device_id.clone())).await?;
+        for _ in 0..ATTEMPTS {
+            let Some(device_id) = self.choose(&plan) else {
+                if self.takes_load(&existing.device_id).await? {
+                    tracing::info!(loadbalancer = %existing.loadbalancer_id, device = %existing.device_id, "failover: no other device, redeploying in place");
+                    return Ok((existing, None));
+                }
+                if plan.on_demand.is_some() {
+                    self.create_on_demand(&plan).await?;
+                    continue;
+                }
+                return Err(SchedulerError::NoCapacity(self.why_nothing_fits(&plan)));
+            };
+            self.wire(&device_id, &plan.networks).await?;
+            let txn = lbaas::server::begin_write(&self.db).await?;
+            let Some(current) = binding::Entity::find_by_id(&ask.loadbalancer_id)
+                .one(&txn)
+                .await?
+            else {
+                return Err(SchedulerError::NotFound(format!(
+                    "placement of {}",
+                    ask.loadbalancer_id
+                )));
+            };
+            if current.device_id != existing.device_id {
+                // Another failover moved it meanwhile: that move stands.
+                return Ok((current, None));
+            }
+            if lock_room(&txn, &device_id).await?.is_none() {
+                drop(txn);
+                self.refresh_device(&device_id).await?;
+                continue;
+            }
+            let old = current.device_id.clone();
+            let mut active: binding::ActiveModel = current.into();
+            active.device_id = Set(device_id.clone());
+            active.strategy = Set(plan.strategy.name());
+            let moved = active.update(&txn).await?;
+            txn.commit().await?;
             {
-                return Err(SchedulerError::NoCapacity(why));
+                let mut fleet = self.fleet_mut();
+                fleet.unbind(&old, &ask.project_id);
+                fleet.bind(&device_id, &ask.project_id);
             }
-            Err(SchedulerError::NoCapacity(why)) => {
-                tracing::info!(loadbalancer = %existing.loadbalancer_id, device = %existing.device_id, %why, "failover: no other device, redeploying in place");
-                return Ok((existing, None));
-            }
-            Err(e) => return Err(e),
-        };
-        let old = existing.device_id.clone();
-        let mut active: binding::ActiveModel = existing.into();
-        active.device_id = Set(device.id.clone());
-        active.strategy = Set(self.strategy.name().to_owned());
-        let moved = active.update(&self.db).await?;
-        tracing::info!(loadbalancer = %moved.loadbalancer_id, from = %old, to = %moved.device_id, "failover: re-placed");
-        Ok((moved, Some(old)))
+            tracing::info!(loadbalancer = %moved.loadbalancer_id, from = %old, to = %moved.device_id, "failover: re-placed");
+            return Ok((moved, Some(old)));
+        }
+        Err(SchedulerError::Unavailable(
+            "failover lost every race for a device; try again".into(),
+        ))
+    }
+
+    /// Forgets a load balancer's binding.
+    pub async fn release(&self, bound: binding::Model) -> Result<(), SchedulerError> {
+        let (device, project) = (bound.device_id.clone(), bound.project_id.clone());
+        bound.delete(&self.db).await?;
+        self.fleet_mut().unbind(&device, &project);
+        Ok(())
     }
 
     async fn takes_load(&self, device_id: &str) -> Result<bool, SchedulerError> {
@@ -122,114 +509,205 @@ impl Placer {
             .is_some_and(|d| d.state == "ACTIVE"))
     }
 
-    /// The device the strategy prefers among live devices with room, leaving out `exclude`.
-    async fn choose(
-        &self,
-        ask: &PlacementAsk<'_>,
-        exclude: Option<&str>,
-    ) -> Result<device::Model, SchedulerError> {
-        let live_after = now_ms() - self.agent_timeout_ms;
-        let live_agents: HashSet<String> = agent::Entity::find()
-            .filter(agent::Column::LastHeartbeatMs.gte(live_after))
-            .all(&self.db)
+    async fn agent_address(&self, agent_id: &str) -> Result<String, SchedulerError> {
+        agent::Entity::find_by_id(agent_id)
+            .one(&self.db)
             .await?
-            .into_iter()
-            .map(|a| a.id)
-            .collect();
-        let devices = device::Entity::find()
-            .filter(device::Column::State.eq("ACTIVE"))
-            .all(&self.db)
-            .await?;
-        let loads = device_loads(&self.db).await?;
-        let mut candidates = Vec::new();
-        let mut rejected = Vec::new();
-        for d in &devices {
-            let load = loads
-                .iter()
-                .find(|(id, _)| *id == d.id)
-                .map_or(0, |(_, n)| *n);
-            if Some(d.id.as_str()) == exclude {
-                rejected.push(format!("{}: the device being left", d.id));
-            } else if !live_agents.contains(&d.agent_id) {
-                rejected.push(format!("{}: agent {} not heard from", d.id, d.agent_id));
-            } else if !ask.flavor.is_empty() && d.driver != ask.flavor {
-                rejected.push(format!(
-                    "{}: driver {} is not {}",
-                    d.id, d.driver, ask.flavor
-                ));
-            } else if load >= i64::from(d.capacity) {
-                rejected.push(format!("{}: full ({load}/{})", d.id, d.capacity));
-            } else {
-                candidates.push(Candidate {
-                    device_id: d.id.clone(),
-                    driver: d.driver.clone(),
-                    capacity: i64::from(d.capacity),
-                    load,
-                });
-            }
-        }
-        let request = PlacementRequest {
-            loadbalancer_id: ask.loadbalancer_id.to_owned(),
-            project_id: ask.project_id.to_owned(),
-        };
-        let ranked = self.strategy.rank(&request, &candidates);
-        let chosen = ranked
-            .first()
-            .and_then(|&i| candidates.get(i))
+            .map(|a| a.address)
             .ok_or_else(|| {
-                SchedulerError::NoCapacity(if rejected.is_empty() {
-                    "no devices are registered".into()
-                } else {
-                    rejected.join("; ")
-                })
-            })?;
-        devices
-            .into_iter()
-            .find(|d| d.id == chosen.device_id)
-            .ok_or_else(|| SchedulerError::NoCapacity("chosen device vanished".into()))
-    }
-
-    async fn allocate_vip(
-        &self,
-        device: &device::Model,
-        requested: &str,
-    ) -> Result<String, SchedulerError> {
-        let used: HashSet<String> = binding::Entity::find()
-            .select_only()
-            .column(binding::Column::VipAddress)
-            .into_tuple::<String>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .collect();
-        if !requested.is_empty() {
-            let ip: IpAddr = requested.parse().map_err(|_| {
-                SchedulerError::Invalid(vec![(
-                    "config.vip_address".into(),
-                    "not an IP address".into(),
-                )])
-            })?;
-            let ip = ip.to_string();
-            if used.contains(&ip) {
-                return Err(SchedulerError::FailedPrecondition(format!(
-                    "VIP {ip} is already in use"
-                )));
-            }
-            return Ok(ip);
-        }
-        let net: ipnet::IpNet = device.vip_cidr.parse().map_err(|_| {
-            SchedulerError::NoCapacity(format!("device {} has no valid VIP range", device.id))
-        })?;
-        net.hosts()
-            .map(|ip| ip.to_string())
-            .find(|ip| !used.contains(ip))
-            .ok_or_else(|| {
-                SchedulerError::NoCapacity(format!(
-                    "VIP range {} of {} is exhausted",
-                    device.vip_cidr, device.id
-                ))
+                SchedulerError::Unavailable(format!("agent {agent_id} is not registered"))
             })
     }
+
+    /// Attaches the device to every network it needs and is not on yet, through its agent.
+    async fn wire(
+        &self,
+        device_id: &str,
+        networks: &BTreeMap<String, String>,
+    ) -> Result<(), SchedulerError> {
+        let (missing, agent_id): (Vec<(String, String)>, String) = {
+            let fleet = self.fleet();
+            let Some(d) = fleet.get(device_id) else {
+                return Ok(());
+            };
+            (
+                networks
+                    .iter()
+                    .filter(|(name, _)| !d.networks.contains(*name))
+                    .map(|(n, c)| (n.clone(), c.clone()))
+                    .collect(),
+                d.agent_id.clone(),
+            )
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.agents.client(&self.agent_address(&agent_id).await?)?;
+        let mut attached = Vec::new();
+        for (name, cidr) in &missing {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.attach_network(AttachNetworkRequest {
+                    device_id: device_id.to_owned(),
+                    network: name.clone(),
+                    cidr: cidr.clone(),
+                }),
+            )
+            .await
+            .map_err(|_| {
+                SchedulerError::Unavailable(format!(
+                    "attaching {device_id} to network {name} timed out"
+                ))
+            })?
+            .map_err(|s| {
+                SchedulerError::Unavailable(format!(
+                    "agent {agent_id} could not attach {device_id} to network {name}: {}",
+                    s.message()
+                ))
+            })?;
+            attached = answer.into_inner().networks;
+            tracing::info!(device = %device_id, network = %name, %cidr, "wired: device attached to network");
+        }
+        // Record what the agent says the device is attached to now.
+        let txn = self.db.begin().await?;
+        if let Some(model) = device::Entity::find_by_id(device_id).one(&txn).await? {
+            let mut all = lines(&model.networks);
+            all.extend(attached);
+            let mut active: device::ActiveModel = model.into();
+            active.networks = Set(all.into_iter().collect::<Vec<_>>().join("\n"));
+            active.update(&txn).await?;
+        }
+        txn.commit().await?;
+        self.refresh_device(device_id).await
+    }
+
+    /// Asks a live agent that can run the service type's driver for a new device, and registers
+    /// it. Serialised, and skipped when a device fits by the time it runs.
+    async fn create_on_demand(&self, plan: &Plan) -> Result<(), SchedulerError> {
+        let Some(spec) = &plan.on_demand else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.creating.lock().await;
+        if self.choose(plan).is_some() {
+            return Ok(());
+        }
+        let live_after = now_ms() - self.agent_timeout_ms;
+        let candidates = self.fleet().agents_for(&spec.driver, live_after);
+        let Some(agent_id) = candidates.first().cloned() else {
+            return Err(SchedulerError::NoCapacity(format!(
+                "{}; and no live agent can create a {} device on demand",
+                self.why_nothing_fits(plan),
+                spec.driver
+            )));
+        };
+        let mut client = self.agents.client(&self.agent_address(&agent_id).await?)?;
+        let mut labels: std::collections::HashMap<String, String> =
+            spec.labels.clone().into_iter().collect();
+        labels.insert("service-type".into(), spec.service_type.clone());
+        let created = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.create_device(CreateDeviceRequest {
+                driver: spec.driver.clone(),
+                capacity: spec.capacity,
+                labels: labels.clone(),
+            }),
+        )
+        .await
+        .map_err(|_| {
+            SchedulerError::Unavailable(format!(
+                "agent {agent_id} took too long to create a device"
+            ))
+        })?
+        .map_err(|s| {
+            SchedulerError::Unavailable(format!(
+                "agent {agent_id} could not create a {} device: {}",
+                spec.driver,
+                s.message()
+            ))
+        })?
+        .into_inner();
+        let device = lbaas::scheduler::v1::Device {
+            id: created.id.clone(),
+            driver: created.driver,
+            agent_id: agent_id.clone(),
+            capacity: created.capacity,
+            load: 0,
+            vip_cidr: created.vip_cidr,
+            r#virtual: true,
+            state: lbaas::scheduler::v1::DeviceState::Active as i32,
+            labels: created.labels,
+            networks: created.networks,
+            on_demand: true,
+        };
+        crate::devices::upsert_device(&self.db, &device).await?;
+        self.refresh_device(&created.id).await?;
+        tracing::info!(device = %created.id, agent = %agent_id, service_type = %spec.service_type, "created a device on demand");
+        Ok(())
+    }
+}
+
+/// Locks `device_id`'s row for the rest of the transaction and returns it if it is ACTIVE and has
+/// room, counting its bindings inside the same transaction.
+async fn lock_room(
+    txn: &sea_orm::DatabaseTransaction,
+    device_id: &str,
+) -> Result<Option<device::Model>, SchedulerError> {
+    let Some(device) = device::Entity::find_by_id(device_id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if device.state != "ACTIVE" {
+        return Ok(None);
+    }
+    let load = binding::Entity::find()
+        .filter(binding::Column::DeviceId.eq(device_id))
+        .count(txn)
+        .await?;
+    if load >= u64::try_from(device.capacity).unwrap_or(0) {
+        return Ok(None);
+    }
+    Ok(Some(device))
+}
+
+/// The requested VIP if free, or the first free address of `range`.
+async fn allocate_vip(
+    txn: &sea_orm::DatabaseTransaction,
+    range: &str,
+    requested: &str,
+) -> Result<String, SchedulerError> {
+    let used: HashSet<String> = binding::Entity::find()
+        .select_only()
+        .column(binding::Column::VipAddress)
+        .into_tuple::<String>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    if !requested.is_empty() {
+        let ip: IpAddr = requested.parse().map_err(|_| {
+            SchedulerError::Invalid(vec![(
+                "config.vip_address".into(),
+                "not an IP address".into(),
+            )])
+        })?;
+        let ip = ip.to_string();
+        if used.contains(&ip) {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "VIP {ip} is already in use"
+            )));
+        }
+        return Ok(ip);
+    }
+    let net: ipnet::IpNet = range
+        .parse()
+        .map_err(|_| SchedulerError::NoCapacity(format!("{range:?} is not a valid VIP range")))?;
+    net.hosts()
+        .map(|ip| ip.to_string())
+        .find(|ip| !used.contains(ip))
+        .ok_or_else(|| SchedulerError::NoCapacity(format!("VIP range {range} is exhausted")))
 }
 
 /// How many load balancers each device hosts.

@@ -21,6 +21,8 @@ pub struct Model {
     /// When the current pending change started; its deadline counts from here.
     pub pending_since_ms: i64,
     pub flavor: String,
+    /// Empty for the device's own VIP range.
+    pub vip_network_id: String,
     pub device_id: String,
     /// A failover was asked for and is not done yet: the next deploy re-places the load balancer.
     pub failover_pending: bool,

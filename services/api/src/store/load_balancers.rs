@@ -174,6 +174,7 @@ impl Store {
                     applied_generation: Set(0),
                     pending_since_ms: Set(now),
                     flavor: Set(new.flavor.clone()),
+                    vip_network_id: Set(new.vip_network_id.clone()),
                     device_id: Set(String::new()),
                     failover_pending: Set(false),
                     tags: Set(join_tags(&new.tags)),

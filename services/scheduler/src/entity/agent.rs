@@ -8,6 +8,8 @@ pub struct Model {
     pub id: String,
     pub address: String,
     pub last_heartbeat_ms: i64,
+    /// The drivers it can create devices for, one per line.
+    pub drivers: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,10 @@ pub struct Model {
     /// JSON object of labels.
     pub labels: String,
     pub created_ms: i64,
+    /// Attached networks, one name per line.
+    pub networks: String,
+    /// Created by the scheduler on demand for a service type.
+    pub on_demand: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

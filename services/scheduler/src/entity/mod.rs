@@ -1,4 +1,7 @@
-//! The scheduler's tables: devices, agents, and the binding of each load balancer to a device.
+//! The scheduler's tables: devices, agents, the binding of each load balancer to a device, service
+//! types and networks.
 pub mod agent;
 pub mod binding;
 pub mod device;
+pub mod network;
+pub mod service_type;
