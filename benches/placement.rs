@@ -37,8 +37,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-/// `n` devices on 100 agents, random loads, each attached to one of 16 networks; 20% of the
-/// capacity already taken by 50 projects.
+/// `n` devices on 100 agents, each attached to one of 16 networks; 20% of the capacity already
+/// taken by `n` projects of about 20 load balancers each, every project on a handful of devices.
 fn fleet(n: usize, rng: &mut Lcg) -> Fleet {
     let mut f = Fleet::default();
     for a in 0..100 {
@@ -60,8 +60,10 @@ fn fleet(n: usize, rng: &mut Lcg) -> Fleet {
         });
     }
     for _ in 0..n * 20 {
-        let d = format!("dev-{:06}", rng.next(n as u64));
-        f.bind(&d, &format!("project-{}", rng.next(50)));
+        let project = rng.next(n as u64);
+        // A project's load balancers sit on up to 8 devices near each other.
+        let d = format!("dev-{:06}", (project * 7 + rng.next(8)) % n as u64);
+        f.bind(&d, &format!("project-{project}"));
     }
     f
 }
@@ -86,7 +88,7 @@ fn decision_latency() {
             for i in 0..20_000 {
                 let request = PlacementRequest {
                     loadbalancer_id: format!("lb-{i}"),
-                    project_id: format!("project-{}", rng.next(50)),
+                    project_id: format!("project-{}", rng.next(n as u64)),
                     networks: vec![format!("net-{}", rng.next(16))],
                     live_after_ms: 0,
                     ..Default::default()

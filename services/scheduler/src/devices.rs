@@ -409,21 +409,10 @@ impl DeviceService for DeviceApi {
             on_demand_capacity: Set(t.on_demand_capacity),
             created_ms: Set(now_ms()),
         };
-        match service_type::Entity::insert(model).exec(&self.db).await {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                return Err(Status::already_exists(format!(
-                    "a service type named {:?} exists",
-                    t.name
-                )));
-            }
-            Err(e) => return Err(SchedulerError::from(e).into()),
-        }
+        created(
+            service_type::Entity::insert(model).exec(&self.db).await,
+            || format!("a service type named {:?} exists", t.name),
+        )?;
         tracing::info!(service_type = %t.name, driver = %t.driver, strategy = %t.strategy, "service type created");
         Ok(Response::new(t))
     }
@@ -503,21 +492,9 @@ impl DeviceService for DeviceApi {
             cidr: Set(cidr.clone()),
             created_ms: Set(now_ms()),
         };
-        match network::Entity::insert(model).exec(&self.db).await {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                return Err(Status::already_exists(format!(
-                    "a network named {:?} exists",
-                    n.name
-                )));
-            }
-            Err(e) => return Err(SchedulerError::from(e).into()),
-        }
+        created(network::Entity::insert(model).exec(&self.db).await, || {
+            format!("a network named {:?} exists", n.name)
+        })?;
         Ok(Response::new(Network { name: n.name, cidr }))
     }
 
@@ -648,6 +625,25 @@ impl DeviceService for DeviceApi {
             why: explained.why,
             networks: plan.request.networks,
         }))
+    }
+}
+
+/// An insert's outcome; a clash on the primary key is ALREADY_EXISTS in the caller's words.
+fn created<T>(
+    result: Result<T, sea_orm::DbErr>,
+    exists: impl FnOnce() -> String,
+) -> Result<(), Status> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            Err(Status::already_exists(exists()))
+        }
+        Err(e) => Err(SchedulerError::from(e).into()),
     }
 }
 

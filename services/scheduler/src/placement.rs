@@ -45,6 +45,8 @@ pub struct Placer {
     agents: Arc<AgentClients>,
     /// One on-demand device creation at a time in this process.
     creating: tokio::sync::Mutex<()>,
+    /// SQLite takes one writer at a time anyway: queueing here is cheaper than its busy retries.
+    sqlite_writer: Option<tokio::sync::Mutex<()>>,
 }
 
 /// What a load balancer asks of its placement.
@@ -128,7 +130,10 @@ impl Placer {
         agent_timeout_ms: i64,
         agents: Arc<AgentClients>,
     ) -> Self {
+        let sqlite_writer = (db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite)
+            .then(|| tokio::sync::Mutex::new(()));
         Self {
+            sqlite_writer,
             db,
             default_strategy,
             seed,
@@ -384,6 +389,10 @@ impl Placer {
         plan: &Plan,
         device_id: &str,
     ) -> Result<Commit, SchedulerError> {
+        let _writer = match &self.sqlite_writer {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        };
         let txn = lbaas::server::begin_write(&self.db).await?;
         if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&txn)
@@ -395,6 +404,7 @@ impl Placer {
             return Ok(Commit::Lost);
         };
         let range = plan.vip_range.as_deref().unwrap_or(&device.vip_cidr);
+        lock_range(&txn, range).await?;
         let vip = allocate_vip(&txn, range, &ask.vip_address).await?;
         let model = binding::ActiveModel {
             loadbalancer_id: Set(ask.loadbalancer_id.clone()),
@@ -670,6 +680,22 @@ async fn lock_room(
         return Ok(None);
     }
     Ok(Some(device))
+}
+
+/// Serialises VIP allocation within one range for the rest of the transaction, so concurrent
+/// placements (in any replica) never pick the same first free address. PostgreSQL: a
+/// transaction-scoped advisory lock keyed by the range; SQLite write transactions are serial
+/// already.
+async fn lock_range(txn: &sea_orm::DatabaseTransaction, range: &str) -> Result<(), SchedulerError> {
+    use sea_orm::ConnectionTrait as _;
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        let key = i64::from_ne_bytes(
+            crate::strategy::seeded_hash(0x5649_5052, &[range.as_bytes()]).to_ne_bytes(),
+        );
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The requested VIP if free, or the first free address of `range`.

@@ -139,8 +139,10 @@ impl PlacementStrategy for Weighted {
             }
         };
 
-        // The project's own devices carry the affinity value (bonus or malus): score them all.
-        if affinity_m != 0 {
+        // With a positive multiplier the project's own devices carry a bonus the streams' bounds
+        // leave out: score them all first. A negative one only lowers a score, which the bounds
+        // already allow for, so the walk meets those devices in turn.
+        if affinity_m > 0 {
             for (id, _) in fleet.project_devices(&request.project_id) {
                 if seen.insert(id) {
                     consider(id, &mut best);
