@@ -216,6 +216,8 @@ async fn provider_api_and_explain(db: Db) {
     assert!(agents.agents[0].alive);
     assert_eq!(agents.agents[0].drivers, vec!["noop".to_owned()]);
     assert_eq!(agents.agents[0].device_ids.len(), 1);
+    assert!(!agents.failover_held);
+    assert_eq!(agents.failover_status, "armed: no device is DOWN");
     let agent_id = agents.agents[0].id.clone();
     let hosted = agents.agents[0].device_ids[0].clone();
 

@@ -32,6 +32,7 @@ pub struct DeviceApi {
     pub db: DatabaseConnection,
     pub placer: Arc<Placer>,
     pub agent_timeout_ms: i64,
+    pub failover: Arc<crate::failover::FailoverMonitor>,
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -576,7 +577,12 @@ impl DeviceService for DeviceApi {
                 id: a.id,
             })
             .collect();
-        Ok(Response::new(ListAgentsResponse { agents }))
+        let (failover_held, failover_status) = self.failover.status();
+        Ok(Response::new(ListAgentsResponse {
+            agents,
+            failover_held,
+            failover_status,
+        }))
     }
 
     async fn explain_placement(

@@ -23,6 +23,8 @@ use crate::{
     now_ms,
 };
 
+const ARMED: &str = "armed: no device is DOWN";
+
 pub struct FailoverMonitor {
     db: DatabaseConnection,
     agent_timeout_ms: i64,
@@ -30,6 +32,8 @@ pub struct FailoverMonitor {
     max_down_share: f64,
     sender: broadcast::Sender<Displaced>,
     breaker_open: AtomicBool,
+    /// The breaker's state in words, for the provider API.
+    status: std::sync::Mutex<String>,
 }
 
 impl FailoverMonitor {
@@ -41,11 +45,26 @@ impl FailoverMonitor {
             max_down_share,
             sender,
             breaker_open: AtomicBool::new(false),
+            status: std::sync::Mutex::new(ARMED.to_owned()),
         })
     }
 
     pub fn breaker_open(&self) -> bool {
         self.breaker_open.load(Ordering::Relaxed)
+    }
+
+    /// Whether automatic failover holds, and why (or that it is armed).
+    pub fn status(&self) -> (bool, String) {
+        let text = self
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        (self.breaker_open(), text)
+    }
+
+    fn set_status(&self, text: String) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
     /// Checks every `interval` until aborted.
@@ -112,10 +131,26 @@ impl FailoverMonitor {
             .collect();
         if down.is_empty() {
             self.breaker_open.store(false, Ordering::Relaxed);
+            self.set_status(ARMED.to_owned());
             return Ok(moving);
         }
         let share = down.len() as f64 / devices.len().max(1) as f64;
         let open = share > self.max_down_share;
+        self.set_status(if open {
+            format!(
+                "automatic failover held: {} of {} devices DOWN ({:.0}%, over the {:.0}% limit)",
+                down.len(),
+                devices.len(),
+                share * 100.0,
+                self.max_down_share * 100.0
+            )
+        } else {
+            format!(
+                "armed: {} of {} devices DOWN, their load balancers fail over",
+                down.len(),
+                devices.len()
+            )
+        });
         if open != self.breaker_open.swap(open, Ordering::Relaxed) {
             if open {
                 tracing::error!(
@@ -233,6 +268,13 @@ mod tests {
             vec!["lb-on-d1"]
         );
         assert!(!monitor.breaker_open());
+        assert_eq!(
+            monitor.status(),
+            (
+                false,
+                "armed: 1 of 3 devices DOWN, their load balancers fail over".to_owned()
+            )
+        );
     }
 
     #[tokio::test]
@@ -247,5 +289,11 @@ mod tests {
         monitor.check().await.unwrap();
         assert!(monitor.breaker_open(), "2 of 3 devices down is over half");
         assert!(monitor.displaced().await.unwrap().is_empty());
+        let (held, why) = monitor.status();
+        assert!(held);
+        assert_eq!(
+            why,
+            "automatic failover held: 2 of 3 devices DOWN (67%, over the 50% limit)"
+        );
     }
 }

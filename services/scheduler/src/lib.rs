@@ -108,12 +108,13 @@ pub async fn run(
         placer: placer.clone(),
         agents,
         health: health_relay.clone(),
-        failover,
+        failover: failover.clone(),
     };
     let devices = devices::DeviceApi {
         db: db.clone(),
         placer: placer.clone(),
         agent_timeout_ms: config.agent_timeout_ms,
+        failover: failover.clone(),
     };
     let registry = devices::AgentRegistryApi {
         db: db.clone(),
