@@ -177,6 +177,26 @@ async fn service_types_choose_strategies(db: Db) {
 }
 on_both_databases!(service_types_choose_strategies, haproxy = false);
 
+/// A dry-run placement for project "p".
+async fn explain(
+    devices: &mut support::Devices,
+    loadbalancer_id: &str,
+    flavor: &str,
+    strategy: &str,
+) -> sched::Explanation {
+    devices
+        .explain_placement(ExplainPlacementRequest {
+            loadbalancer_id: loadbalancer_id.into(),
+            project_id: "p".into(),
+            flavor: flavor.into(),
+            strategy: strategy.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The provider API is admin only; service types are validated; explain scores every device and
 /// names the filter that refused the others.
 async fn provider_api_and_explain(db: Db) {
@@ -283,16 +303,7 @@ async fn provider_api_and_explain(db: Db) {
             .await
             .unwrap();
     }
-    let explained = devices
-        .explain_placement(ExplainPlacementRequest {
-            loadbalancer_id: "lb-x".into(),
-            project_id: "p".into(),
-            flavor: "gold".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let explained = explain(&mut devices, "lb-x", "gold", "").await;
     assert_eq!(explained.strategy, "load");
     assert_eq!(explained.chosen_device_id, "gold-big", "{}", explained.why);
     let order: Vec<(&str, bool, &str)> = explained
@@ -312,16 +323,7 @@ async fn provider_api_and_explain(db: Db) {
     assert_eq!(explained.candidates[0].weights[0].weigher, "load");
 
     // A strategy override and a fleet where nothing fits.
-    let none = devices
-        .explain_placement(ExplainPlacementRequest {
-            loadbalancer_id: "lb-y".into(),
-            flavor: "gold".into(),
-            strategy: "random".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let none = explain(&mut devices, "lb-y", "gold", "random").await;
     assert_eq!(none.strategy, "random");
     assert!(!none.chosen_device_id.is_empty());
     for id in ["gold-big", "gold-small"] {
@@ -330,15 +332,7 @@ async fn provider_api_and_explain(db: Db) {
             .await
             .unwrap();
     }
-    let none = devices
-        .explain_placement(ExplainPlacementRequest {
-            loadbalancer_id: "lb-z".into(),
-            flavor: "gold".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let none = explain(&mut devices, "lb-z", "gold", "").await;
     assert!(none.chosen_device_id.is_empty());
     assert!(
         none.why.contains("refused by state") && none.why.contains("refused by labels"),

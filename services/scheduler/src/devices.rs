@@ -1,6 +1,6 @@
 //! The admin (provider) API (devices, service types, networks, agents, placement explained) and the
 //! registry agents report to.
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use lbaas::scheduler::v1::{
     AgentInfo, CandidateScore, CreateNetworkRequest, CreateServiceTypeRequest, DeleteDeviceRequest,
@@ -21,7 +21,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    entity::{agent, binding, device, network, service_type},
+    entity::{agent, binding, device, network, service_type, text},
     error::SchedulerError,
     now_ms,
     placement::{PlacementAsk, Placer, device_loads},
@@ -58,13 +58,8 @@ fn to_proto(model: device::Model, load: i64) -> Device {
         vip_cidr: model.vip_cidr,
         r#virtual: model.is_virtual,
         state: state as i32,
-        labels: serde_labels(&model.labels),
-        networks: model
-            .networks
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        labels: text::labels(&model.labels),
+        networks: text::names(&model.networks),
         on_demand: model.on_demand,
     }
 }
@@ -76,20 +71,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn serde_labels(text: &str) -> HashMap<String, String> {
-    // Labels are stored as "k=v" lines: simple, and readable in the database.
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn labels_text(labels: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.sort();
-    pairs.join("\n")
 }
 
 fn validate_device(device: &Device) -> Result<(), SchedulerError> {
@@ -160,17 +141,15 @@ pub async fn upsert_device(db: &DatabaseConnection, device: &Device) -> Result<(
         vip_cidr: Set(device.vip_cidr.clone()),
         is_virtual: Set(device.r#virtual),
         state: Set(state.to_owned()),
-        labels: Set(labels_text(&device.labels)),
+        labels: Set(text::labels_text(&device.labels)),
         created_ms: Set(existing.as_ref().map_or_else(now_ms, |d| d.created_ms)),
         // Attachments only grow here: the scheduler records wiring as it happens.
         networks: Set({
-            let mut all: std::collections::BTreeSet<String> = existing
+            let known: Vec<String> = existing
                 .as_ref()
-                .map(|d| d.networks.lines().map(str::to_owned).collect())
+                .map(|d| text::names(&d.networks))
                 .unwrap_or_default();
-            all.extend(device.networks.iter().cloned());
-            all.retain(|n| !n.is_empty());
-            all.into_iter().collect::<Vec<_>>().join("\n")
+            text::names_text(known.iter().chain(&device.networks))
         }),
         on_demand: Set(device.on_demand || existing.as_ref().is_some_and(|d| d.on_demand)),
     };
@@ -327,7 +306,7 @@ impl DeviceService for DeviceApi {
         validate_device(&merged)?;
         let mut active: device::ActiveModel = model.into();
         active.capacity = Set(merged.capacity);
-        active.labels = Set(labels_text(&merged.labels));
+        active.labels = Set(text::labels_text(&merged.labels));
         active.state = Set(state_name(merged.state).to_owned());
         let updated = active
             .update(&self.db)
@@ -398,13 +377,12 @@ impl DeviceService for DeviceApi {
             Ok(DeviceKind::Virtual) => "VIRTUAL",
             _ => "ANY",
         };
-        let labels: HashMap<String, String> = t.required_labels.clone();
         let model = service_type::ActiveModel {
             name: Set(t.name.clone()),
             description: Set(t.description.clone()),
             driver: Set(t.driver.clone()),
             strategy: Set(t.strategy.clone()),
-            required_labels: Set(labels_text(&labels)),
+            required_labels: Set(text::labels_text(&t.required_labels)),
             device_kind: Set(kind.to_owned()),
             on_demand: Set(t.on_demand),
             on_demand_capacity: Set(t.on_demand_capacity),
@@ -455,9 +433,7 @@ impl DeviceService for DeviceApi {
             .exec(&self.db)
             .await
             .map_err(SchedulerError::from)?;
-        if deleted.rows_affected == 0 {
-            return Err(SchedulerError::NotFound(format!("service type {name}")).into());
-        }
+        found(deleted, || format!("service type {name}"))?;
         Ok(Response::new(DeleteServiceTypeResponse {}))
     }
 
@@ -541,9 +517,7 @@ impl DeviceService for DeviceApi {
             .exec(&self.db)
             .await
             .map_err(SchedulerError::from)?;
-        if deleted.rows_affected == 0 {
-            return Err(SchedulerError::NotFound(format!("network {name}")).into());
-        }
+        found(deleted, || format!("network {name}"))?;
         Ok(Response::new(DeleteNetworkResponse {}))
     }
 
@@ -571,7 +545,7 @@ impl DeviceService for DeviceApi {
                     .filter(|d| d.agent_id == a.id)
                     .map(|d| d.id.clone())
                     .collect(),
-                drivers: a.drivers.lines().map(str::to_owned).collect(),
+                drivers: text::names(&a.drivers),
                 last_heartbeat_ms: a.last_heartbeat_ms,
                 address: a.address,
                 id: a.id,
@@ -634,6 +608,17 @@ impl DeviceService for DeviceApi {
     }
 }
 
+/// A delete by id; NOT_FOUND (naming `what`) when no row had that id.
+fn found(
+    deleted: sea_orm::DeleteResult,
+    what: impl FnOnce() -> String,
+) -> Result<(), SchedulerError> {
+    if deleted.rows_affected == 0 {
+        return Err(SchedulerError::NotFound(what()));
+    }
+    Ok(())
+}
+
 /// An insert's outcome; a clash on the primary key is ALREADY_EXISTS in the caller's words.
 fn created<T>(
     result: Result<T, sea_orm::DbErr>,
@@ -641,14 +626,7 @@ fn created<T>(
 ) -> Result<(), Status> {
     match result {
         Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) =>
-        {
-            Err(Status::already_exists(exists()))
-        }
+        Err(e) if text::is_unique_violation(&e) => Err(Status::already_exists(exists())),
         Err(e) => Err(SchedulerError::from(e).into()),
     }
 }
@@ -721,7 +699,7 @@ fn validate_service_type(t: &ServiceType) -> Result<(), SchedulerError> {
 
 fn service_type_proto(m: service_type::Model) -> ServiceType {
     ServiceType {
-        required_labels: serde_labels(&m.required_labels),
+        required_labels: text::labels(&m.required_labels),
         device_kind: match m.device_kind.as_str() {
             "PHYSICAL" => DeviceKind::Physical as i32,
             "VIRTUAL" => DeviceKind::Virtual as i32,

@@ -8,7 +8,7 @@
 //! replicas on one database ever over-commit a device. A refused commit refreshes the device and
 //! chooses again.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
+    collections::{BTreeMap, HashSet},
     net::IpAddr,
     sync::{Arc, RwLock},
     time::Duration,
@@ -16,14 +16,13 @@ use std::{
 
 use lbaas::agent::v1::{AttachNetworkRequest, CreateDeviceRequest};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
-    ModelTrait as _, PaginatorTrait as _, QueryFilter as _, QuerySelect as _, Set, SqlErr,
-    TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, EntityTrait as _, ModelTrait as _,
+    PaginatorTrait as _, QueryFilter as _, QuerySelect as _, Set, TransactionTrait as _,
 };
 
 use crate::{
     deploy::AgentClients,
-    entity::{agent, binding, device, network, service_type},
+    entity::{agent, binding, device, network, service_type, text},
     error::SchedulerError,
     now_ms,
     strategy::{
@@ -90,20 +89,6 @@ enum Commit {
     Lost,
 }
 
-fn lines(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-pub fn labels_of(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 pub fn view_of(d: &device::Model, load: i64) -> DeviceView {
     DeviceView {
         id: Arc::from(d.id.as_str()),
@@ -113,13 +98,9 @@ pub fn view_of(d: &device::Model, load: i64) -> DeviceView {
         load,
         state: DeviceState::parse(&d.state),
         is_virtual: d.is_virtual,
-        labels: labels_of(&d.labels),
-        networks: lines(&d.networks),
+        labels: text::labels(&d.labels),
+        networks: text::names(&d.networks),
     }
-}
-
-fn is_unique_violation(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 impl Placer {
@@ -180,7 +161,7 @@ impl Placer {
         let mut fleet = Fleet::default();
         for a in &agents {
             fleet.heartbeat(&a.id, a.last_heartbeat_ms);
-            fleet.set_agent_drivers(&a.id, lines(&a.drivers).into_iter().collect());
+            fleet.set_agent_drivers(&a.id, text::names(&a.drivers));
         }
         for d in &devices {
             fleet.upsert(view_of(d, loads.get(d.id.as_str()).copied().unwrap_or(0)));
@@ -299,7 +280,7 @@ impl Placer {
                 .filter(|d| !d.is_empty()),
             required_labels: service_type
                 .as_ref()
-                .map(|t| labels_of(&t.required_labels))
+                .map(|t| text::labels(&t.required_labels))
                 .unwrap_or_default(),
             kind: match service_type.as_ref().map(|t| t.device_kind.as_str()) {
                 Some("PHYSICAL") => DeviceKind::Physical,
@@ -311,7 +292,7 @@ impl Placer {
             live_after_ms: now_ms() - self.agent_timeout_ms,
         };
         let on_demand = service_type.filter(|t| t.on_demand).map(|t| OnDemand {
-            labels: labels_of(&t.required_labels),
+            labels: text::labels(&t.required_labels),
             service_type: t.name,
             driver: t.driver,
             capacity: t.on_demand_capacity,
@@ -419,7 +400,7 @@ impl Placer {
                 txn.commit().await?;
                 Ok(Commit::Done(bound))
             }
-            Err(e) if is_unique_violation(&e) => {
+            Err(e) if text::is_unique_violation(&e) => {
                 drop(txn);
                 // Either the load balancer was placed meanwhile (keep that) or the VIP was taken.
                 if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
@@ -581,10 +562,9 @@ impl Placer {
         // Record what the agent says the device is attached to now.
         let txn = self.db.begin().await?;
         if let Some(model) = device::Entity::find_by_id(device_id).one(&txn).await? {
-            let mut all = lines(&model.networks);
-            all.extend(attached);
+            let known: Vec<String> = text::names(&model.networks);
             let mut active: device::ActiveModel = model.into();
-            active.networks = Set(all.into_iter().collect::<Vec<_>>().join("\n"));
+            active.networks = Set(text::names_text(known.iter().chain(&attached)));
             active.update(&txn).await?;
         }
         txn.commit().await?;

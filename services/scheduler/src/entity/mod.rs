@@ -5,3 +5,4 @@ pub mod binding;
 pub mod device;
 pub mod network;
 pub mod service_type;
+pub mod text;
