@@ -1,7 +1,8 @@
-//! Foundation end to end: one load balancer through the real api, scheduler, agent and HAProxy,
-//! on SQLite and on PostgreSQL; invalid input refused with field violations; grpcurl reflection.
+//! Foundation end to end: one load balancer through the real api, scheduler, agent and each data
+//! plane (HAProxy, native), on SQLite and on PostgreSQL; invalid input refused with field violations; grpcurl reflection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -17,9 +18,10 @@ fn member(backend: &Backend) -> pb::Member {
 
 /// The scenario: create with two members, 10/10 split, add a third and see it serve,
 /// delete and see the VIP go quiet and the device's load return to zero.
-async fn one_load_balancer_end_to_end(db: Db) {
+async fn one_load_balancer_end_to_end(db: Db, driver: &'static str) {
     let stack = Stack::start(StackOptions {
         db,
+        driver,
         ..Default::default()
     })
     .await;
@@ -230,21 +232,8 @@ async fn one_load_balancer_end_to_end(db: Db) {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_load_balancer_end_to_end_on_sqlite() {
-    if !support::haproxy_available() {
-        return;
-    }
-    one_load_balancer_end_to_end(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_load_balancer_end_to_end_on_postgres() {
-    if !support::haproxy_available() || support::postgres_url().is_none() {
-        return;
-    }
-    one_load_balancer_end_to_end(Db::Postgres).await;
-}
+on_both_databases!(one_load_balancer_on_haproxy => one_load_balancer_end_to_end("haproxy"), haproxy = true);
+on_both_databases!(one_load_balancer_on_native => one_load_balancer_end_to_end("native"), haproxy = false);
 
 /// Each invalid request gets INVALID_ARGUMENT naming the field, and nothing is persisted.
 async fn invalid_requests_are_refused(db: Db) {

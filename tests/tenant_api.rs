@@ -1978,9 +1978,10 @@ on_both_databases!(quotas, haproxy = false);
 
 /// A member whose backend stops goes ERROR and degrades its pool and load balancer, within the
 /// monitor's delay times its retries plus half a second; traffic avoids it; it comes back ONLINE.
-async fn member_health_drives_operating_status(db: Db) {
+async fn member_health_drives_operating_status(db: Db, driver: &'static str) {
     let stack = Stack::start(StackOptions {
         db,
+        driver,
         ..Default::default()
     })
     .await;
@@ -2101,7 +2102,8 @@ async fn member_health_drives_operating_status(db: Db) {
     assert_balanced(&spread(&vip, 10).await, &["a", "b"]);
     stack.stop().await;
 }
-on_both_databases!(member_health_drives_operating_status, haproxy = true);
+on_both_databases!(member_health_on_haproxy => member_health_drives_operating_status("haproxy"), haproxy = true);
+on_both_databases!(member_health_on_native => member_health_drives_operating_status("native"), haproxy = false);
 
 /// Member add, weight, disable, enable and delete reach HAProxy through its runtime API: traffic
 /// follows each change and HAProxy is never reloaded.

@@ -7,6 +7,30 @@
 /// and always in CI).
 #[allow(unused_macros)]
 macro_rules! on_both_databases {
+    // A scenario that also takes the agent's driver, under a module name of its own.
+    ($module:ident => $name:ident($driver:expr), haproxy = $haproxy:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if $haproxy && !support::haproxy_available() {
+                    return;
+                }
+                super::$name(Db::Sqlite, $driver).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if ($haproxy && !support::haproxy_available()) || support::postgres_url().is_none()
+                {
+                    return;
+                }
+                super::$name(Db::Postgres, $driver).await;
+            }
+        }
+    };
+
     ($name:ident, haproxy = $haproxy:expr) => {
         mod $name {
             use super::*;

@@ -16,7 +16,8 @@ pub struct StackArgs {
     scheduler_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:9003")]
     agent_listen: SocketAddr,
-    /// The local agent's driver: auto (haproxy when installed), haproxy or noop.
+    /// The local agent's driver: auto (haproxy when installed, else the embedded native data
+    /// plane), haproxy, native or noop.
     #[arg(long, default_value = "auto")]
     driver: String,
     /// The VIP range of the local device.
@@ -44,10 +45,12 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     })?;
     let driver = match args.driver.as_str() {
         "auto" if haproxy_installed() => "haproxy".to_owned(),
-        "auto" => anyhow::bail!(
-            "HAProxy is not installed: install it (apt-get install -y haproxy) or pass --driver noop \
-             (configs are accepted but no traffic flows)"
-        ),
+        "auto" => {
+            tracing::info!(
+                "HAProxy is not installed: the local device runs the embedded native data plane"
+            );
+            "native".to_owned()
+        }
         other => other.to_owned(),
     };
     let data_dir = std::path::absolute(&args.data_dir)?;

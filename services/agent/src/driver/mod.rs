@@ -5,6 +5,7 @@
 //! configuration. It knows nothing of tenants, databases or the scheduler.
 
 pub mod haproxy;
+pub mod native;
 pub mod noop;
 
 use std::{path::PathBuf, sync::Arc};
@@ -84,6 +85,7 @@ type DriverFactory = fn(&DriverOptions) -> Arc<dyn Driver>;
 /// The known drivers. Adding one is a module plus one line here.
 const KNOWN_DRIVERS: &[(&str, DriverFactory)] = &[
     ("haproxy", |o| Arc::new(haproxy::HaproxyDriver::new(o))),
+    ("native", |o| Arc::new(native::NativeDriver::new(o))),
     ("noop", |o| Arc::new(noop::NoopDriver::new(o))),
 ];
 
