@@ -1,0 +1,213 @@
+//! The data plane under change, on each driver: continuous traffic through a VIP while 100
+//! configuration changes are applied (member weights, a member added and removed, a listener added
+//! and removed, the pool's algorithm switched), and not one request fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use lbaas::api::v1::{self as pb, ProvisioningStatus as Prov};
+use prost_types::FieldMask;
+use support::{Backend, Db, Stack, StackOptions, in_project, member_at, populated, wait_settled};
+
+fn mask(path: &str) -> Option<FieldMask> {
+    Some(FieldMask {
+        paths: vec![path.to_owned()],
+    })
+}
+
+async fn changes_under_load_drop_nothing(db: Db, driver: &'static str) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated(
+                    "busy",
+                    8080,
+                    vec![member_at(a.port()), member_at(b.port())],
+                )),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(lb.provisioning_status(), Prov::Active, "{}", lb.status_reason);
+    let pool_id = lb.pool_ids[0].clone();
+    let members = api
+        .list_members(in_project(
+            &project,
+            pb::ListMembersRequest {
+                pool_id: pool_id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let member_a = members
+        .iter()
+        .find(|m| m.protocol_port == a.port())
+        .unwrap()
+        .id
+        .clone();
+
+    // A client that never stops asking, one new connection per request.
+    let vip = format!("{}:8080", lb.vip_address);
+    let running = Arc::new(AtomicBool::new(true));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (running, ok, failed, vip) = (running.clone(), ok.clone(), failed.clone(), vip.clone());
+        tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                match support::http_get(&vip).await {
+                    Ok(body) if ["a", "b", "c"].iter().any(|n| body.contains(n)) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("{other:?}"));
+                    }
+                }
+            }
+            errors
+        })
+    };
+
+    let started = Instant::now();
+    let mut extra_member: Option<String> = None;
+    let mut extra_listener: Option<String> = None;
+    for i in 0..100u32 {
+        match i % 4 {
+            0 => {
+                api.update_member(in_project(
+                    &project,
+                    pb::UpdateMemberRequest {
+                        member: Some(pb::Member {
+                            id: member_a.clone(),
+                            weight: Some(i32::try_from(i % 5 + 1).unwrap()),
+                            ..Default::default()
+                        }),
+                        update_mask: mask("weight"),
+                    },
+                ))
+                .await
+                .unwrap();
+            }
+            1 => match extra_member.take() {
+                Some(id) => {
+                    api.delete_member(in_project(&project, pb::DeleteMemberRequest { id }))
+                        .await
+                        .unwrap();
+                }
+                None => {
+                    let m = api
+                        .create_member(in_project(
+                            &project,
+                            pb::CreateMemberRequest {
+                                member: Some(pb::Member {
+                                    pool_id: pool_id.clone(),
+                                    ..member_at(c.port())
+                                }),
+                                request_id: String::new(),
+                            },
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    extra_member = Some(m.id);
+                }
+            },
+            2 => match extra_listener.take() {
+                Some(id) => {
+                    api.delete_listener(in_project(&project, pb::DeleteListenerRequest { id }))
+                        .await
+                        .unwrap();
+                }
+                None => {
+                    let l = api
+                        .create_listener(in_project(
+                            &project,
+                            pb::CreateListenerRequest {
+                                listener: Some(pb::Listener {
+                                    loadbalancer_id: lb.id.clone(),
+                                    protocol: pb::Protocol::Http as i32,
+                                    protocol_port: 8081,
+                                    ..Default::default()
+                                }),
+                                request_id: String::new(),
+                            },
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    extra_listener = Some(l.id);
+                }
+            },
+            _ => {
+                let algorithm = if i % 8 == 3 {
+                    pb::LbAlgorithm::LeastConnections
+                } else {
+                    pb::LbAlgorithm::RoundRobin
+                };
+                api.update_pool(in_project(
+                    &project,
+                    pb::UpdatePoolRequest {
+                        pool: Some(pb::Pool {
+                            id: pool_id.clone(),
+                            lb_algorithm: algorithm as i32,
+                            ..Default::default()
+                        }),
+                        update_mask: mask("lb_algorithm"),
+                    },
+                ))
+                .await
+                .unwrap();
+            }
+        }
+        let settled = wait_settled(&api, &project, &lb.id).await;
+        assert_eq!(
+            settled.provisioning_status(),
+            Prov::Active,
+            "change {i}: {}",
+            settled.status_reason
+        );
+    }
+    let took = started.elapsed();
+    running.store(false, Ordering::Relaxed);
+    let errors = client.await.unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "{driver}: 100 changes in {} ms, {ok} requests served, {failed} failed",
+        took.as_millis()
+    );
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+    assert!(ok >= 100, "the client barely ran: {ok} requests");
+    stack.stop().await;
+}
+on_both_databases!(changes_under_load_on_haproxy => changes_under_load_drop_nothing("haproxy"), haproxy = true);
+on_both_databases!(changes_under_load_on_native => changes_under_load_drop_nothing("native"), haproxy = false);
