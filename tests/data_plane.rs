@@ -1,6 +1,6 @@
 //! The data plane under change, on each driver: continuous traffic through a VIP while 100
 //! configuration changes are applied (member weights, a member added and removed, a listener added
-//! and removed, the pool's algorithm switched), and not one request fails.
+//! and removed, the pool's algorithm switched) and not one request fails; suspend and enable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -54,7 +54,12 @@ async fn changes_under_load_drop_nothing(db: Db, driver: &'static str) {
         .unwrap()
         .into_inner();
     let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(lb.provisioning_status(), Prov::Active, "{}", lb.status_reason);
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "{}",
+        lb.status_reason
+    );
     let pool_id = lb.pool_ids[0].clone();
     let members = api
         .list_members(in_project(
@@ -211,3 +216,68 @@ async fn changes_under_load_drop_nothing(db: Db, driver: &'static str) {
 }
 on_both_databases!(changes_under_load_on_haproxy => changes_under_load_drop_nothing("haproxy"), haproxy = true);
 on_both_databases!(changes_under_load_on_native => changes_under_load_drop_nothing("native"), haproxy = false);
+
+/// Libra's SUSPEND and ENABLE are the load balancer's admin state: down stops traffic (the VIP
+/// refuses connections), up restores it, on each driver.
+async fn suspend_and_enable(db: Db, driver: &'static str) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("up").await;
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated("pausable", 8080, vec![member_at(backend.port())])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "{}",
+        lb.status_reason
+    );
+    let vip = format!("{}:8080", lb.vip_address);
+    assert_eq!(support::http_get(&vip).await.unwrap(), "up");
+    for (admin_state_up, serving) in [(false, false), (true, true)] {
+        api.update_load_balancer(in_project(
+            &project,
+            pb::UpdateLoadBalancerRequest {
+                load_balancer: Some(pb::LoadBalancer {
+                    id: lb.id.clone(),
+                    admin_state_up: Some(admin_state_up),
+                    ..Default::default()
+                }),
+                update_mask: mask("admin_state_up"),
+            },
+        ))
+        .await
+        .unwrap();
+        let settled = wait_settled(&api, &project, &lb.id).await;
+        assert_eq!(
+            settled.provisioning_status(),
+            Prov::Active,
+            "{}",
+            settled.status_reason
+        );
+        let answer = support::http_get(&vip).await;
+        assert_eq!(
+            answer.is_ok(),
+            serving,
+            "admin_state_up {admin_state_up}: {answer:?}"
+        );
+    }
+    stack.stop().await;
+}
+on_both_databases!(suspend_on_haproxy => suspend_and_enable("haproxy"), haproxy = true);
+on_both_databases!(suspend_on_native => suspend_and_enable("native"), haproxy = false);
