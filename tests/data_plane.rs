@@ -1,6 +1,7 @@
 //! The data plane under change, on each driver: continuous traffic through a VIP while 100
 //! configuration changes are applied (member weights, a member added and removed, a listener added
-//! and removed, the pool's algorithm switched) and not one request fails; suspend and enable.
+//! and removed, the pool's algorithm switched) and not one request fails; suspend and enable;
+//! traffic counters that rise with traffic and survive reloads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -281,3 +282,124 @@ async fn suspend_and_enable(db: Db, driver: &'static str) {
 }
 on_both_databases!(suspend_on_haproxy => suspend_and_enable("haproxy"), haproxy = true);
 on_both_databases!(suspend_on_native => suspend_and_enable("native"), haproxy = false);
+
+/// Traffic counters rise with traffic and keep rising across a structural change (on HAProxy, a
+/// reload that starts a new worker whose own counters begin at zero); per load balancer and per
+/// listener, and only for the project that owns them.
+async fn stats_rise_with_traffic(db: Db, driver: &'static str) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("counted").await;
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated("counted", 8080, vec![member_at(backend.port())])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "{}",
+        lb.status_reason
+    );
+    let vip = format!("{}:8080", lb.vip_address);
+    let (lb_id, listener_id) = (lb.id.clone(), lb.listener_ids[0].clone());
+    let (reader, reader_project, reader_lb) = (api.clone(), project.clone(), lb_id.clone());
+    let stats_at_least = move |connections: u64| {
+        let (api, project, id) = (reader.clone(), reader_project.clone(), reader_lb.clone());
+        support::poll_until(
+            std::time::Duration::from_secs(10),
+            "the counters to catch up",
+            move || {
+                let (mut api, project, id) = (api.clone(), project.clone(), id.clone());
+                async move {
+                    let stats = api
+                        .get_load_balancer_stats(in_project(
+                            &project,
+                            pb::GetLoadBalancerStatsRequest { id },
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    (stats.total_connections >= connections).then_some(stats)
+                }
+            },
+        )
+    };
+    for _ in 0..20 {
+        support::http_get(&vip).await.unwrap();
+    }
+    let first = stats_at_least(20).await;
+    assert!(
+        first.bytes_in > 0 && first.bytes_out > first.bytes_in,
+        "{first:?}"
+    );
+    assert!(first.observed_ms > 0);
+
+    // A structural change: a second listener (a reload on HAProxy).
+    api.create_listener(in_project(
+        &project,
+        pb::CreateListenerRequest {
+            listener: Some(pb::Listener {
+                loadbalancer_id: lb.id.clone(),
+                protocol: pb::Protocol::Http as i32,
+                protocol_port: 8081,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    let settled = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(
+        settled.provisioning_status(),
+        Prov::Active,
+        "{}",
+        settled.status_reason
+    );
+    for _ in 0..10 {
+        support::http_get(&vip).await.unwrap();
+    }
+    let second = stats_at_least(30).await;
+    assert!(
+        second.bytes_in > first.bytes_in && second.bytes_out > first.bytes_out,
+        "{second:?}"
+    );
+    assert_eq!(
+        second.total_connections, 30,
+        "nothing lost or counted twice: {second:?}"
+    );
+    let listener = api
+        .get_listener_stats(in_project(
+            &project,
+            pb::GetListenerStatsRequest { id: listener_id },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listener.total_connections, 30);
+    let hidden = api
+        .get_load_balancer_stats(in_project(
+            "someone-else",
+            pb::GetLoadBalancerStatsRequest { id: lb_id.clone() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    stack.stop().await;
+}
+on_both_databases!(stats_on_haproxy => stats_rise_with_traffic("haproxy"), haproxy = true);
+on_both_databases!(stats_on_native => stats_rise_with_traffic("native"), haproxy = false);

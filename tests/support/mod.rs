@@ -293,6 +293,7 @@ impl Stack {
             haproxy_bin: "haproxy".into(),
             noop_apply_delay_ms: options.noop_apply_delay_ms,
             health_interval_ms: 100,
+            stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
         };
         let (stop, rx) = watch::channel(false);

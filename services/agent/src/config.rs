@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// How often member health is read from the devices.
     #[arg(long, env = "LBAAS_AGENT_HEALTH_INTERVAL_MS", default_value_t = 100)]
     pub health_interval_ms: u64,
+    /// How often traffic counters are sent while they move (member health goes out at once).
+    #[arg(long, env = "LBAAS_AGENT_STATS_INTERVAL_MS", default_value_t = 1000)]
+    pub stats_interval_ms: u64,
     /// How long each apply of the noop driver takes (for tests that need a deploy in flight).
     #[arg(long, env = "LBAAS_NOOP_APPLY_DELAY_MS", default_value_t = 0)]
     pub noop_apply_delay_ms: u64,
@@ -70,6 +73,9 @@ impl AgentConfig {
         }
         if self.capacity < 1 {
             problems.push("capacity must be at least 1".into());
+        }
+        if self.stats_interval_ms < 10 {
+            problems.push("stats_interval_ms must be at least 10".into());
         }
         if self.health_interval_ms < 10 {
             problems.push("health_interval_ms must be at least 10".into());

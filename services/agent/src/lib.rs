@@ -66,6 +66,7 @@ pub async fn run(
         config.agent_id.clone(),
         devices.clone(),
         std::time::Duration::from_millis(config.health_interval_ms),
+        std::time::Duration::from_millis(config.stats_interval_ms),
         ready,
     );
     let _health = lbaas::server::AbortOnDrop(health_task);

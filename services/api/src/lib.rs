@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod migration;
 pub mod service;
+pub mod stats;
 pub mod status;
 pub mod store;
 pub mod update;
@@ -68,8 +69,10 @@ pub async fn run(
         SchedulerServiceClient::new(channel.clone()),
         Duration::from_millis(config.deploy_deadline_ms),
     );
+    let stats = stats::StatsBook::default();
     let health_follower = lbaas::server::AbortOnDrop(tokio::spawn(health::follow(
         store.clone(),
+        stats.clone(),
         SchedulerServiceClient::new(channel.clone()),
     )));
     let displaced_follower = lbaas::server::AbortOnDrop(tokio::spawn(health::follow_displaced(
@@ -90,6 +93,7 @@ pub async fn run(
         store,
         deployer,
         auth,
+        stats,
     };
 
     lbaas::server::mark_serving(&health, SERVICES).await;

@@ -22,6 +22,7 @@ pub struct TenantApi {
     pub store: Store,
     pub deployer: Arc<Deployer>,
     pub auth: Authenticator,
+    pub stats: crate::stats::StatsBook,
 }
 
 impl TenantApi {
@@ -168,6 +169,30 @@ impl LoadBalancerService for TenantApi {
                 .status_tree(&caller.project_id, &request.get_ref().id)
                 .await?,
         ))
+    }
+
+    async fn get_load_balancer_stats(
+        &self,
+        request: Request<pb::GetLoadBalancerStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        let caller = self.caller(&request)?;
+        let view = self
+            .store
+            .get_load_balancer(&caller.project_id, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(self.stats.sum(&view.listener_ids)))
+    }
+
+    async fn get_listener_stats(
+        &self,
+        request: Request<pb::GetListenerStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        let caller = self.caller(&request)?;
+        let listener = self
+            .store
+            .get_listener(&caller.project_id, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(self.stats.sum([&listener.id])))
     }
 
     async fn failover_load_balancer(

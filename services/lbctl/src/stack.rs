@@ -114,6 +114,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         haproxy_bin: "haproxy".into(),
         noop_apply_delay_ms: 0,
         health_interval_ms: 100,
+        stats_interval_ms: 1000,
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
     };

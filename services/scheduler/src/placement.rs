@@ -41,6 +41,8 @@ pub struct Placer {
     /// Agents silent for longer than this are not placed on.
     agent_timeout_ms: i64,
     fleet: RwLock<Fleet>,
+    /// Bumped by every change this process makes to the fleet.
+    changes: std::sync::atomic::AtomicU64,
     agents: Arc<AgentClients>,
     /// One on-demand device creation at a time in this process.
     creating: tokio::sync::Mutex<()>,
@@ -120,6 +122,7 @@ impl Placer {
             seed,
             agent_timeout_ms,
             fleet: RwLock::new(Fleet::default()),
+            changes: std::sync::atomic::AtomicU64::new(0),
             agents,
             creating: tokio::sync::Mutex::new(()),
         }
@@ -138,10 +141,45 @@ impl Placer {
         self.fleet.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The fleet, to change what this process just wrote to the database. A refresh that read the
+    /// database before this change will not overwrite it.
+    fn fleet_change(&self) -> std::sync::RwLockWriteGuard<'_, Fleet> {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.fleet_mut()
+    }
+
     /// Rebuilds the fleet from the database: every device with its load, every agent's last
     /// heartbeat, every project's load balancers per device. Run at start and periodically, so
     /// that what other replicas did shows up.
     pub async fn refresh(&self) -> Result<(), SchedulerError> {
+        // A change made here while the database was read would be lost by the swap: read again
+        // (a few times; then swap anyway, the next refresh catches up).
+        for _ in 0..3 {
+            let before = self.changes.load(std::sync::atomic::Ordering::SeqCst);
+            let fleet = self.read_fleet().await?;
+            let mut current = self.fleet_mut();
+            if self.changes.load(std::sync::atomic::Ordering::SeqCst) == before {
+                Self::swap(&mut current, fleet);
+                return Ok(());
+            }
+        }
+        let fleet = self.read_fleet().await?;
+        Self::swap(&mut self.fleet_mut(), fleet);
+        Ok(())
+    }
+
+    /// Installs a fleet read from the database, keeping heartbeats this process saw since.
+    fn swap(current: &mut Fleet, mut fleet: Fleet) {
+        for agent in fleet.agents() {
+            if let Some(t) = current.last_heartbeat(&agent) {
+                fleet.heartbeat(&agent, t);
+            }
+        }
+        *current = fleet;
+    }
+
+    async fn read_fleet(&self) -> Result<Fleet, SchedulerError> {
         let devices = device::Entity::find().all(&self.db).await?;
         let agents = agent::Entity::find().all(&self.db).await?;
         let per_project: Vec<(String, String, i64)> = binding::Entity::find()
@@ -171,31 +209,21 @@ impl Placer {
                 .iter()
                 .map(|(p, d, n)| (p.clone(), d.clone(), u32::try_from(*n).unwrap_or(u32::MAX))),
         );
-        // Heartbeats this process saw after the read are newer: keep them.
-        {
-            let mut current = self.fleet_mut();
-            for a in &agents {
-                if let Some(t) = current.last_heartbeat(&a.id) {
-                    fleet.heartbeat(&a.id, t);
-                }
-            }
-            *current = fleet;
-        }
-        Ok(())
+        Ok(fleet)
     }
 
     /// Re-reads one device (after a change to it or a lost commit).
     pub async fn refresh_device(&self, id: &str) -> Result<(), SchedulerError> {
         let model = device::Entity::find_by_id(id).one(&self.db).await?;
         match model {
-            None => self.fleet_mut().remove(id),
+            None => self.fleet_change().remove(id),
             Some(d) => {
                 let load = binding::Entity::find()
                     .filter(binding::Column::DeviceId.eq(id))
                     .count(&self.db)
                     .await?;
                 let view = view_of(&d, i64::try_from(load).unwrap_or(i64::MAX));
-                self.fleet_mut().upsert(view);
+                self.fleet_change().upsert(view);
             }
         }
         Ok(())
@@ -207,7 +235,7 @@ impl Placer {
     }
 
     pub fn set_agent_drivers(&self, agent: &str, drivers: Vec<String>) {
-        self.fleet_mut().set_agent_drivers(agent, drivers);
+        self.fleet_change().set_agent_drivers(agent, drivers);
     }
 
     /// Resolves the service type and the networks of an ask.
@@ -350,7 +378,7 @@ impl Placer {
             match self.commit_new(ask, &plan, &device_id).await? {
                 Commit::Done(bound) => {
                     if bound.device_id == device_id {
-                        self.fleet_mut().bind(&device_id, &ask.project_id);
+                        self.fleet_change().bind(&device_id, &ask.project_id);
                     }
                     tracing::info!(loadbalancer = %bound.loadbalancer_id, device = %bound.device_id, vip = %bound.vip_address, strategy = %bound.strategy, "placed");
                     return Ok(bound);
@@ -473,7 +501,7 @@ impl Placer {
             let moved = active.update(&txn).await?;
             txn.commit().await?;
             {
-                let mut fleet = self.fleet_mut();
+                let mut fleet = self.fleet_change();
                 fleet.unbind(&old, &ask.project_id);
                 fleet.bind(&device_id, &ask.project_id);
             }
@@ -489,7 +517,7 @@ impl Placer {
     pub async fn release(&self, bound: binding::Model) -> Result<(), SchedulerError> {
         let (device, project) = (bound.device_id.clone(), bound.project_id.clone());
         bound.delete(&self.db).await?;
-        self.fleet_mut().unbind(&device, &project);
+        self.fleet_change().unbind(&device, &project);
         Ok(())
     }
 

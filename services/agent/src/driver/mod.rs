@@ -10,7 +10,7 @@ pub mod noop;
 
 use std::{path::PathBuf, sync::Arc};
 
-use lbaas::agent::v1::{LoadBalancerConfig, MemberHealthStatus};
+use lbaas::agent::v1::{ListenerStats, LoadBalancerConfig, MemberHealthStatus};
 
 /// What went wrong in a driver, in words the tenant can act on.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,13 @@ pub trait Driver: Send + Sync {
     /// What the device's health checks say of each member it serves. Drivers without checks
     /// report nothing.
     async fn member_health(&self) -> Result<Vec<MemberHealthStatus>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    /// Each listener's traffic counters as the data plane counts them now (they may restart from
+    /// zero after a reload; the agent keeps what it reports rising). Drivers without traffic
+    /// report nothing.
+    async fn stats(&self) -> Result<Vec<ListenerStats>, DriverError> {
         Ok(Vec::new())
     }
 

@@ -151,6 +151,11 @@ impl Fleet {
         *last = (*last).max(at_ms);
     }
 
+    /// Every agent heard from.
+    pub fn agents(&self) -> Vec<String> {
+        self.heartbeats.keys().cloned().collect()
+    }
+
     pub fn last_heartbeat(&self, agent: &str) -> Option<i64> {
         self.heartbeats.get(agent).copied()
     }

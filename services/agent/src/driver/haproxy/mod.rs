@@ -308,6 +308,14 @@ impl Driver for HaproxyDriver {
         Ok(runtime::member_health(&stats))
     }
 
+    async fn stats(&self) -> Result<Vec<lbaas::agent::v1::ListenerStats>, DriverError> {
+        let stats = self
+            .worker_command("show stat")
+            .await
+            .map_err(|e| DriverError::Unavailable(format!("stats socket: {e}")))?;
+        Ok(runtime::listener_stats(&stats))
+    }
+
     async fn stop(&self) -> Result<(), DriverError> {
         let _guard = self.lock.lock().await;
         let Ok(proc) = self.master().show_proc().await else {

@@ -1,8 +1,8 @@
 //! HAProxy's runtime API (the stats socket): one command per connection, and the parsing of
-//! `show stat` into member health.
+//! `show stat` into member health and listener counters.
 use std::{path::Path, time::Duration};
 
-use lbaas::agent::v1::{MemberHealth, MemberHealthStatus};
+use lbaas::agent::v1::{ListenerStats, MemberHealth, MemberHealthStatus};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
@@ -28,6 +28,43 @@ pub async fn command(socket: &Path, command: &str) -> std::io::Result<String> {
                 "the runtime API did not answer",
             )
         })?
+}
+
+/// Reads each listener's counters out of `show stat` CSV: frontends are `l_<listener>`.
+pub fn listener_stats(csv: &str) -> Vec<ListenerStats> {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else {
+        return Vec::new();
+    };
+    let columns: Vec<&str> = header.split(',').collect();
+    let index = |name: &str| columns.iter().position(|c| *c == name);
+    let (Some(px), Some(sv)) = (index("pxname"), index("svname")) else {
+        return Vec::new();
+    };
+    let [bin, bout, scur, stot, ereq] = ["bin", "bout", "scur", "stot", "ereq"].map(index);
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let listener_id = fields.get(px)?.strip_prefix("l_")?;
+            if *fields.get(sv)? != "FRONTEND" {
+                return None;
+            }
+            let number = |column: Option<usize>| -> u64 {
+                column
+                    .and_then(|c| fields.get(c))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            Some(ListenerStats {
+                listener_id: listener_id.to_owned(),
+                bytes_in: number(bin),
+                bytes_out: number(bout),
+                active_connections: number(scur),
+                total_connections: number(stot),
+                request_errors: number(ereq),
+            })
+        })
+        .collect()
 }
 
 /// Reads member health out of `show stat` CSV: backends are `p_<pool>`, servers `m_<member>`.
@@ -95,6 +132,27 @@ mod tests {
                 ("c".to_string(), MemberHealth::NoCheck),
                 ("d".to_string(), MemberHealth::Maint),
             ]
+        );
+    }
+
+    #[test]
+    fn parses_listener_counters() {
+        let csv = "# pxname,svname,scur,stot,bin,bout,ereq,status\n\
+                   l_x,FRONTEND,2,40,1000,5000,3,OPEN\n\
+                   p_pool1,m_a,1,20,500,2500,,UP\n\
+                   stats,FRONTEND,0,1,0,0,0,OPEN\n";
+        let stats = listener_stats(csv);
+        assert_eq!(stats.len(), 1);
+        assert_eq!(
+            stats[0],
+            ListenerStats {
+                listener_id: "x".into(),
+                bytes_in: 1000,
+                bytes_out: 5000,
+                active_connections: 2,
+                total_connections: 40,
+                request_errors: 3,
+            }
         );
     }
 }

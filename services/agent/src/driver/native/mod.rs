@@ -17,7 +17,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -66,9 +66,20 @@ pub struct Pool {
     pub next: AtomicUsize,
 }
 
+/// A listener's traffic counters, kept while the listener exists.
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    active: AtomicU64,
+    total: AtomicU64,
+    errors: AtomicU64,
+}
+
 /// Where a listener sends its connections now.
 #[derive(Clone)]
 struct Route {
+    counters: Arc<Counters>,
     pool: Option<Arc<Pool>>,
     limit: Option<Arc<Semaphore>>,
     limit_n: u32,
@@ -86,6 +97,8 @@ struct Runtime {
     members: HashMap<(String, String, SocketAddr), Arc<MemberState>>,
     checkers: HashMap<String, (PoolConfig, AbortOnDrop)>,
     pools: HashMap<String, Arc<Pool>>,
+    /// By listener id.
+    counters: HashMap<String, Arc<Counters>>,
 }
 
 pub struct NativeDriver {
@@ -185,6 +198,7 @@ impl Driver for NativeDriver {
 
         // Listeners: every address to serve, with its route.
         let mut wanted: HashMap<SocketAddr, Route> = HashMap::new();
+        let mut counters: HashMap<String, Arc<Counters>> = HashMap::new();
         for lb in desired {
             if !lb.admin_state_up {
                 continue;
@@ -203,10 +217,13 @@ impl Driver for NativeDriver {
                     })
                     .cloned();
                 let limit_n = l.connection_limit;
+                let listener_counters = rt.counters.get(&l.id).cloned().unwrap_or_default();
+                counters.insert(l.id.clone(), listener_counters.clone());
                 if wanted
                     .insert(
                         addr,
                         Route {
+                            counters: listener_counters,
                             pool,
                             limit: None,
                             limit_n,
@@ -287,6 +304,7 @@ impl Driver for NativeDriver {
                 .insert(id.clone(), (config.clone(), AbortOnDrop(task)));
         }
         rt.members = members_kept;
+        rt.counters = counters;
         rt.pools = pools;
         Ok(())
     }
@@ -323,6 +341,22 @@ impl Driver for NativeDriver {
             }
         }
         Ok(out)
+    }
+
+    async fn stats(&self) -> Result<Vec<lbaas::agent::v1::ListenerStats>, DriverError> {
+        let rt = self.runtime.lock().await;
+        Ok(rt
+            .counters
+            .iter()
+            .map(|(id, c)| lbaas::agent::v1::ListenerStats {
+                listener_id: id.clone(),
+                bytes_in: c.bytes_in.load(Ordering::Relaxed),
+                bytes_out: c.bytes_out.load(Ordering::Relaxed),
+                active_connections: c.active.load(Ordering::Relaxed),
+                total_connections: c.total.load(Ordering::Relaxed),
+                request_errors: c.errors.load(Ordering::Relaxed),
+            })
+            .collect())
     }
 
     async fn stop(&self) -> Result<(), DriverError> {
@@ -370,7 +404,20 @@ impl Drop for Active {
     }
 }
 
+/// Counts an open connection on a listener for as long as it lives.
+struct Open(Arc<Counters>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route) {
+    let counters = route.counters.clone();
+    counters.total.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let _open = Open(counters.clone());
     let _permit = match &route.limit {
         Some(limit) => match limit.clone().acquire_owned().await {
             Ok(p) => Some(p),
@@ -379,6 +426,7 @@ async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route
         None => None,
     };
     let Some(pool) = route.pool else {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let _ = client.set_nodelay(true);
@@ -386,7 +434,7 @@ async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route
     let mut tried: Option<SocketAddr> = None;
     for _ in 0..2 {
         let Some(member) = balance::pick(&pool, peer.ip(), tried) else {
-            return;
+            break;
         };
         tried = Some(member.addr);
         member.state.active.fetch_add(1, Ordering::Relaxed);
@@ -401,8 +449,14 @@ async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route
             continue;
         };
         let _ = server.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut client, &mut server).await
+        {
+            counters.bytes_in.fetch_add(sent, Ordering::Relaxed);
+            counters.bytes_out.fetch_add(received, Ordering::Relaxed);
+        }
         drop(active);
         return;
     }
+    // No member could take it.
+    counters.errors.fetch_add(1, Ordering::Relaxed);
 }
