@@ -1,7 +1,8 @@
 //! The data plane under change, on each driver: continuous traffic through a VIP while 100
 //! configuration changes are applied (member weights, a member added and removed, a listener added
 //! and removed, the pool's algorithm switched) and not one request fails; suspend and enable;
-//! traffic counters that rise with traffic and survive reloads.
+//! traffic counters that rise with traffic and survive reloads; HTTP listeners balancing each
+//! request over keep-alive and HTTP/2 connections; Libra's DISCOVER and DIAGNOSTICS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -403,3 +404,202 @@ async fn stats_rise_with_traffic(db: Db, driver: &'static str) {
 }
 on_both_databases!(stats_on_haproxy => stats_rise_with_traffic("haproxy"), haproxy = true);
 on_both_databases!(stats_on_native => stats_rise_with_traffic("native"), haproxy = false);
+
+/// Sends `n` GETs over one connection (HTTP/1.1 keep-alive, or HTTP/2 with prior knowledge) and
+/// counts the answers per body.
+async fn one_connection(
+    addr: &str,
+    n: usize,
+    http2: bool,
+) -> std::collections::BTreeMap<String, usize> {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper::body::Bytes;
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    // HTTP/1.1 in origin form with a Host; HTTP/2 carries the authority in the URI.
+    let request = || {
+        let builder = if http2 {
+            hyper::Request::builder().uri(format!("http://{addr}/"))
+        } else {
+            hyper::Request::builder()
+                .uri("/")
+                .header(hyper::header::HOST, "lbaas-test")
+        };
+        builder.body(Empty::<Bytes>::new()).unwrap()
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    let mut count = |body: Bytes| {
+        *counts
+            .entry(String::from_utf8_lossy(&body).into_owned())
+            .or_insert(0) += 1;
+    };
+    if http2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..n {
+            let response = sender.send_request(request()).await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.version(), hyper::Version::HTTP_2);
+            count(response.into_body().collect().await.unwrap().to_bytes());
+        }
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        for _ in 0..n {
+            sender.ready().await.unwrap();
+            let response = sender.send_request(request()).await.unwrap();
+            assert_eq!(response.status(), 200);
+            count(response.into_body().collect().await.unwrap().to_bytes());
+        }
+    }
+    counts
+}
+
+/// HTTP listeners balance each request, not each connection: 20 requests over one keep-alive
+/// connection split 10/10; on the native driver HTTP/2 clients (prior knowledge) are served and
+/// balanced the same way.
+async fn http_listeners_balance_each_request(db: Db, driver: &'static str) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated(
+                    "per-request",
+                    8080,
+                    vec![member_at(a.port()), member_at(b.port())],
+                )),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "{}",
+        lb.status_reason
+    );
+    let vip = format!("{}:8080", lb.vip_address);
+    let even = std::collections::BTreeMap::from([("a".to_owned(), 10), ("b".to_owned(), 10)]);
+    assert_eq!(one_connection(&vip, 20, false).await, even);
+    if driver == "native" {
+        assert_eq!(one_connection(&vip, 20, true).await, even);
+    }
+    stack.stop().await;
+}
+on_both_databases!(per_request_on_haproxy => http_listeners_balance_each_request("haproxy"), haproxy = true);
+on_both_databases!(per_request_on_native => http_listeners_balance_each_request("native"), haproxy = false);
+
+/// Libra's DISCOVER and DIAGNOSTICS: the agent names its drivers and versions; each driver checks
+/// its device, and one without diagnostics says so (UNIMPLEMENTED).
+async fn discover_and_diagnostics(db: Db, driver: &'static str) {
+    use lbaas::agent::v1::{
+        DiagnosticsRequest, DiscoverRequest, agent_service_client::AgentServiceClient,
+    };
+    let stack = Stack::start(StackOptions {
+        db,
+        driver,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("diag").await;
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(populated("diag", 8080, vec![member_at(backend.port())])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "{}",
+        lb.status_reason
+    );
+
+    let mut agent = AgentServiceClient::new(support::channel(stack.agent).await);
+    let found = agent
+        .discover(DiscoverRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let drivers: std::collections::BTreeMap<String, bool> = found
+        .drivers
+        .iter()
+        .map(|d| (d.name.clone(), d.available))
+        .collect();
+    assert_eq!(drivers.get("native"), Some(&true));
+    assert_eq!(drivers.get("haproxy"), Some(&support::haproxy_available()));
+    if support::haproxy_available() {
+        let haproxy = found.drivers.iter().find(|d| d.name == "haproxy").unwrap();
+        assert!(haproxy.version.starts_with("2."), "{haproxy:?}");
+    }
+    assert_eq!(found.devices.len(), 1);
+    let device_id = found.devices[0].id.clone();
+    assert_eq!(found.devices[0].driver, driver);
+
+    let answer = agent
+        .diagnostics(DiagnosticsRequest {
+            device_id: device_id.clone(),
+        })
+        .await;
+    match driver {
+        "noop" => {
+            let err = answer.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unimplemented);
+            assert!(
+                err.message().contains("does not support diagnostics"),
+                "{}",
+                err.message()
+            );
+        }
+        _ => {
+            let report = answer.unwrap().into_inner();
+            assert_eq!(report.driver, driver);
+            assert!(!report.checks.is_empty());
+            for check in &report.checks {
+                assert!(check.ok, "{check:?}");
+            }
+            let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+            if driver == "haproxy" {
+                assert_eq!(names, vec!["binary", "master", "config", "stats socket"]);
+            } else {
+                assert!(
+                    names.contains(&format!("listener {}:8080", lb.vip_address).as_str()),
+                    "{names:?}"
+                );
+            }
+        }
+    }
+    let err = agent
+        .diagnostics(DiagnosticsRequest {
+            device_id: "no-such-device".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    stack.stop().await;
+}
+on_both_databases!(diagnostics_on_haproxy => discover_and_diagnostics("haproxy"), haproxy = true);
+on_both_databases!(diagnostics_on_native => discover_and_diagnostics("native"), haproxy = false);
+on_both_databases!(diagnostics_on_noop => discover_and_diagnostics("noop"), haproxy = false);

@@ -141,6 +141,11 @@ impl DeviceSet {
         Ok(hosted.record.networks.clone())
     }
 
+    /// Every device's record, in id order.
+    pub fn records(&self) -> Vec<HostedDevice> {
+        self.read().values().map(|h| h.record.clone()).collect()
+    }
+
     pub fn record(&self, id: &str) -> Option<HostedDevice> {
         self.read().get(id).map(|h| h.record.clone())
     }

@@ -4,8 +4,9 @@ use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
 use futures::Stream;
 use lbaas::agent::v1::{
     ApplyEvent, ApplyPhase, ApplyRequest, AttachNetworkRequest, AttachNetworkResponse,
-    CreateDeviceRequest, DeviceStatus, GetStatusRequest, GetStatusResponse, HealthReport,
-    HostedDevice, LoadBalancerStatus, RemoveRequest, RemoveResponse, WatchHealthRequest,
+    CreateDeviceRequest, DeviceStatus, DiagnosticsRequest, DiagnosticsResponse, DiscoverRequest,
+    DiscoverResponse, GetStatusRequest, GetStatusResponse, HealthReport, HostedDevice,
+    LoadBalancerStatus, RemoveRequest, RemoveResponse, WatchHealthRequest,
     agent_service_server::AgentService,
 };
 use tokio::sync::mpsc;
@@ -281,5 +282,34 @@ impl AgentService for AgentApi {
         self.devices.insert(hosted);
         tracing::info!(device = %id, driver = %record.driver, capacity = record.capacity, "created a device on demand");
         Ok(Response::new(record))
+    }
+
+    async fn discover(
+        &self,
+        _request: Request<DiscoverRequest>,
+    ) -> Result<Response<DiscoverResponse>, Status> {
+        Ok(Response::new(DiscoverResponse {
+            agent_id: self.agent_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            drivers: crate::driver::discover(&self.factory.haproxy_bin).await,
+            devices: self.devices.records(),
+        }))
+    }
+
+    async fn diagnostics(
+        &self,
+        request: Request<DiagnosticsRequest>,
+    ) -> Result<Response<DiagnosticsResponse>, Status> {
+        let id = request.into_inner().device_id;
+        let device = self.device(&id)?;
+        let checks = device.driver.diagnostics().await.map_err(|e| match e {
+            DriverError::Unsupported { .. } => Status::unimplemented(e.to_string()),
+            other => Status::unavailable(other.to_string()),
+        })?;
+        Ok(Response::new(DiagnosticsResponse {
+            device_id: id,
+            driver: device.driver.name().into(),
+            checks,
+        }))
     }
 }

@@ -10,7 +10,9 @@ pub mod noop;
 
 use std::{path::PathBuf, sync::Arc};
 
-use lbaas::agent::v1::{ListenerStats, LoadBalancerConfig, MemberHealthStatus};
+use lbaas::agent::v1::{
+    DiagnosticCheck, DriverInfo, ListenerStats, LoadBalancerConfig, MemberHealthStatus,
+};
 
 /// What went wrong in a driver, in words the tenant can act on.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,14 @@ pub trait Driver: Send + Sync {
         Ok(false)
     }
 
+    /// Checks the device and reports each finding (Libra's DIAGNOSTICS).
+    async fn diagnostics(&self) -> Result<Vec<DiagnosticCheck>, DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.name(),
+            operation: "diagnostics",
+        })
+    }
+
     /// Stops the device's data plane (only on an explicit request: agent exit leaves it serving).
     async fn stop(&self) -> Result<(), DriverError>;
 }
@@ -107,4 +117,33 @@ pub fn build_driver(name: &str, options: &DriverOptions) -> Option<Arc<dyn Drive
         .iter()
         .find(|(known, _)| *known == name)
         .map(|(_, factory)| factory(options))
+}
+
+/// Every known driver, whether it can run here and its version (Libra's DISCOVER).
+pub async fn discover(haproxy_bin: &std::path::Path) -> Vec<DriverInfo> {
+    let built_in = |name: &str, detail: &str| DriverInfo {
+        name: name.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        available: true,
+        detail: detail.into(),
+    };
+    let haproxy = match haproxy::version(haproxy_bin).await {
+        Ok(version) => DriverInfo {
+            name: "haproxy".into(),
+            version,
+            available: true,
+            detail: haproxy_bin.display().to_string(),
+        },
+        Err(e) => DriverInfo {
+            name: "haproxy".into(),
+            version: String::new(),
+            available: false,
+            detail: e,
+        },
+    };
+    vec![
+        haproxy,
+        built_in("native", "in-process data plane"),
+        built_in("noop", "accepts configs, carries no traffic"),
+    ]
 }

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use lbaas::agent::v1::LoadBalancerConfig;
+use lbaas::agent::v1::{DiagnosticCheck, LoadBalancerConfig};
 use tokio::sync::Mutex;
 
 use self::{master::MasterCli, render::ConfigRenderer};
@@ -282,6 +282,54 @@ impl Driver for HaproxyDriver {
         }
     }
 
+    async fn diagnostics(&self) -> Result<Vec<DiagnosticCheck>, DriverError> {
+        let check = |name: &str, result: Result<String, String>| DiagnosticCheck {
+            name: name.into(),
+            ok: result.is_ok(),
+            detail: result.unwrap_or_else(|e| e),
+        };
+        let mut checks = vec![check("binary", version(&self.bin).await)];
+        checks.push(check(
+            "master",
+            self.master()
+                .show_proc()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|p| match p.worker_pid {
+                    Some(w) => Ok(format!(
+                        "master {} worker {w}, {} reloads",
+                        p.master_pid, p.reloads
+                    )),
+                    None => Err(format!("master {} has no worker", p.master_pid)),
+                }),
+        ));
+        let config = self.config_path();
+        checks.push(check(
+            "config",
+            if config.exists() {
+                self.check(&config)
+                    .await
+                    .map(|()| format!("{} is valid", config.display()))
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(format!("{} does not exist", config.display()))
+            },
+        ));
+        checks.push(check(
+            "stats socket",
+            self.worker_command("show info")
+                .await
+                .map_err(|e| e.to_string())
+                .map(|info| {
+                    info.lines()
+                        .find(|l| l.starts_with("CurrConns:"))
+                        .unwrap_or("answered")
+                        .to_owned()
+                }),
+        ));
+        Ok(checks)
+    }
+
     async fn recover(&self) -> Result<bool, DriverError> {
         if self.master().show_proc().await.is_ok() {
             return Ok(false);
@@ -342,4 +390,20 @@ fn process_alive(pid: i32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// The version `haproxy -v` reports, e.g. "2.6.12-1+deb12u4".
+pub async fn version(bin: &Path) -> Result<String, String> {
+    let output = tokio::process::Command::new(bin)
+        .arg("-v")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("HAProxy version "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} -v said {:?}", bin.display(), text.trim()))
 }

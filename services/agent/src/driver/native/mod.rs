@@ -1,9 +1,11 @@
 //! The native driver: a data plane inside the agent process, needing nothing installed. Each
-//! listener is a tokio socket on VIP:port that proxies connections (TCP, so HTTP/1.1 and h2c pass
-//! through unchanged) to its pool's members, chosen by ROUND_ROBIN (weighted), LEAST_CONNECTIONS
-//! or SOURCE_IP, with backup members used only when no primary is usable, TCP or HTTP health
-//! checks, a connection limit (excess connections wait, as HAProxy's maxconn queues them) and a
-//! connect timeout.
+//! listener is a tokio socket on VIP:port. TCP and HTTPS (passthrough) listeners proxy each
+//! connection to a member; HTTP listeners are HTTP/1.1 and HTTP/2 (cleartext) servers (hyper) that
+//! balance each request (`http.rs`). Members are chosen by ROUND_ROBIN (weighted),
+//! LEAST_CONNECTIONS or SOURCE_IP, with backup members used only when no primary is usable; TCP or
+//! HTTP health checks; a connection limit (excess connections wait, as HAProxy's maxconn queues
+//! them); connect and member data timeouts. TERMINATED_HTTPS and UDP listeners are refused with a
+//! clear error (not supported by this driver yet).
 //!
 //! An apply changes routes in place: listeners that stay keep their socket, pools are swapped
 //! behind it, member health and active-connection counts carry over, and connections already
@@ -11,6 +13,7 @@
 
 mod balance;
 mod checks;
+mod http;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -23,7 +26,9 @@ use std::{
 };
 
 use lbaas::{
-    agent::v1::{LoadBalancerConfig, MemberHealth, MemberHealthStatus, PoolConfig},
+    agent::v1::{
+        ListenerProtocol, LoadBalancerConfig, MemberHealth, MemberHealthStatus, PoolConfig,
+    },
     server::AbortOnDrop,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -31,6 +36,8 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use super::{DeviceHealth, Driver, DriverError, DriverOptions};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Octavia's default member data timeout.
+const DEFAULT_DATA_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// What one member is doing, kept across applies while its pool, id and address stay the same.
 #[derive(Debug)]
@@ -84,6 +91,9 @@ struct Route {
     limit: Option<Arc<Semaphore>>,
     limit_n: u32,
     connect_timeout: Duration,
+    data_timeout: Duration,
+    /// HTTP listeners balance each request; the others each connection.
+    http: bool,
 }
 
 struct Listener {
@@ -103,12 +113,14 @@ struct Runtime {
 
 pub struct NativeDriver {
     runtime: tokio::sync::Mutex<Runtime>,
+    upstream: http::Upstream,
 }
 
 impl NativeDriver {
     pub fn new(_options: &DriverOptions) -> Self {
         Self {
             runtime: tokio::sync::Mutex::new(Runtime::default()),
+            upstream: http::upstream(),
         }
     }
 }
@@ -208,6 +220,25 @@ impl Driver for NativeDriver {
                     continue;
                 }
                 let addr = address(&lb.vip_address, l.port, &format!("listener {}", l.id))?;
+                let http = match l.protocol() {
+                    ListenerProtocol::Http => true,
+                    ListenerProtocol::Tcp | ListenerProtocol::Https => false,
+                    ListenerProtocol::TerminatedHttps => {
+                        return Err(DriverError::Unsupported {
+                            driver: "native",
+                            operation: "TERMINATED_HTTPS listeners",
+                        });
+                    }
+                    ListenerProtocol::Udp => {
+                        return Err(DriverError::Unsupported {
+                            driver: "native",
+                            operation: "UDP listeners",
+                        });
+                    }
+                    ListenerProtocol::Unspecified => {
+                        return Err(rejected(format!("listener {}: no protocol", l.id)));
+                    }
+                };
                 let pool = pools
                     .get(&l.default_pool_id)
                     .filter(|_| {
@@ -231,6 +262,8 @@ impl Driver for NativeDriver {
                                 l.timeout_member_connect_ms,
                                 DEFAULT_CONNECT_TIMEOUT,
                             ),
+                            data_timeout: millis(l.timeout_member_data_ms, DEFAULT_DATA_TIMEOUT),
+                            http,
                         },
                     )
                     .is_some()
@@ -269,7 +302,8 @@ impl Driver for NativeDriver {
                     };
                     route.limit = limit(route.limit_n);
                     let route = Arc::new(RwLock::new(route));
-                    let accept = tokio::spawn(accept_loop(socket, route.clone()));
+                    let accept =
+                        tokio::spawn(accept_loop(socket, route.clone(), self.upstream.clone()));
                     rt.listeners.insert(
                         addr,
                         Listener {
@@ -359,6 +393,38 @@ impl Driver for NativeDriver {
             .collect())
     }
 
+    async fn diagnostics(&self) -> Result<Vec<lbaas::agent::v1::DiagnosticCheck>, DriverError> {
+        let (addrs, checkers, pools): (Vec<SocketAddr>, usize, usize) = {
+            let rt = self.runtime.lock().await;
+            (
+                rt.listeners.keys().copied().collect(),
+                rt.checkers.len(),
+                rt.pools.len(),
+            )
+        };
+        let mut checks = Vec::new();
+        for addr in addrs {
+            let accepts =
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                    .await;
+            checks.push(lbaas::agent::v1::DiagnosticCheck {
+                name: format!("listener {addr}"),
+                ok: matches!(accepts, Ok(Ok(_))),
+                detail: match accepts {
+                    Ok(Ok(_)) => "accepts connections".into(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "connect timed out".into(),
+                },
+            });
+        }
+        checks.push(lbaas::agent::v1::DiagnosticCheck {
+            name: "health checks".into(),
+            ok: true,
+            detail: format!("{checkers} of {pools} pools checked"),
+        });
+        Ok(checks)
+    }
+
     async fn stop(&self) -> Result<(), DriverError> {
         let mut rt = self.runtime.lock().await;
         *rt = Runtime::default();
@@ -380,7 +446,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>) {
+async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>, upstream: http::Upstream) {
     loop {
         let (client, peer) = match socket.accept().await {
             Ok(c) => c,
@@ -390,8 +456,27 @@ async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>) {
                 continue;
             }
         };
-        let route = route.read().unwrap_or_else(|p| p.into_inner()).clone();
-        tokio::spawn(proxy(client, peer, route));
+        let current = route.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let (route, upstream) = (route.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let counters = current.counters.clone();
+            counters.total.fetch_add(1, Ordering::Relaxed);
+            counters.active.fetch_add(1, Ordering::Relaxed);
+            let _open = Open(counters.clone());
+            let _permit = match &current.limit {
+                Some(limit) => match limit.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                None => None,
+            };
+            let _ = client.set_nodelay(true);
+            if current.http {
+                http::serve(client, peer, route, counters, upstream).await;
+            } else {
+                proxy(client, peer, current).await;
+            }
+        });
     }
 }
 
@@ -413,23 +498,13 @@ impl Drop for Open {
     }
 }
 
+/// Proxies one TCP connection to a member (one retry on another member if the connect fails).
 async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route) {
     let counters = route.counters.clone();
-    counters.total.fetch_add(1, Ordering::Relaxed);
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    let _open = Open(counters.clone());
-    let _permit = match &route.limit {
-        Some(limit) => match limit.clone().acquire_owned().await {
-            Ok(p) => Some(p),
-            Err(_) => return,
-        },
-        None => None,
-    };
     let Some(pool) = route.pool else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let _ = client.set_nodelay(true);
     // One retry on another member when a connect fails, as HAProxy's redispatch does.
     let mut tried: Option<SocketAddr> = None;
     for _ in 0..2 {
