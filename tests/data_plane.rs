@@ -2,7 +2,8 @@
 //! configuration changes are applied (member weights, a member added and removed, a listener added
 //! and removed, the pool's algorithm switched) and not one request fails; suspend and enable;
 //! traffic counters that rise with traffic and survive reloads; HTTP listeners balancing each
-//! request over keep-alive and HTTP/2 connections; Libra's DISCOVER and DIAGNOSTICS.
+//! request over keep-alive and HTTP/2 connections; connection limits; Libra's DISCOVER and
+//! DIAGNOSTICS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -603,3 +604,61 @@ async fn discover_and_diagnostics(db: Db, driver: &'static str) {
 on_both_databases!(diagnostics_on_haproxy => discover_and_diagnostics("haproxy"), haproxy = true);
 on_both_databases!(diagnostics_on_native => discover_and_diagnostics("native"), haproxy = false);
 on_both_databases!(diagnostics_on_noop => discover_and_diagnostics("noop"), haproxy = false);
+
+/// A listener's connection limit: with the limit taken by an open connection, a new client waits
+/// (HAProxy's maxconn queues it; so does the native driver) and is served once a slot frees.
+async fn connection_limit_holds(db: Db, driver: &'static str) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("limited").await;
+    let mut spec = populated("limited", 8080, vec![member_at(backend.port())]);
+    spec.listeners[0].connection_limit = 1;
+    let lb = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(spec),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &lb.id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        Prov::Active,
+        "{}",
+        lb.status_reason
+    );
+    let vip = format!("{}:8080", lb.vip_address);
+    assert_eq!(support::http_get(&vip).await.unwrap(), "limited");
+
+    // Hold the only slot with an idle connection that has sent nothing.
+    let holder = tokio::net::TcpStream::connect(&vip).await.unwrap();
+    let mut waiting = tokio::spawn({
+        let vip = vip.clone();
+        async move { support::http_get(&vip).await }
+    });
+    // Not served while the slot is held (a bounded wait for something that must not happen).
+    let early = tokio::time::timeout(std::time::Duration::from_millis(700), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "a second connection was served past the limit of 1: {early:?}"
+    );
+    drop(holder);
+    let served = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting client is served once the slot frees")
+        .unwrap();
+    assert_eq!(served.unwrap(), "limited");
+    stack.stop().await;
+}
+on_both_databases!(limit_on_haproxy => connection_limit_holds("haproxy"), haproxy = true);
+on_both_databases!(limit_on_native => connection_limit_holds("native"), haproxy = false);
