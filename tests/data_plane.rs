@@ -41,28 +41,12 @@ async fn changes_under_load_drop_nothing(db: Db, driver: &'static str) {
         Backend::start("b").await,
         Backend::start("c").await,
     );
-    let lb = api
-        .create_load_balancer(in_project(
-            &project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(populated(
-                    "busy",
-                    8080,
-                    vec![member_at(a.port()), member_at(b.port())],
-                )),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
+    let lb = support::create_active(
+        &mut api,
+        &project,
+        populated("busy", 8080, vec![member_at(a.port()), member_at(b.port())]),
+    )
+    .await;
     let pool_id = lb.pool_ids[0].clone();
     let members = api
         .list_members(in_project(
@@ -232,24 +216,12 @@ async fn suspend_and_enable(db: Db, driver: &'static str) {
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
     let backend = Backend::start("up").await;
-    let lb = api
-        .create_load_balancer(in_project(
-            &project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(populated("pausable", 8080, vec![member_at(backend.port())])),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
+    let lb = support::create_active(
+        &mut api,
+        &project,
+        populated("pausable", 8080, vec![member_at(backend.port())]),
+    )
+    .await;
     let vip = format!("{}:8080", lb.vip_address);
     assert_eq!(support::http_get(&vip).await.unwrap(), "up");
     for (admin_state_up, serving) in [(false, false), (true, true)] {
@@ -298,24 +270,12 @@ async fn stats_rise_with_traffic(db: Db, driver: &'static str) {
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
     let backend = Backend::start("counted").await;
-    let lb = api
-        .create_load_balancer(in_project(
-            &project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(populated("counted", 8080, vec![member_at(backend.port())])),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
+    let lb = support::create_active(
+        &mut api,
+        &project,
+        populated("counted", 8080, vec![member_at(backend.port())]),
+    )
+    .await;
     let vip = format!("{}:8080", lb.vip_address);
     let (lb_id, listener_id) = (lb.id.clone(), lb.listener_ids[0].clone());
     let (reader, reader_project, reader_lb) = (api.clone(), project.clone(), lb_id.clone());
@@ -471,28 +431,16 @@ async fn http_listeners_balance_each_request(db: Db, driver: &'static str) {
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let lb = api
-        .create_load_balancer(in_project(
-            &project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(populated(
-                    "per-request",
-                    8080,
-                    vec![member_at(a.port()), member_at(b.port())],
-                )),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
+    let lb = support::create_active(
+        &mut api,
+        &project,
+        populated(
+            "per-request",
+            8080,
+            vec![member_at(a.port()), member_at(b.port())],
+        ),
+    )
+    .await;
     let vip = format!("{}:8080", lb.vip_address);
     let even = std::collections::BTreeMap::from([("a".to_owned(), 10), ("b".to_owned(), 10)]);
     assert_eq!(one_connection(&vip, 20, false).await, even);
@@ -519,24 +467,12 @@ async fn discover_and_diagnostics(db: Db, driver: &'static str) {
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
     let backend = Backend::start("diag").await;
-    let lb = api
-        .create_load_balancer(in_project(
-            &project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(populated("diag", 8080, vec![member_at(backend.port())])),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
+    let lb = support::create_active(
+        &mut api,
+        &project,
+        populated("diag", 8080, vec![member_at(backend.port())]),
+    )
+    .await;
 
     let mut agent = AgentServiceClient::new(support::channel(stack.agent).await);
     let found = agent
@@ -619,24 +555,7 @@ async fn connection_limit_holds(db: Db, driver: &'static str) {
     let backend = Backend::start("limited").await;
     let mut spec = populated("limited", 8080, vec![member_at(backend.port())]);
     spec.listeners[0].connection_limit = 1;
-    let lb = api
-        .create_load_balancer(in_project(
-            &project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(spec),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, &project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
+    let lb = support::create_active(&mut api, &project, spec).await;
     let vip = format!("{}:8080", lb.vip_address);
     assert_eq!(support::http_get(&vip).await.unwrap(), "limited");
 

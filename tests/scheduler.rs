@@ -38,29 +38,12 @@ fn service_type(name: &str, strategy: &str) -> ServiceType {
 
 async fn create_lb(stack: &Stack, project: &str, name: &str, flavor: &str) -> pb::LoadBalancer {
     let mut api = stack.api_client().await;
-    let lb = api
-        .create_load_balancer(in_project(
-            project,
-            pb::CreateLoadBalancerRequest {
-                load_balancer: Some(pb::LoadBalancer {
-                    name: name.into(),
-                    flavor: flavor.into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let lb = wait_settled(&api, project, &lb.id).await;
-    assert_eq!(
-        lb.provisioning_status(),
-        Prov::Active,
-        "{}",
-        lb.status_reason
-    );
-    lb
+    let spec = pb::LoadBalancer {
+        name: name.into(),
+        flavor: flavor.into(),
+        ..Default::default()
+    };
+    support::create_active(&mut api, project, spec).await
 }
 
 async fn device_of(stack: &Stack, lb: &str) -> String {
@@ -303,9 +286,21 @@ async fn provider_api_and_explain(db: Db) {
             .await
             .unwrap();
     }
-    let explained = explain(&mut devices, "lb-x", "gold", "").await;
+    // The fleet is a cache the scheduler refreshes: wait until both new devices count.
+    let explained = poll_until(
+        Duration::from_secs(10),
+        "both gold devices to be eligible",
+        || {
+            let mut devices = devices.clone();
+            async move {
+                let e = explain(&mut devices, "lb-x", "gold", "").await;
+                (e.candidates.iter().filter(|c| c.eligible).count() == 2).then_some(e)
+            }
+        },
+    )
+    .await;
     assert_eq!(explained.strategy, "load");
-    assert_eq!(explained.chosen_device_id, "gold-big", "{}", explained.why);
+    assert_eq!(explained.chosen_device_id, "gold-big", "{explained:?}");
     let order: Vec<(&str, bool, &str)> = explained
         .candidates
         .iter()

@@ -818,6 +818,33 @@ pub fn member_at(port: i32) -> pb::Member {
     }
 }
 
+/// Creates a load balancer in `project` and waits until it is ACTIVE.
+pub async fn create_active(
+    api: &mut LoadBalancerServiceClient<Channel>,
+    project: &str,
+    spec: pb::LoadBalancer,
+) -> pb::LoadBalancer {
+    let lb = api
+        .create_load_balancer(in_project(
+            project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(spec),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("create load balancer")
+        .into_inner();
+    let lb = wait_settled(api, project, &lb.id).await;
+    assert_eq!(
+        lb.provisioning_status(),
+        pb::ProvisioningStatus::Active,
+        "{}",
+        lb.status_reason
+    );
+    lb
+}
+
 /// A load balancer with one HTTP listener on `port` and its ROUND_ROBIN pool, created in one call.
 pub fn populated(name: &str, port: i32, members: Vec<pb::Member>) -> pb::LoadBalancer {
     pb::LoadBalancer {

@@ -182,6 +182,16 @@ async fn load_of(db: &DatabaseConnection, id: &str) -> Result<i64, SchedulerErro
         .map(|n| i64::try_from(n).unwrap_or(i64::MAX))?)
 }
 
+impl DeviceApi {
+    /// The device with this id, or NOT_FOUND.
+    async fn device(&self, id: &str) -> Result<device::Model, SchedulerError> {
+        device::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| SchedulerError::NotFound(format!("device {id}")))
+    }
+}
+
 #[tonic::async_trait]
 impl DeviceService for DeviceApi {
     async fn register_device(
@@ -193,11 +203,7 @@ impl DeviceService for DeviceApi {
         })?;
         upsert_device(&self.db, &device).await?;
         self.placer.refresh_device(&device.id).await?;
-        let model = device::Entity::find_by_id(&device.id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .ok_or_else(|| SchedulerError::NotFound(format!("device {}", device.id)))?;
+        let model = self.device(&device.id).await?;
         let load = load_of(&self.db, &model.id).await?;
         Ok(Response::new(to_proto(model, load)))
     }
@@ -207,11 +213,7 @@ impl DeviceService for DeviceApi {
         request: Request<GetDeviceRequest>,
     ) -> Result<Response<Device>, Status> {
         let id = request.into_inner().id;
-        let model = device::Entity::find_by_id(&id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .ok_or_else(|| SchedulerError::NotFound(format!("device {id}")))?;
+        let model = self.device(&id).await?;
         let load = load_of(&self.db, &id).await?;
         Ok(Response::new(to_proto(model, load)))
     }
@@ -274,11 +276,7 @@ impl DeviceService for DeviceApi {
             .map(|m| m.paths)
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| vec!["capacity".into(), "labels".into(), "state".into()]);
-        let model = device::Entity::find_by_id(&patch.id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .ok_or_else(|| SchedulerError::NotFound(format!("device {}", patch.id)))?;
+        let model = self.device(&patch.id).await?;
         let mut merged = to_proto(model.clone(), 0);
         let mut violations = Vec::new();
         for path in &paths {
@@ -322,11 +320,7 @@ impl DeviceService for DeviceApi {
         request: Request<lbaas::scheduler::v1::DrainDeviceRequest>,
     ) -> Result<Response<Device>, Status> {
         let id = request.into_inner().id;
-        let model = device::Entity::find_by_id(&id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .ok_or_else(|| SchedulerError::NotFound(format!("device {id}")))?;
+        let model = self.device(&id).await?;
         let mut active: device::ActiveModel = model.into();
         active.state = Set("DRAINING".to_owned());
         let updated = active
@@ -344,11 +338,7 @@ impl DeviceService for DeviceApi {
         request: Request<DeleteDeviceRequest>,
     ) -> Result<Response<DeleteDeviceResponse>, Status> {
         let id = request.into_inner().id;
-        let model = device::Entity::find_by_id(&id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .ok_or_else(|| SchedulerError::NotFound(format!("device {id}")))?;
+        let model = self.device(&id).await?;
         let load = load_of(&self.db, &id).await?;
         if load > 0 {
             return Err(SchedulerError::FailedPrecondition(format!(
