@@ -85,6 +85,8 @@ async fn changes_under_load_drop_nothing(db: Db, driver: &'static str) {
                         errors.push(format!("{other:?}"));
                     }
                 }
+                // Paced, so that other tests running beside this one still get the CPU.
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             errors
         })

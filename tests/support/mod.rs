@@ -120,8 +120,14 @@ pub fn haproxy_available() -> bool {
 
 /// A VIP range of its own for each stack, so tests running side by side never share an address.
 pub fn unique_vip_cidr() -> String {
-    let n = uuid::Uuid::new_v4().as_u128();
-    format!("127.{}.{}.0/24", 64 + (n % 64), (n >> 8) % 256)
+    // Distinct within this process (a random start, then the next one each time): random picks
+    // alone would give two of ~30 concurrent stacks the same range a few times in a hundred runs.
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let n = NEXT
+        .get_or_init(|| AtomicU64::new((uuid::Uuid::new_v4().as_u128() % 16_384) as u64))
+        .fetch_add(1, Ordering::SeqCst)
+        % 16_384;
+    format!("127.{}.{}.0/24", 64 + n / 256, n % 256)
 }
 
 pub struct StackOptions {
@@ -329,8 +335,18 @@ impl Stack {
             databases,
             stopped: false,
         };
-        for addr in [stack.scheduler, stack.api, stack.agent] {
-            wait_serving(addr).await;
+        let mut stack = stack;
+        for (name, addr) in [
+            ("scheduler", stack.scheduler),
+            ("api", stack.api),
+            ("agent", stack.agent),
+        ] {
+            let task = match name {
+                "scheduler" => &mut stack.scheduler_task,
+                "api" => &mut stack.api_task,
+                _ => &mut stack.agent_task,
+            };
+            wait_up(name, addr, task).await;
         }
         stack.wait_for_device().await;
         stack
@@ -548,6 +564,20 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 }
 
 /// Waits on grpc.health.v1 until the server reports SERVING.
+/// Waits until the service reports SERVING; if its task ends first, fails with the reason it
+/// gave, instead of waiting out the timeout.
+async fn wait_up(name: &str, addr: SocketAddr, task: &mut Option<JoinHandle<anyhow::Result<()>>>) {
+    tokio::select! {
+        () = wait_serving(addr) => {}
+        ended = async {
+            match task.as_mut() {
+                Some(t) => t.await,
+                None => std::future::pending().await,
+            }
+        } => panic!("the {name} stopped before it was SERVING: {ended:?}"),
+    }
+}
+
 pub async fn wait_serving(addr: SocketAddr) {
     let channel = channel(addr).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);

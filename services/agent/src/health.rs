@@ -1,7 +1,7 @@
 //! Member health, traffic counters and data plane supervision: polls every device (restarting a
 //! data plane that died) and publishes a whole report whenever a member's health changed, so the
-//! scheduler and the api hear of a member going down within one poll, and at least every stats
-//! interval while counters move. Counters are kept rising: when a data plane's counter goes back
+//! scheduler and the api hear of a member going down within one poll, and every stats interval
+//! in any case (fresh counters; and a receiver that lost an update is put right). Counters are kept rising: when a data plane's counter goes back
 //! (a reload started a new HAProxy worker, a native listener was rebuilt), what it had counted is
 //! carried over.
 use std::{
@@ -77,7 +77,6 @@ pub fn spawn(
         }
         let mut last: Option<BTreeMap<String, (String, i32)>> = None;
         let mut rising = Rising::default();
-        let mut last_stats: Vec<ListenerStats> = Vec::new();
         let mut stats_sent = Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -114,12 +113,13 @@ pub fn spawn(
                 }
             }
             listeners.sort_by(|a, b| a.listener_id.cmp(&b.listener_id));
-            let stats_due = stats_sent.elapsed() >= stats_interval && listeners != last_stats;
+            // The whole truth goes out every stats interval even when nothing moved: a receiver
+            // that lost an update is put right within one interval.
+            let stats_due = stats_sent.elapsed() >= stats_interval;
             if last.as_ref() == Some(&now) && !stats_due {
                 continue;
             }
             stats_sent = Instant::now();
-            last_stats = listeners.clone();
             let report = HealthReport {
                 agent_id: agent_id.clone(),
                 members: now

@@ -1,12 +1,9 @@
 //! Follows member health (and traffic counters) from the scheduler's health stream for as long as
 //! the api runs, and records health as operating status (reconnecting with backoff when the scheduler is away).
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt as _;
-use lbaas::{
-    agent::v1::MemberHealthStatus,
-    scheduler::v1::{WatchHealthRequest, scheduler_service_client::SchedulerServiceClient},
-};
+use lbaas::scheduler::v1::{WatchHealthRequest, scheduler_service_client::SchedulerServiceClient};
 use tonic::transport::Channel;
 
 use crate::store::Store;
@@ -22,21 +19,13 @@ pub async fn follow(
         match client.watch_health(WatchHealthRequest {}).await {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
-                // Reports also carry counters every second: member health already recorded from
-                // an agent is not written again.
-                let mut recorded: HashMap<String, Vec<MemberHealthStatus>> = HashMap::new();
                 while let Some(Ok(report)) = stream.next().await {
                     backoff = Duration::from_millis(50);
                     stats.record(&report);
-                    if recorded.get(&report.agent_id) == Some(&report.members) {
-                        continue;
-                    }
                     match store.apply_health(&report).await {
+                        Ok(0) => {}
                         Ok(changed) => {
-                            recorded.insert(report.agent_id.clone(), report.members.clone());
-                            if changed > 0 {
-                                tracing::info!(agent = %report.agent_id, load_balancers = changed, "member health changed")
-                            }
+                            tracing::info!(agent = %report.agent_id, load_balancers = changed, "member health changed")
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot record member health"),
                     }
