@@ -1,6 +1,7 @@
 //! lbaas contracts: the gRPC code generated from `proto/`, and the server kit (health, reflection,
 //! telemetry, shutdown) that every service assembles the same way.
 
+pub mod capability;
 pub mod server;
 
 pub mod api {

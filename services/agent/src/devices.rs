@@ -173,5 +173,6 @@ pub fn advertise(agent_id: &str, r: &HostedDevice) -> Device {
         labels: r.labels.clone(),
         networks: r.networks.clone(),
         on_demand: r.on_demand,
+        capabilities: crate::driver::capabilities_of(&r.driver),
     }
 }

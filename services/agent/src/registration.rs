@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lbaas::scheduler::v1::{
-    HeartbeatRequest, RegisterAgentRequest,
+    DriverCapabilities, HeartbeatRequest, RegisterAgentRequest,
     agent_registry_service_client::AgentRegistryServiceClient,
 };
 use tonic::transport::Endpoint;
@@ -65,6 +65,14 @@ impl Registration {
                 devices: devices.clone(),
                 loadbalancer_ids,
                 drivers: self.drivers.clone(),
+                driver_capabilities: self
+                    .drivers
+                    .iter()
+                    .map(|d| DriverCapabilities {
+                        driver: d.clone(),
+                        capabilities: crate::driver::capabilities_of(d),
+                    })
+                    .collect(),
             })
             .await?
             .into_inner();

@@ -44,6 +44,10 @@ pub trait Driver: Send + Sync {
     /// The name the registry knows the driver by.
     fn name(&self) -> &'static str;
 
+    /// What the driver can do (`lbaas::capability` names). The agent reports them with its
+    /// devices; the scheduler places a load balancer only where everything it uses is offered.
+    fn capabilities(&self) -> Vec<String>;
+
     /// Brings the device up, adopting a device that is already running (the data plane outlives
     /// agent restarts).
     async fn start(&self) -> Result<(), DriverError>;
@@ -117,6 +121,17 @@ pub fn build_driver(name: &str, options: &DriverOptions) -> Option<Arc<dyn Drive
         .iter()
         .find(|(known, _)| *known == name)
         .map(|(_, factory)| factory(options))
+}
+
+/// What the named driver can do, or nothing for an unknown name.
+pub fn capabilities_of(name: &str) -> Vec<String> {
+    let options = DriverOptions {
+        device_id: String::new(),
+        state_dir: std::env::temp_dir(),
+        haproxy_bin: PathBuf::from("haproxy"),
+        noop_apply_delay: std::time::Duration::ZERO,
+    };
+    build_driver(name, &options).map_or_else(Vec::new, |d| d.capabilities())
 }
 
 /// Every known driver, whether it can run here and its version (Libra's DISCOVER).

@@ -31,6 +31,10 @@ impl Driver for NoopDriver {
         "noop"
     }
 
+    fn capabilities(&self) -> Vec<String> {
+        lbaas::capability::all()
+    }
+
     async fn start(&self) -> Result<(), DriverError> {
         Ok(())
     }

@@ -239,6 +239,10 @@ impl Driver for HaproxyDriver {
         "haproxy"
     }
 
+    fn capabilities(&self) -> Vec<String> {
+        lbaas::capability::all_except(&["protocol:UDP", "monitor:PING"])
+    }
+
     async fn start(&self) -> Result<(), DriverError> {
         let _guard = self.lock.lock().await;
         std::fs::create_dir_all(&self.dir).map_err(|e| {

@@ -154,6 +154,21 @@ impl Driver for NativeDriver {
         "native"
     }
 
+    fn capabilities(&self) -> Vec<String> {
+        lbaas::capability::all_except(&[
+            "protocol:UDP",
+            "protocol:TERMINATED_HTTPS",
+            "monitor:PING",
+            "l7",
+            "allowed_cidrs",
+            "insert_headers",
+            "pool_tls",
+            "persistence:SOURCE_IP",
+            "persistence:HTTP_COOKIE",
+            "persistence:APP_COOKIE",
+        ])
+    }
+
     async fn start(&self) -> Result<(), DriverError> {
         Ok(())
     }
