@@ -134,7 +134,7 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
                     admin_state_up: true,
                     backup: false,
                 }],
-                monitor: None,
+                ..Default::default()
             }],
         });
         let started = Instant::now();

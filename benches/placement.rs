@@ -57,6 +57,7 @@ fn fleet(n: usize, rng: &mut Lcg) -> Fleet {
             is_virtual: true,
             labels: BTreeMap::new(),
             networks,
+            capabilities: Default::default(),
         });
     }
     for _ in 0..n * 20 {
@@ -91,6 +92,7 @@ fn decision_latency() {
                     project_id: format!("project-{}", rng.next(n as u64)),
                     networks: vec![format!("net-{}", rng.next(16))],
                     live_after_ms: 0,
+                    capabilities: Vec::new(),
                     ..Default::default()
                 };
                 let started = Instant::now();
@@ -109,6 +111,7 @@ fn decision_latency() {
                     project_id: "project-1".into(),
                     networks: vec!["net-3".into()],
                     live_after_ms: 0,
+                    capabilities: Vec::new(),
                     ..Default::default()
                 };
                 let started = Instant::now();

@@ -237,6 +237,8 @@ impl Stack {
             format!("{ADMIN_TOKEN} ops admin\n{READER_TOKEN} {READER_PROJECT} reader\n"),
         )
         .unwrap();
+        let secret_key = dir.join("secret.key");
+        std::fs::write(&secret_key, lbaas_api::certs::SecretKey::generate_hex()).unwrap();
         let mut databases = Vec::new();
         let (api_db, scheduler_db) = match options.db {
             Db::Sqlite => (
@@ -285,6 +287,7 @@ impl Stack {
             quota_pools: -1,
             quota_members: -1,
             quota_health_monitors: -1,
+            secret_key_file: Some(secret_key.clone()),
         };
         let agent_config = lbaas_agent::AgentConfig {
             agent_id: "agent-e2e".into(),

@@ -44,6 +44,10 @@ pub struct ApiConfig {
     pub quota_members: i32,
     #[arg(long, env = "LBAAS_QUOTA_HEALTH_MONITORS", default_value_t = -1, allow_hyphen_values = true)]
     pub quota_health_monitors: i32,
+    /// The key certificates' private keys are sealed with at rest: a file holding 64 hex digits
+    /// (32 bytes; e.g. `openssl rand -hex 32`). Without it, certificates cannot be created.
+    #[arg(long, env = "LBAAS_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// How often pending load balancers are re-driven.
     #[arg(long, env = "LBAAS_RECONCILE_INTERVAL_MS", default_value_t = 2_000)]
     pub reconcile_interval_ms: u64,
@@ -82,6 +86,11 @@ impl ApiConfig {
         }
         if self.token_file.is_none() && !self.allow_project_header {
             problems.push("with allow_project_header off, a token_file is required".to_owned());
+        }
+        if let Some(file) = &self.secret_key_file
+            && let Err(e) = crate::certs::SecretKey::read(file)
+        {
+            problems.push(format!("secret_key_file: {e}"));
         }
         if self.deploy_deadline_ms < 100 {
             problems.push("deploy_deadline_ms must be at least 100".to_owned());

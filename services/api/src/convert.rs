@@ -20,6 +20,8 @@ pub enum Protocol {
     Tcp,
     Http,
     Https,
+    TerminatedHttps,
+    Udp,
 }
 
 impl Protocol {
@@ -28,6 +30,8 @@ impl Protocol {
             Self::Tcp => "TCP",
             Self::Http => "HTTP",
             Self::Https => "HTTPS",
+            Self::TerminatedHttps => "TERMINATED_HTTPS",
+            Self::Udp => "UDP",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -35,6 +39,8 @@ impl Protocol {
             "TCP" => Some(Self::Tcp),
             "HTTP" => Some(Self::Http),
             "HTTPS" => Some(Self::Https),
+            "TERMINATED_HTTPS" => Some(Self::TerminatedHttps),
+            "UDP" => Some(Self::Udp),
             _ => None,
         }
     }
@@ -48,9 +54,20 @@ impl Protocol {
                 | (Self::Tcp, Self::Https)
                 | (Self::Https, Self::Https)
                 | (Self::Https, Self::Tcp)
+                | (Self::TerminatedHttps, Self::Http)
+                | (Self::Udp, Self::Udp)
         )
     }
+    /// Listeners that see requests (headers, L7 policies).
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Http | Self::TerminatedHttps)
+    }
 }
+
+/// The headers a listener can insert, by their API names.
+pub const INSERT_HEADERS: [&str; 3] = ["X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto"];
+const MAX_CIDRS: usize = 100;
+const MAX_SNI: usize = 50;
 
 #[derive(Debug, Clone)]
 pub struct NewLoadBalancer {
@@ -79,6 +96,11 @@ pub struct NewListener {
     pub timeout_client_data_ms: i32,
     pub timeout_member_connect_ms: i32,
     pub timeout_member_data_ms: i32,
+    pub allowed_cidrs: Vec<String>,
+    /// Header names (`INSERT_HEADERS`) set to true.
+    pub insert_headers: Vec<String>,
+    pub default_tls_container_ref: Option<String>,
+    pub sni_container_refs: Vec<String>,
     pub default_pool: Option<NewPool>,
 }
 
@@ -90,6 +112,10 @@ pub struct NewPool {
     pub description: String,
     pub protocol: Protocol,
     pub algorithm: &'static str,
+    /// SOURCE_IP, HTTP_COOKIE, APP_COOKIE or empty.
+    pub session_persistence: &'static str,
+    pub persistence_cookie_name: String,
+    pub tls_enabled: bool,
     pub admin_state_up: bool,
     pub tags: Vec<String>,
     pub members: Vec<NewMember>,
@@ -187,12 +213,13 @@ fn protocol(v: &mut Violations, field: &str, value: i32) -> Protocol {
         Ok(pb::Protocol::Tcp) => Protocol::Tcp,
         Ok(pb::Protocol::Http) => Protocol::Http,
         Ok(pb::Protocol::Https) => Protocol::Https,
-        Ok(pb::Protocol::TerminatedHttps | pb::Protocol::Udp) => {
-            v.add(field, "is not supported by any driver yet");
-            Protocol::Tcp
-        }
+        Ok(pb::Protocol::TerminatedHttps) => Protocol::TerminatedHttps,
+        Ok(pb::Protocol::Udp) => Protocol::Udp,
         Ok(pb::Protocol::Unspecified) => {
-            v.add(field, "is required (TCP, HTTP or HTTPS)");
+            v.add(
+                field,
+                "is required (TCP, HTTP, HTTPS, TERMINATED_HTTPS or UDP)",
+            );
             Protocol::Tcp
         }
         Err(_) => {
@@ -387,8 +414,108 @@ fn listener_fields(
             &format!("{f}.timeout_member_data_ms"),
             input.timeout_member_data_ms,
         ),
+        allowed_cidrs: cidrs(v, &format!("{f}.allowed_cidrs"), &input.allowed_cidrs),
+        insert_headers: insert_headers(v, f, protocol, &input.insert_headers),
+        default_tls_container_ref: tls_refs(v, f, protocol, input),
+        sni_container_refs: input.sni_container_refs.clone(),
         default_pool,
     }
+}
+
+/// CIDRs in canonical form (`10.0.0.0/8`; a bare address is its /32 or /128).
+fn cidrs(v: &mut Violations, field: &str, values: &[String]) -> Vec<String> {
+    if values.len() > MAX_CIDRS {
+        v.add(field, format!("at most {MAX_CIDRS} networks"));
+    }
+    let mut out = Vec::new();
+    for (i, c) in values.iter().enumerate() {
+        let parsed = c
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => {
+                let net = net.trunc().to_string();
+                if !out.contains(&net) {
+                    out.push(net);
+                }
+            }
+            Err(_) => v.add(
+                format!("{field}[{i}]"),
+                "is not a network such as 192.0.2.0/24",
+            ),
+        }
+    }
+    out
+}
+
+fn insert_headers(
+    v: &mut Violations,
+    f: &str,
+    protocol: Protocol,
+    values: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, value) in values {
+        let Some(name) = INSERT_HEADERS
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(key))
+        else {
+            v.add(
+                format!("{f}.insert_headers[{key}]"),
+                format!("is not a header lbaas inserts ({})", INSERT_HEADERS.join(", ")),
+            );
+            continue;
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "true" => out.push((*name).to_owned()),
+            "false" => {}
+            _ => v.add(format!("{f}.insert_headers[{key}]"), "must be \"true\" or \"false\""),
+        }
+    }
+    if !out.is_empty() && !protocol.is_http() {
+        v.add(
+            format!("{f}.insert_headers"),
+            format!(
+                "a {} listener cannot insert headers (HTTP or TERMINATED_HTTPS only)",
+                protocol.as_str()
+            ),
+        );
+    }
+    out.sort();
+    out
+}
+
+fn tls_refs(v: &mut Violations, f: &str, protocol: Protocol, input: &pb::Listener) -> Option<String> {
+    let default = id_ref(
+        v,
+        &format!("{f}.default_tls_container_ref"),
+        &input.default_tls_container_ref,
+    );
+    if input.sni_container_refs.len() > MAX_SNI {
+        v.add(
+            format!("{f}.sni_container_refs"),
+            format!("at most {MAX_SNI} certificates"),
+        );
+    }
+    for (i, r) in input.sni_container_refs.iter().enumerate() {
+        if uuid::Uuid::parse_str(r).is_err() {
+            v.add(format!("{f}.sni_container_refs[{i}]"), "is not an id");
+        }
+    }
+    if protocol == Protocol::TerminatedHttps {
+        if default.is_none() {
+            v.add(
+                format!("{f}.default_tls_container_ref"),
+                "is required for a TERMINATED_HTTPS listener",
+            );
+        }
+    } else if default.is_some() || !input.sni_container_refs.is_empty() {
+        v.add(
+            format!("{f}.default_tls_container_ref"),
+            "certificates need a TERMINATED_HTTPS listener",
+        );
+    }
+    default
 }
 
 pub fn validate_pool(input: &pb::Pool) -> Result<NewPool, ApiError> {
@@ -433,6 +560,34 @@ fn pool_fields(v: &mut Violations, f: &str, input: &pb::Pool, in_tree: bool) -> 
         .healthmonitor
         .as_ref()
         .map(|m| monitor_fields(v, &format!("{f}.healthmonitor"), m));
+    let pool_protocol = protocol(v, &format!("{f}.protocol"), input.protocol);
+    if pool_protocol == Protocol::TerminatedHttps {
+        v.add(
+            format!("{f}.protocol"),
+            "TERMINATED_HTTPS is a listener protocol; its pools are HTTP",
+        );
+    }
+    if pool_protocol == Protocol::Udp && monitor.is_some() {
+        v.add(
+            format!("{f}.healthmonitor"),
+            "UDP pools take no health monitor",
+        );
+    }
+    let (session_persistence, persistence_cookie_name) = persistence(
+        v,
+        &format!("{f}.session_persistence"),
+        pool_protocol,
+        input.session_persistence.as_ref(),
+    );
+    if input.tls_enabled && pool_protocol != Protocol::Http {
+        v.add(
+            format!("{f}.tls_enabled"),
+            format!(
+                "re-encryption needs an HTTP pool, not {}",
+                pool_protocol.as_str()
+            ),
+        );
+    }
     NewPool {
         loadbalancer_id: if in_tree {
             String::new()
@@ -446,13 +601,66 @@ fn pool_fields(v: &mut Violations, f: &str, input: &pb::Pool, in_tree: bool) -> 
         },
         name: name(v, &format!("{f}.name"), &input.name, false),
         description: name(v, &format!("{f}.description"), &input.description, false),
-        protocol: protocol(v, &format!("{f}.protocol"), input.protocol),
+        protocol: pool_protocol,
         algorithm,
+        session_persistence,
+        persistence_cookie_name,
+        tls_enabled: input.tls_enabled,
         admin_state_up: input.admin_state_up.unwrap_or(true),
         tags: tags(v, &format!("{f}.tags"), &input.tags),
         members,
         monitor,
     }
+}
+
+/// A cookie name: an HTTP token, at most 64 characters.
+pub fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn persistence(
+    v: &mut Violations,
+    field: &str,
+    protocol: Protocol,
+    input: Option<&pb::SessionPersistence>,
+) -> (&'static str, String) {
+    let Some(input) = input else {
+        return ("", String::new());
+    };
+    let kind = match pb::SessionPersistenceType::try_from(input.r#type) {
+        Ok(pb::SessionPersistenceType::Unspecified) => "",
+        Ok(pb::SessionPersistenceType::SourceIp) => "SOURCE_IP",
+        Ok(pb::SessionPersistenceType::HttpCookie) => "HTTP_COOKIE",
+        Ok(pb::SessionPersistenceType::AppCookie) => "APP_COOKIE",
+        Err(_) => {
+            v.add(format!("{field}.type"), format!("unknown type {}", input.r#type));
+            ""
+        }
+    };
+    if matches!(kind, "HTTP_COOKIE" | "APP_COOKIE") && protocol != Protocol::Http {
+        v.add(
+            format!("{field}.type"),
+            format!("{kind} needs an HTTP pool, not {}", protocol.as_str()),
+        );
+    }
+    if kind == "APP_COOKIE" {
+        if !valid_cookie_name(&input.cookie_name) {
+            v.add(
+                format!("{field}.cookie_name"),
+                "is required for APP_COOKIE: 1-64 letters, digits, '-', '_' or '.'",
+            );
+        }
+    } else if !input.cookie_name.is_empty() {
+        v.add(
+            format!("{field}.cookie_name"),
+            "only APP_COOKIE persistence takes a cookie name",
+        );
+    }
+    (kind, input.cookie_name.clone())
 }
 
 pub fn validate_member(input: &pb::Member) -> Result<NewMember, ApiError> {
@@ -710,6 +918,18 @@ pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
         timeout_client_data_ms: m.timeout_client_data_ms,
         timeout_member_connect_ms: m.timeout_member_connect_ms,
         timeout_member_data_ms: m.timeout_member_data_ms,
+        allowed_cidrs: split_tags(&m.allowed_cidrs),
+        insert_headers: INSERT_HEADERS
+            .iter()
+            .map(|h| {
+                let on = m.insert_headers.lines().any(|l| l == *h);
+                ((*h).to_owned(), on.to_string())
+            })
+            .filter(|(_, on)| on == "true")
+            .collect(),
+        default_tls_container_ref: m.default_tls_container_ref.unwrap_or_default(),
+        sni_container_refs: split_tags(&m.sni_container_refs),
+        l7policy_ids: Vec::new(),
     }
 }
 
@@ -732,6 +952,17 @@ pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
         members: Vec::new(),
         healthmonitor: None,
         healthmonitor_id: monitor_id.unwrap_or_default(),
+        session_persistence: (!m.session_persistence.is_empty()).then(|| {
+            pb::SessionPersistence {
+                r#type: pb::SessionPersistenceType::from_str_name(&format!(
+                    "SESSION_PERSISTENCE_TYPE_{}",
+                    m.session_persistence
+                ))
+                .map_or(0, |t| t as i32),
+                cookie_name: m.persistence_cookie_name,
+            }
+        }),
+        tls_enabled: m.tls_enabled,
     }
 }
 

@@ -276,22 +276,30 @@ fn describe(status: &tonic::Status) -> String {
 }
 
 impl Deployer {
-    /// Asks the scheduler whether the service type and VIP network exist. INVALID_ARGUMENT with
-    /// the api's field names when they do not; when the scheduler cannot say (unreachable), the
-    /// request goes ahead and the deploy will tell.
+    /// Asks the scheduler whether the service type and VIP network exist and whether some device
+    /// (with `loadbalancer_id`: the load balancer's own device, once placed) offers every
+    /// capability in `needs`. INVALID_ARGUMENT with the api's field names when not; when the
+    /// scheduler cannot say (unreachable), the request goes ahead and the deploy will tell.
     pub async fn validate_placement(
         &self,
         flavor: &str,
         vip_network: &str,
+        loadbalancer_id: &str,
+        needs: &crate::needs::Needs,
     ) -> Result<(), ApiError> {
         use tonic_types::StatusExt as _;
-        if flavor.is_empty() && vip_network.is_empty() {
+        if flavor.is_empty() && vip_network.is_empty() && needs.is_empty() {
             return Ok(());
         }
+        let mut capabilities: Vec<String> = needs.iter().map(|(c, _)| c.clone()).collect();
+        capabilities.sort();
+        capabilities.dedup();
         let mut scheduler = self.scheduler.clone();
         let request = lbaas::scheduler::v1::ValidatePlacementRequest {
             flavor: flavor.to_owned(),
             vip_network: vip_network.to_owned(),
+            capabilities,
+            loadbalancer_id: loadbalancer_id.to_owned(),
         };
         match tokio::time::timeout(
             Duration::from_secs(2),
@@ -320,13 +328,32 @@ impl Deployer {
                 Err(ApiError::Invalid(violations))
             }
             Ok(Err(status)) => {
-                tracing::warn!(error = %status, "could not validate the flavor with the scheduler; the deploy will");
+                tracing::warn!(error = %status, "could not validate the placement with the scheduler; the deploy will");
                 Ok(())
             }
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(response)) => {
+                let unsupported = response.into_inner().unsupported;
+                let violations: Vec<(String, String)> = needs
+                    .iter()
+                    .filter(|(c, _)| unsupported.contains(c))
+                    .map(|(c, field)| {
+                        (
+                            field.clone(),
+                            format!(
+                                "needs capability {c}, which no device available to this load balancer offers"
+                            ),
+                        )
+                    })
+                    .collect();
+                if violations.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ApiError::Invalid(violations))
+                }
+            }
             Err(_) => {
                 tracing::warn!(
-                    "the scheduler did not answer in time; the deploy will validate the flavor"
+                    "the scheduler did not answer in time; the deploy will validate the placement"
                 );
                 Ok(())
             }

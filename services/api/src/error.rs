@@ -25,6 +25,10 @@ pub enum ApiError {
     Aborted(String),
     #[error("database: {0}")]
     Database(sea_orm::DbErr),
+    /// Something on the server side is wrong (e.g. a sealed key the configured secret key cannot
+    /// open); the cause is logged.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<sea_orm::DbErr> for ApiError {
@@ -79,6 +83,10 @@ impl From<ApiError> for Status {
                 // The cause stays in the log; the caller gets the same words on SQLite and PostgreSQL.
                 tracing::error!(error = %e, "database error");
                 (Code::Internal, "INTERNAL", "internal error".to_owned())
+            }
+            ApiError::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                (Code::Internal, "INTERNAL", why.clone())
             }
         };
         let mut details = ErrorDetails::new();

@@ -2,13 +2,16 @@
 //! through sea-orm and asks the scheduler to deploy, following each deploy to ACTIVE or ERROR.
 
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod convert;
 pub mod deployer;
 pub mod entity;
 pub mod error;
 pub mod health;
+pub mod l7;
 pub mod migration;
+pub mod needs;
 pub mod service;
 pub mod stats;
 pub mod status;
@@ -21,6 +24,7 @@ use std::{future::Future, time::Duration};
 use anyhow::Context as _;
 use lbaas::{
     api::v1::{
+        certificate_service_server::CertificateServiceServer,
         load_balancer_service_server::LoadBalancerServiceServer,
         quota_service_server::QuotaServiceServer,
     },
@@ -34,6 +38,7 @@ pub use config::ApiConfig;
 const SERVICES: &[&str] = &[
     "lbaas.api.v1.LoadBalancerService",
     "lbaas.api.v1.QuotaService",
+    "lbaas.api.v1.CertificateService",
 ];
 
 pub use lbaas::server::now_ms;
@@ -63,7 +68,11 @@ pub async fn run(
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
     let hub = watch::ChangeHub::default();
-    let store = store::Store::new(db.clone(), hub.clone(), config.quota_defaults());
+    let secret = match &config.secret_key_file {
+        Some(file) => Some(certs::SecretKey::read(file)?),
+        None => None,
+    };
+    let store = store::Store::new(db.clone(), hub.clone(), config.quota_defaults(), secret);
     let deployer = deployer::Deployer::new(
         store.clone(),
         SchedulerServiceClient::new(channel.clone()),
@@ -89,6 +98,10 @@ pub async fn run(
         store: store.clone(),
         auth: auth.clone(),
     };
+    let certificates = service::CertificateApi {
+        store: store.clone(),
+        auth: auth.clone(),
+    };
     let api = service::TenantApi {
         store,
         deployer,
@@ -105,6 +118,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(LoadBalancerServiceServer::new(api))
         .add_service(QuotaServiceServer::new(quotas))
+        .add_service(CertificateServiceServer::new(certificates))
         .serve_with_incoming_shutdown(lbaas::server::incoming(listener), async move {
             shutdown.await;
             // Watch streams would hold the drain open forever: end them.

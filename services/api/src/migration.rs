@@ -3,7 +3,8 @@ use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
 use crate::entity::{
-    health_monitor, idempotency_key, listener, load_balancer, member, pool, quota,
+    certificate, health_monitor, idempotency_key, l7_policy, l7_rule, listener, load_balancer,
+    member, pool, quota,
 };
 
 pub struct Migrator;
@@ -11,7 +12,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables), Box::new(VipNetwork)]
+        vec![
+            Box::new(CreateTables),
+            Box::new(VipNetwork),
+            Box::new(Features),
+        ]
     }
 }
 
@@ -114,5 +119,92 @@ impl MigrationTrait for VipNetwork {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Listener access control, headers and TLS; pool persistence and re-encryption; L7 policies and
+/// rules; certificates. Columns are added where missing (databases made before them), tables
+/// created where absent.
+struct Features;
+
+impl MigrationName for Features {
+    fn name(&self) -> &str {
+        "m0003_features"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Features {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let text = |c: &str| ColumnDef::new(Alias::new(c)).text().not_null().default("").to_owned();
+        let columns = [
+            ("listeners", text("allowed_cidrs")),
+            ("listeners", text("insert_headers")),
+            (
+                "listeners",
+                ColumnDef::new(Alias::new("default_tls_container_ref"))
+                    .text()
+                    .null()
+                    .to_owned(),
+            ),
+            ("listeners", text("sni_container_refs")),
+            ("pools", text("session_persistence")),
+            ("pools", text("persistence_cookie_name")),
+            (
+                "pools",
+                ColumnDef::new(Alias::new("tls_enabled"))
+                    .boolean()
+                    .not_null()
+                    .default(false)
+                    .to_owned(),
+            ),
+        ];
+        for (table, mut column) in columns {
+            let name = column.get_column_name();
+            if manager.has_column(table, &name).await? {
+                continue;
+            }
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new(table))
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        let schema = Schema::new(manager.get_database_backend());
+        for mut table in [
+            schema.create_table_from_entity(l7_policy::Entity),
+            schema.create_table_from_entity(l7_rule::Entity),
+            schema.create_table_from_entity(certificate::Entity),
+        ] {
+            manager
+                .create_table(table.if_not_exists().to_owned())
+                .await?;
+        }
+        for mut index in [
+            Index::create()
+                .name("idx_l7policy_listener")
+                .table(l7_policy::Entity)
+                .col(l7_policy::Column::ListenerId)
+                .to_owned(),
+            Index::create()
+                .name("idx_l7rule_policy")
+                .table(l7_rule::Entity)
+                .col(l7_rule::Column::L7policyId)
+                .to_owned(),
+            Index::create()
+                .name("idx_certificate_project")
+                .table(certificate::Entity)
+                .col(certificate::Column::ProjectId)
+                .to_owned(),
+        ] {
+            manager
+                .create_index(index.if_not_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use std::{pin::Pin, sync::Arc};
 use futures::Stream;
 use lbaas::api::v1::{
     self as pb, load_balancer_service_server::LoadBalancerService,
-    quota_service_server::QuotaService,
+    quota_service_server::QuotaService, certificate_service_server::CertificateService,
 };
 use tonic::{Request, Response, Status};
 
@@ -54,6 +54,21 @@ impl TenantApi {
         Ok(Response::new(convert::pool_to_proto(pool, monitor)))
     }
 
+    /// Checks that the device of load balancer `lb` (or, before it is placed, some device of its
+    /// flavor) offers what a new child needs.
+    async fn check_capabilities(
+        &self,
+        project: &str,
+        lb: &str,
+        needs: &crate::needs::Needs,
+    ) -> Result<(), Status> {
+        let view = self.store.get_load_balancer(project, lb).await?;
+        self.deployer
+            .validate_placement(&view.model.flavor, "", lb, needs)
+            .await?;
+        Ok(())
+    }
+
     /// Kicks the deployer for the load balancer the object `id` hangs under.
     fn kick(&self, loadbalancer_id: &str) {
         self.deployer.kick(loadbalancer_id);
@@ -77,7 +92,12 @@ impl LoadBalancerService for TenantApi {
         let input = required(r.load_balancer, "load_balancer")?;
         let new = convert::validate_load_balancer(&input)?;
         self.deployer
-            .validate_placement(&new.flavor, &new.vip_network_id)
+            .validate_placement(
+                &new.flavor,
+                &new.vip_network_id,
+                "",
+                &crate::needs::load_balancer(&new),
+            )
             .await?;
         let view = self
             .store
@@ -243,6 +263,10 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.listener, "listener")?;
         let new = convert::validate_listener(&input)?;
+        let mut needs = Vec::new();
+        crate::needs::listener(&new, "listener", &mut needs);
+        self.check_capabilities(&caller.project_id, &new.loadbalancer_id, &needs)
+            .await?;
         let id = self
             .store
             .create_listener(&caller.project_id, new, &r.request_id)
@@ -332,6 +356,10 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.pool, "pool")?;
         let new = convert::validate_pool(&input)?;
+        let mut needs = Vec::new();
+        crate::needs::pool(&new, "pool", &mut needs);
+        self.check_capabilities(&caller.project_id, &new.loadbalancer_id, &needs)
+            .await?;
         let id = self
             .store
             .create_pool(&caller.project_id, new, &r.request_id)
@@ -612,6 +640,252 @@ impl LoadBalancerService for TenantApi {
             .await?;
         self.kick(&monitor.loadbalancer_id);
         Ok(Response::new(pb::DeleteHealthMonitorResponse {}))
+    }
+
+    async fn create_l7_policy(
+        &self,
+        request: Request<pb::CreateL7PolicyRequest>,
+    ) -> Result<Response<pb::L7Policy>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let input = required(r.l7policy, "l7policy")?;
+        let new = crate::l7::validate_l7policy(&input)?;
+        let listener = self
+            .store
+            .get_listener(&caller.project_id, &new.listener_id)
+            .await?;
+        self.check_capabilities(
+            &caller.project_id,
+            &listener.loadbalancer_id,
+            &crate::needs::l7policy(),
+        )
+        .await?;
+        let id = self
+            .store
+            .create_l7policy(&caller.project_id, new, &r.request_id)
+            .await?;
+        self.kick(&listener.loadbalancer_id);
+        Ok(Response::new(
+            self.store.get_l7policy(&caller.project_id, &id).await?,
+        ))
+    }
+
+    async fn get_l7_policy(
+        &self,
+        request: Request<pb::GetL7PolicyRequest>,
+    ) -> Result<Response<pb::L7Policy>, Status> {
+        let caller = self.caller(&request)?;
+        Ok(Response::new(
+            self.store
+                .get_l7policy(&caller.project_id, &request.get_ref().id)
+                .await?,
+        ))
+    }
+
+    async fn list_l7_policies(
+        &self,
+        request: Request<pb::ListL7PoliciesRequest>,
+    ) -> Result<Response<pb::ListL7PoliciesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .store
+            .list_l7policies(&caller.project_id, &r.listener_id, r.page_size, &r.page_token)
+            .await?;
+        let mut l7policies = Vec::with_capacity(page.items.len());
+        for p in page.items {
+            l7policies.push(self.store.get_l7policy(&caller.project_id, &p.id).await?);
+        }
+        Ok(Response::new(pb::ListL7PoliciesResponse {
+            l7policies,
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_l7_policy(
+        &self,
+        request: Request<pb::UpdateL7PolicyRequest>,
+    ) -> Result<Response<pb::L7Policy>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.l7policy, "l7policy")?;
+        let paths = update::L7POLICY.paths(r.update_mask.as_ref())?;
+        self.store
+            .update_l7policy(&caller.project_id, &patch, &paths)
+            .await?;
+        let policy = self.store.get_l7policy(&caller.project_id, &patch.id).await?;
+        let listener = self
+            .store
+            .get_listener(&caller.project_id, &policy.listener_id)
+            .await?;
+        self.kick(&listener.loadbalancer_id);
+        Ok(Response::new(policy))
+    }
+
+    async fn delete_l7_policy(
+        &self,
+        request: Request<pb::DeleteL7PolicyRequest>,
+    ) -> Result<Response<pb::DeleteL7PolicyResponse>, Status> {
+        let caller = self.writer(&request)?;
+        let policy = self
+            .store
+            .get_l7policy(&caller.project_id, &request.get_ref().id)
+            .await?;
+        let listener = self
+            .store
+            .get_listener(&caller.project_id, &policy.listener_id)
+            .await?;
+        self.store
+            .delete_l7policy(&caller.project_id, &policy.id)
+            .await?;
+        self.kick(&listener.loadbalancer_id);
+        Ok(Response::new(pb::DeleteL7PolicyResponse {}))
+    }
+
+    async fn create_l7_rule(
+        &self,
+        request: Request<pb::CreateL7RuleRequest>,
+    ) -> Result<Response<pb::L7Rule>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let input = required(r.rule, "rule")?;
+        let new = crate::l7::validate_l7rule(&input)?;
+        let id = self
+            .store
+            .create_l7rule(&caller.project_id, new, &r.request_id)
+            .await?;
+        let rule = self.store.get_l7rule(&caller.project_id, &id).await?;
+        self.kick(&rule.loadbalancer_id);
+        Ok(Response::new(crate::l7::l7rule_to_proto(rule)))
+    }
+
+    async fn get_l7_rule(
+        &self,
+        request: Request<pb::GetL7RuleRequest>,
+    ) -> Result<Response<pb::L7Rule>, Status> {
+        let caller = self.caller(&request)?;
+        let rule = self
+            .store
+            .get_l7rule(&caller.project_id, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(crate::l7::l7rule_to_proto(rule)))
+    }
+
+    async fn list_l7_rules(
+        &self,
+        request: Request<pb::ListL7RulesRequest>,
+    ) -> Result<Response<pb::ListL7RulesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .store
+            .list_l7rules(&caller.project_id, &r.l7policy_id, r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(pb::ListL7RulesResponse {
+            rules: page
+                .items
+                .into_iter()
+                .map(crate::l7::l7rule_to_proto)
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_l7_rule(
+        &self,
+        request: Request<pb::UpdateL7RuleRequest>,
+    ) -> Result<Response<pb::L7Rule>, Status> {
+        let caller = self.writer(&request)?;
+        let r = request.into_inner();
+        let patch = required(r.rule, "rule")?;
+        let paths = update::L7RULE.paths(r.update_mask.as_ref())?;
+        self.store
+            .update_l7rule(&caller.project_id, &patch, &paths)
+            .await?;
+        let rule = self.store.get_l7rule(&caller.project_id, &patch.id).await?;
+        self.kick(&rule.loadbalancer_id);
+        Ok(Response::new(crate::l7::l7rule_to_proto(rule)))
+    }
+
+    async fn delete_l7_rule(
+        &self,
+        request: Request<pb::DeleteL7RuleRequest>,
+    ) -> Result<Response<pb::DeleteL7RuleResponse>, Status> {
+        let caller = self.writer(&request)?;
+        let rule = self
+            .store
+            .get_l7rule(&caller.project_id, &request.get_ref().id)
+            .await?;
+        self.store
+            .delete_l7rule(&caller.project_id, &rule.id)
+            .await?;
+        self.kick(&rule.loadbalancer_id);
+        Ok(Response::new(pb::DeleteL7RuleResponse {}))
+    }
+}
+
+/// The certificate API: a project's TLS certificates, keys write-only.
+pub struct CertificateApi {
+    pub store: Store,
+    pub auth: Authenticator,
+}
+
+#[tonic::async_trait]
+impl CertificateService for CertificateApi {
+    async fn create_certificate(
+        &self,
+        request: Request<pb::CreateCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        caller.require_write()?;
+        let input = required(request.into_inner().certificate, "certificate")?;
+        let new = crate::certs::validate_certificate(&input)?;
+        let created = self.store.create_certificate(&caller.project_id, new).await?;
+        Ok(Response::new(crate::certs::certificate_to_proto(created)))
+    }
+
+    async fn get_certificate(
+        &self,
+        request: Request<pb::GetCertificateRequest>,
+    ) -> Result<Response<pb::Certificate>, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        let found = self
+            .store
+            .get_certificate(&caller.project_id, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(crate::certs::certificate_to_proto(found)))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        let r = request.into_inner();
+        let page = self
+            .store
+            .list_certificates(&caller.project_id, r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: page
+                .items
+                .into_iter()
+                .map(crate::certs::certificate_to_proto)
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn delete_certificate(
+        &self,
+        request: Request<pb::DeleteCertificateRequest>,
+    ) -> Result<Response<pb::DeleteCertificateResponse>, Status> {
+        let caller = self.auth.caller(request.metadata())?;
+        caller.require_write()?;
+        self.store
+            .delete_certificate(&caller.project_id, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(pb::DeleteCertificateResponse {}))
     }
 }
 

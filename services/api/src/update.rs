@@ -38,6 +38,10 @@ pub const LISTENER: UpdatableFields = UpdatableFields {
         "timeout_client_data_ms",
         "timeout_member_connect_ms",
         "timeout_member_data_ms",
+        "allowed_cidrs",
+        "insert_headers",
+        "default_tls_container_ref",
+        "sni_container_refs",
     ],
     immutable: &[
         "id",
@@ -46,6 +50,7 @@ pub const LISTENER: UpdatableFields = UpdatableFields {
         "protocol",
         "protocol_port",
         "default_pool",
+        "l7policy_ids",
     ],
 };
 
@@ -57,6 +62,8 @@ pub const POOL: UpdatableFields = UpdatableFields {
         "lb_algorithm",
         "admin_state_up",
         "tags",
+        "session_persistence",
+        "tls_enabled",
     ],
     immutable: &[
         "id",
@@ -89,6 +96,37 @@ pub const HEALTH_MONITOR: UpdatableFields = UpdatableFields {
         "admin_state_up",
     ],
     immutable: &["id", "project_id", "pool_id", "loadbalancer_id", "type"],
+};
+
+pub const L7POLICY: UpdatableFields = UpdatableFields {
+    kind: "l7policy",
+    updatable: &[
+        "name",
+        "description",
+        "action",
+        "redirect_pool_id",
+        "redirect_url",
+        "redirect_prefix",
+        "redirect_http_code",
+        "position",
+        "admin_state_up",
+        "tags",
+    ],
+    immutable: &["id", "project_id", "listener_id", "rules", "rule_ids"],
+};
+
+pub const L7RULE: UpdatableFields = UpdatableFields {
+    kind: "rule",
+    updatable: &[
+        "type",
+        "compare_type",
+        "key",
+        "value",
+        "invert",
+        "admin_state_up",
+        "tags",
+    ],
+    immutable: &["id", "project_id", "l7policy_id"],
 };
 
 impl UpdatableFields {
@@ -160,6 +198,12 @@ pub fn overlay_listener(base: &mut pb::Listener, patch: &pb::Listener, paths: &[
                 base.timeout_member_connect_ms = patch.timeout_member_connect_ms
             }
             "timeout_member_data_ms" => base.timeout_member_data_ms = patch.timeout_member_data_ms,
+            "allowed_cidrs" => base.allowed_cidrs.clone_from(&patch.allowed_cidrs),
+            "insert_headers" => base.insert_headers.clone_from(&patch.insert_headers),
+            "default_tls_container_ref" => base
+                .default_tls_container_ref
+                .clone_from(&patch.default_tls_container_ref),
+            "sni_container_refs" => base.sni_container_refs.clone_from(&patch.sni_container_refs),
             _ => {}
         }
     }
@@ -171,6 +215,43 @@ pub fn overlay_pool(base: &mut pb::Pool, patch: &pb::Pool, paths: &[String]) {
             "name" => base.name.clone_from(&patch.name),
             "description" => base.description.clone_from(&patch.description),
             "lb_algorithm" => base.lb_algorithm = patch.lb_algorithm,
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            "tags" => base.tags.clone_from(&patch.tags),
+            "session_persistence" => base
+                .session_persistence
+                .clone_from(&patch.session_persistence),
+            "tls_enabled" => base.tls_enabled = patch.tls_enabled,
+            _ => {}
+        }
+    }
+}
+
+pub fn overlay_l7policy(base: &mut pb::L7Policy, patch: &pb::L7Policy, paths: &[String]) {
+    for path in paths {
+        match path.as_str() {
+            "name" => base.name.clone_from(&patch.name),
+            "description" => base.description.clone_from(&patch.description),
+            "action" => base.action = patch.action,
+            "redirect_pool_id" => base.redirect_pool_id.clone_from(&patch.redirect_pool_id),
+            "redirect_url" => base.redirect_url.clone_from(&patch.redirect_url),
+            "redirect_prefix" => base.redirect_prefix.clone_from(&patch.redirect_prefix),
+            "redirect_http_code" => base.redirect_http_code = patch.redirect_http_code,
+            "position" => base.position = patch.position,
+            "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
+            "tags" => base.tags.clone_from(&patch.tags),
+            _ => {}
+        }
+    }
+}
+
+pub fn overlay_l7rule(base: &mut pb::L7Rule, patch: &pb::L7Rule, paths: &[String]) {
+    for path in paths {
+        match path.as_str() {
+            "type" => base.r#type = patch.r#type,
+            "compare_type" => base.compare_type = patch.compare_type,
+            "key" => base.key.clone_from(&patch.key),
+            "value" => base.value.clone_from(&patch.value),
+            "invert" => base.invert = patch.invert,
             "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
             "tags" => base.tags.clone_from(&patch.tags),
             _ => {}

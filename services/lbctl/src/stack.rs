@@ -57,6 +57,11 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
+    // The key certificate keys are sealed with: made once, kept with the databases.
+    let secret_key_file = data_dir.join("secret.key");
+    if !secret_key_file.exists() {
+        write_private(&secret_key_file, &lbaas_api::certs::SecretKey::generate_hex())?;
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -100,6 +105,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         quota_pools: -1,
         quota_members: -1,
         quota_health_monitors: -1,
+        secret_key_file: Some(secret_key_file),
     };
     let agent = lbaas_agent::AgentConfig {
         agent_id: "local".into(),
@@ -164,4 +170,17 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }

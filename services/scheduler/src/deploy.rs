@@ -121,6 +121,7 @@ impl SchedulerService for SchedulerApi {
                 .flat_map(|p| p.members.iter().map(|m| m.address.clone()))
                 .collect(),
             strategy_override: String::new(),
+            capabilities: lbaas::capability::required(&config).into_iter().collect(),
         };
         let (binding, left) = if request.failover {
             self.placer.replace(&ask).await?
@@ -253,10 +254,21 @@ impl SchedulerService for SchedulerApi {
         let ask = PlacementAsk {
             flavor: r.flavor,
             vip_network: r.vip_network,
+            capabilities: r.capabilities,
             ..Default::default()
         };
-        self.placer.plan(&ask, None).await?;
-        Ok(Response::new(ValidatePlacementResponse {}))
+        let plan = self.placer.plan(&ask, None).await?;
+        let device = if r.loadbalancer_id.is_empty() {
+            None
+        } else {
+            binding::Entity::find_by_id(&r.loadbalancer_id)
+                .one(&self.db)
+                .await
+                .map_err(SchedulerError::from)?
+                .map(|b| b.device_id)
+        };
+        let unsupported = self.placer.unsupported(&plan.request, device.as_deref());
+        Ok(Response::new(ValidatePlacementResponse { unsupported }))
     }
 
     type WatchHealthStream =

@@ -61,6 +61,7 @@ fn to_proto(model: device::Model, load: i64) -> Device {
         labels: text::labels(&model.labels),
         networks: text::names(&model.networks),
         on_demand: model.on_demand,
+        capabilities: text::names(&model.capabilities),
     }
 }
 
@@ -152,6 +153,15 @@ pub async fn upsert_device(db: &DatabaseConnection, device: &Device) -> Result<(
             text::names_text(known.iter().chain(&device.networks))
         }),
         on_demand: Set(device.on_demand || existing.as_ref().is_some_and(|d| d.on_demand)),
+        // A device registered without them (by hand, or before its agent said) keeps what is known.
+        capabilities: Set(if device.capabilities.is_empty() {
+            existing
+                .as_ref()
+                .map(|d| d.capabilities.clone())
+                .unwrap_or_default()
+        } else {
+            device.capabilities.join("\n")
+        }),
     };
     device::Entity::insert(model)
         .on_conflict(
@@ -166,6 +176,7 @@ pub async fn upsert_device(db: &DatabaseConnection, device: &Device) -> Result<(
                     device::Column::Labels,
                     device::Column::Networks,
                     device::Column::OnDemand,
+                    device::Column::Capabilities,
                 ])
                 .to_owned(),
         )
@@ -566,6 +577,7 @@ impl DeviceService for DeviceApi {
             vip_network: r.vip_network,
             member_addresses: r.member_addresses,
             strategy_override: r.strategy,
+            capabilities: Vec::new(),
         };
         let (explained, plan) = self.placer.explain(&ask).await?;
         Ok(Response::new(Explanation {
@@ -766,6 +778,10 @@ impl AgentRegistryService for AgentRegistryApi {
         self.placer.heartbeat(&request.agent_id, heard);
         self.placer
             .set_agent_drivers(&request.agent_id, request.drivers.clone());
+        for d in &request.driver_capabilities {
+            self.placer
+                .set_driver_capabilities(&d.driver, d.capabilities.iter().cloned().collect());
+        }
         self.health.follow(&request.agent_id, &request.address);
         tracing::info!(agent = %request.agent_id, address = %request.address, devices = request.devices.len(), "agent registered");
         let device_ids: Vec<String> = request.devices.iter().map(|d| d.id.clone()).collect();

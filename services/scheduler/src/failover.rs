@@ -229,6 +229,7 @@ mod tests {
                 created_ms: Set(0),
                 networks: Set(String::new()),
                 on_demand: Set(false),
+                capabilities: Set(String::new()),
             }
             .insert(&db)
             .await

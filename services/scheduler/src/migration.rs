@@ -9,7 +9,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables), Box::new(ServiceTypesAndNetworks)]
+        vec![
+            Box::new(CreateTables),
+            Box::new(ServiceTypesAndNetworks),
+            Box::new(Capabilities),
+        ]
     }
 }
 
@@ -113,5 +117,37 @@ impl MigrationTrait for ServiceTypesAndNetworks {
             }
         }
         Ok(())
+    }
+}
+
+/// Devices carry their driver's capabilities; databases made before the column get it here.
+struct Capabilities;
+
+impl MigrationName for Capabilities {
+    fn name(&self) -> &str {
+        "m0003_capabilities"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Capabilities {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.has_column("devices", "capabilities").await? {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Alias::new("devices"))
+                    .add_column(
+                        ColumnDef::new(Alias::new("capabilities"))
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -65,6 +65,8 @@ pub struct PlacementAsk {
     pub member_addresses: Vec<String>,
     /// Try this strategy instead of the service type's (explain only).
     pub strategy_override: String,
+    /// What the load balancer uses (`lbaas::capability` names): only devices offering all of it.
+    pub capabilities: Vec<String>,
 }
 
 /// A service type resolved for one placement.
@@ -102,6 +104,12 @@ pub fn view_of(d: &device::Model, load: i64) -> DeviceView {
         is_virtual: d.is_virtual,
         labels: text::labels(&d.labels),
         networks: text::names(&d.networks),
+        capabilities: d
+            .capabilities
+            .lines()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
     }
 }
 
@@ -171,6 +179,7 @@ impl Placer {
 
     /// Installs a fleet read from the database, keeping heartbeats this process saw since.
     fn swap(current: &mut Fleet, mut fleet: Fleet) {
+        fleet.driver_capabilities_from(current);
         for agent in fleet.agents() {
             if let Some(t) = current.last_heartbeat(&agent) {
                 fleet.heartbeat(&agent, t);
@@ -236,6 +245,11 @@ impl Placer {
 
     pub fn set_agent_drivers(&self, agent: &str, drivers: Vec<String>) {
         self.fleet_change().set_agent_drivers(agent, drivers);
+    }
+
+    pub fn set_driver_capabilities(&self, driver: &str, capabilities: std::collections::BTreeSet<String>) {
+        self.fleet_change()
+            .set_driver_capabilities(driver, capabilities);
     }
 
     /// Resolves the service type and the networks of an ask.
@@ -318,6 +332,7 @@ impl Placer {
             networks: names,
             exclude,
             live_after_ms: now_ms() - self.agent_timeout_ms,
+            capabilities: ask.capabilities.clone(),
         };
         let on_demand = service_type.filter(|t| t.on_demand).map(|t| OnDemand {
             labels: text::labels(&t.required_labels),
@@ -357,6 +372,38 @@ impl Placer {
         nothing_fits(&refused)
     }
 
+    /// The capabilities in `request` that the device (`Some`) or, for `None`, every device the
+    /// service type allows (whatever its load) lacks: for `None`, those of the device closest to
+    /// offering everything; empty when some device offers all, or when there are no devices.
+    pub fn unsupported(&self, request: &PlacementRequest, device: Option<&str>) -> Vec<String> {
+        let fleet = self.fleet();
+        let lacks = |d: &crate::strategy::fleet::DeviceView| -> Vec<String> {
+            request
+                .capabilities
+                .iter()
+                .filter(|c| !d.capabilities.contains(*c))
+                .cloned()
+                .collect()
+        };
+        if let Some(id) = device {
+            return fleet.get(id).map(lacks).unwrap_or_default();
+        }
+        fleet
+            .ids()
+            .iter()
+            .filter_map(|id| fleet.get(id))
+            .filter(|d| request.driver.as_ref().is_none_or(|driver| d.driver == *driver))
+            .filter(|d| {
+                request
+                    .required_labels
+                    .iter()
+                    .all(|(k, v)| d.labels.get(k) == Some(v))
+            })
+            .map(lacks)
+            .min_by_key(Vec::len)
+            .unwrap_or_default()
+    }
+
     /// The existing binding of the load balancer, or a new one.
     pub async fn place(&self, ask: &PlacementAsk) -> Result<binding::Model, SchedulerError> {
         if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
@@ -366,6 +413,13 @@ impl Placer {
             return Ok(existing);
         }
         let plan = self.plan(ask, None).await?;
+        let unsupported = self.unsupported(&plan.request, None);
+        if !unsupported.is_empty() {
+            return Err(SchedulerError::NoCapacity(format!(
+                "no device of this flavor supports {}",
+                unsupported.join(", ")
+            )));
+        }
         for _ in 0..ATTEMPTS {
             let Some(device_id) = self.choose(&plan) else {
                 if plan.on_demand.is_some() {
@@ -656,6 +710,11 @@ impl Placer {
             labels: created.labels,
             networks: created.networks,
             on_demand: true,
+            capabilities: self
+                .fleet()
+                .driver_capabilities(&spec.driver)
+                .into_iter()
+                .collect(),
         };
         crate::devices::upsert_device(&self.db, &device).await?;
         self.refresh_device(&created.id).await?;

@@ -20,6 +20,14 @@ pub struct Model {
     pub timeout_client_data_ms: i32,
     pub timeout_member_connect_ms: i32,
     pub timeout_member_data_ms: i32,
+    /// Newline-separated CIDRs; empty allows everyone.
+    pub allowed_cidrs: String,
+    /// Newline-separated names of the headers inserted (X-Forwarded-For, ...).
+    pub insert_headers: String,
+    /// The certificate served by default (TERMINATED_HTTPS).
+    pub default_tls_container_ref: Option<String>,
+    /// Newline-separated certificate ids chosen by SNI.
+    pub sni_container_refs: String,
     pub provisioning_status: String,
     pub operating_status: String,
     /// Bumped by every update of this object: its etag.

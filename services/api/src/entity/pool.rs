@@ -14,6 +14,12 @@ pub struct Model {
     pub protocol: String,
     pub lb_algorithm: String,
     pub admin_state_up: bool,
+    /// SOURCE_IP, HTTP_COOKIE, APP_COOKIE or empty for none.
+    pub session_persistence: String,
+    /// The application cookie (APP_COOKIE).
+    pub persistence_cookie_name: String,
+    /// Re-encrypt to members.
+    pub tls_enabled: bool,
     /// Newline-separated.
     pub tags: String,
     pub provisioning_status: String,

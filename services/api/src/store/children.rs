@@ -37,6 +37,14 @@ pub(super) async fn insert_listener(
             new.port
         )));
     }
+    Store::check_certificates(
+        txn,
+        project,
+        "listener",
+        new.default_tls_container_ref.as_deref(),
+        &new.sni_container_refs,
+    )
+    .await?;
     let now = now_ms();
     Ok(listener::ActiveModel {
         id: Set(new_id()),
@@ -53,6 +61,10 @@ pub(super) async fn insert_listener(
         timeout_client_data_ms: Set(new.timeout_client_data_ms),
         timeout_member_connect_ms: Set(new.timeout_member_connect_ms),
         timeout_member_data_ms: Set(new.timeout_member_data_ms),
+        allowed_cidrs: Set(join_tags(&new.allowed_cidrs)),
+        insert_headers: Set(join_tags(&new.insert_headers)),
+        default_tls_container_ref: Set(new.default_tls_container_ref),
+        sni_container_refs: Set(join_tags(&new.sni_container_refs)),
         provisioning_status: Set(PENDING_CREATE.into()),
         operating_status: Set(OFFLINE.into()),
         revision: Set(1),
@@ -98,6 +110,9 @@ pub(super) async fn insert_pool(
         description: Set(new.description),
         protocol: Set(new.protocol.as_str().to_owned()),
         lb_algorithm: Set(new.algorithm.to_owned()),
+        session_persistence: Set(new.session_persistence.to_owned()),
+        persistence_cookie_name: Set(new.persistence_cookie_name),
+        tls_enabled: Set(new.tls_enabled),
         admin_state_up: Set(new.admin_state_up),
         tags: Set(join_tags(&new.tags)),
         provisioning_status: Set(PENDING_CREATE.into()),
@@ -329,6 +344,14 @@ impl Store {
         update::overlay_listener(&mut merged, patch, paths);
         let checked = convert::validate_listener(&merged)?;
         let lb = Self::lb_in(&txn, project, &found.loadbalancer_id).await?;
+        Self::check_certificates(
+            &txn,
+            project,
+            "listener",
+            checked.default_tls_container_ref.as_deref(),
+            &checked.sni_container_refs,
+        )
+        .await?;
         if checked.default_pool_id != found.default_pool_id {
             if let Some(pool_id) = &checked.default_pool_id {
                 Self::check_default_pool(
@@ -363,6 +386,10 @@ impl Store {
         active.timeout_client_data_ms = Set(checked.timeout_client_data_ms);
         active.timeout_member_connect_ms = Set(checked.timeout_member_connect_ms);
         active.timeout_member_data_ms = Set(checked.timeout_member_data_ms);
+        active.allowed_cidrs = Set(join_tags(&checked.allowed_cidrs));
+        active.insert_headers = Set(join_tags(&checked.insert_headers));
+        active.default_tls_container_ref = Set(checked.default_tls_container_ref.clone());
+        active.sni_container_refs = Set(join_tags(&checked.sni_container_refs));
         active.provisioning_status = Set(status.into());
         active.revision = Set(found.revision + 1);
         active.updated_ms = Set(now_ms());
@@ -389,6 +416,7 @@ impl Store {
             .filter(pool::Column::ListenerId.eq(id))
             .exec(&txn)
             .await?;
+        Self::delete_listener_policies(&txn, id).await?;
         listener::Entity::delete_by_id(id).exec(&txn).await?;
         txn.commit().await?;
         self.announce(project, &lb.id).await;
@@ -565,6 +593,9 @@ impl Store {
         active.name = Set(checked.name);
         active.description = Set(checked.description);
         active.lb_algorithm = Set(checked.algorithm.to_owned());
+        active.session_persistence = Set(checked.session_persistence.to_owned());
+        active.persistence_cookie_name = Set(checked.persistence_cookie_name);
+        active.tls_enabled = Set(checked.tls_enabled);
         active.admin_state_up = Set(checked.admin_state_up);
         active.tags = Set(join_tags(&checked.tags));
         active.provisioning_status = Set(status.into());
@@ -582,6 +613,7 @@ impl Store {
         let found = Self::pool_in(&txn, project, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("pool {id}")))?;
+        Self::check_pool_unreferenced(&txn, id).await?;
         let lb = Self::lb_in(&txn, project, &found.loadbalancer_id).await?;
         Self::bump(&txn, &lb).await?;
         listener::Entity::update_many()
@@ -821,6 +853,12 @@ impl Store {
                         "pool {} already has a health monitor",
                         found.id
                     )));
+                }
+                if found.protocol == "UDP" {
+                    return Err(ApiError::invalid(
+                        "health_monitor.pool_id",
+                        "UDP pools take no health monitor",
+                    ));
                 }
                 self.check_quota(&txn, project, Kind::HealthMonitor, 1)
                     .await?;

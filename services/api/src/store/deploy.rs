@@ -8,8 +8,8 @@ use sea_orm::{
 
 use super::{ACTIVE, ERROR, PENDING_CREATE, PENDING_DELETE, PENDING_UPDATE, Store};
 use crate::{
-    convert::monitor_type_to_agent,
-    entity::{health_monitor, listener, load_balancer, member, pool},
+    convert::{monitor_type_to_agent, split_tags},
+    entity::{health_monitor, l7_policy, l7_rule, listener, load_balancer, member, pool},
     error::ApiError,
     now_ms, status,
 };
@@ -72,6 +72,32 @@ impl Store {
             .filter(health_monitor::Column::LoadbalancerId.eq(lb.id.as_str()))
             .all(&self.db)
             .await?;
+        let policies = l7_policy::Entity::find()
+            .filter(l7_policy::Column::LoadbalancerId.eq(lb.id.as_str()))
+            .filter(l7_policy::Column::AdminStateUp.eq(true))
+            .order_by_asc(l7_policy::Column::Position)
+            .all(&self.db)
+            .await?;
+        let rules = l7_rule::Entity::find()
+            .filter(l7_rule::Column::LoadbalancerId.eq(lb.id.as_str()))
+            .filter(l7_rule::Column::AdminStateUp.eq(true))
+            .order_by_asc(l7_rule::Column::Id)
+            .all(&self.db)
+            .await?;
+        let mut certificates = std::collections::HashMap::new();
+        for l in &listeners {
+            let refs = l
+                .default_tls_container_ref
+                .iter()
+                .cloned()
+                .chain(split_tags(&l.sni_container_refs));
+            for id in refs {
+                if !certificates.contains_key(&id) {
+                    let cert = self.tls_certificate(&id).await?;
+                    certificates.insert(id, cert);
+                }
+            }
+        }
         let protocol = |p: &str| {
             agent::ListenerProtocol::from_str_name(&format!("LISTENER_PROTOCOL_{p}"))
                 .map_or(0, |v| v as i32)
@@ -94,6 +120,31 @@ impl Store {
                     timeout_client_data_ms: nonneg(l.timeout_client_data_ms),
                     timeout_member_connect_ms: nonneg(l.timeout_member_connect_ms),
                     timeout_member_data_ms: nonneg(l.timeout_member_data_ms),
+                    allowed_cidrs: split_tags(&l.allowed_cidrs),
+                    insert_headers: l
+                        .insert_headers
+                        .lines()
+                        .filter_map(|h| {
+                            agent::InsertHeader::from_str_name(&format!(
+                                "INSERT_HEADER_{}",
+                                h.to_ascii_uppercase().replace('-', "_")
+                            ))
+                        })
+                        .map(|h| h as i32)
+                        .collect(),
+                    default_certificate: l
+                        .default_tls_container_ref
+                        .as_ref()
+                        .and_then(|id| certificates.get(id).cloned()),
+                    sni_certificates: split_tags(&l.sni_container_refs)
+                        .iter()
+                        .filter_map(|id| certificates.get(id).cloned())
+                        .collect(),
+                    l7_policies: policies
+                        .iter()
+                        .filter(|p| p.listener_id == l.id)
+                        .map(|p| l7_config(p, &rules))
+                        .collect(),
                 })
                 .collect(),
             pools: pools
@@ -107,6 +158,17 @@ impl Store {
                     ))
                     .map_or(0, |a| a as i32),
                     admin_state_up: p.admin_state_up,
+                    persistence: (!p.session_persistence.is_empty()).then(|| {
+                        agent::SessionPersistence {
+                            r#type: agent::PersistenceType::from_str_name(&format!(
+                                "PERSISTENCE_TYPE_{}",
+                                p.session_persistence
+                            ))
+                            .map_or(0, |t| t as i32),
+                            cookie_name: p.persistence_cookie_name.clone(),
+                        }
+                    }),
+                    tls_enabled: p.tls_enabled,
                     members: members
                         .iter()
                         .filter(|m| m.pool_id == p.id)
@@ -221,6 +283,20 @@ impl Store {
                 .filter(health_monitor::Column::ProvisioningStatus.is_in(pending))
                 .exec(&txn)
                 .await?;
+            l7_policy::Entity::update_many()
+                .col_expr(l7_policy::Column::ProvisioningStatus, Expr::value(ACTIVE))
+                .col_expr(l7_policy::Column::OperatingStatus, Expr::value("ONLINE"))
+                .filter(l7_policy::Column::LoadbalancerId.eq(id))
+                .filter(l7_policy::Column::ProvisioningStatus.is_in(pending))
+                .exec(&txn)
+                .await?;
+            l7_rule::Entity::update_many()
+                .col_expr(l7_rule::Column::ProvisioningStatus, Expr::value(ACTIVE))
+                .col_expr(l7_rule::Column::OperatingStatus, Expr::value("ONLINE"))
+                .filter(l7_rule::Column::LoadbalancerId.eq(id))
+                .filter(l7_rule::Column::ProvisioningStatus.is_in(pending))
+                .exec(&txn)
+                .await?;
         }
         active.update(&txn).await?;
         if latest {
@@ -271,6 +347,18 @@ impl Store {
             .filter(member::Column::ProvisioningStatus.is_in(pending))
             .exec(&txn)
             .await?;
+        l7_policy::Entity::update_many()
+            .col_expr(l7_policy::Column::ProvisioningStatus, Expr::value(ERROR))
+            .filter(l7_policy::Column::LoadbalancerId.eq(id))
+            .filter(l7_policy::Column::ProvisioningStatus.is_in(pending))
+            .exec(&txn)
+            .await?;
+        l7_rule::Entity::update_many()
+            .col_expr(l7_rule::Column::ProvisioningStatus, Expr::value(ERROR))
+            .filter(l7_rule::Column::LoadbalancerId.eq(id))
+            .filter(l7_rule::Column::ProvisioningStatus.is_in(pending))
+            .exec(&txn)
+            .await?;
         txn.commit().await?;
         self.announce(&lb.project_id, id).await;
         Ok(())
@@ -280,6 +368,14 @@ impl Store {
     pub async fn purge_load_balancer(&self, lb: &load_balancer::Model) -> Result<(), ApiError> {
         let id = lb.id.as_str();
         let txn = self.write().await?;
+        l7_rule::Entity::delete_many()
+            .filter(l7_rule::Column::LoadbalancerId.eq(id))
+            .exec(&txn)
+            .await?;
+        l7_policy::Entity::delete_many()
+            .filter(l7_policy::Column::LoadbalancerId.eq(id))
+            .exec(&txn)
+            .await?;
         health_monitor::Entity::delete_many()
             .filter(health_monitor::Column::LoadbalancerId.eq(id))
             .exec(&txn)
@@ -340,4 +436,34 @@ async fn settle_member_statuses(
         }
     }
     Ok(())
+}
+
+/// A policy with its enabled rules, as a driver needs it.
+fn l7_config(p: &l7_policy::Model, rules: &[l7_rule::Model]) -> agent::L7PolicyConfig {
+    agent::L7PolicyConfig {
+        id: p.id.clone(),
+        action: agent::L7Action::from_str_name(&format!("L7_ACTION_{}", p.action))
+            .map_or(0, |a| a as i32),
+        redirect_pool_id: p.redirect_pool_id.clone().unwrap_or_default(),
+        redirect_url: p.redirect_url.clone(),
+        redirect_prefix: p.redirect_prefix.clone(),
+        redirect_http_code: u32::try_from(p.redirect_http_code).unwrap_or(0),
+        rules: rules
+            .iter()
+            .filter(|r| r.l7policy_id == p.id)
+            .map(|r| agent::L7RuleConfig {
+                id: r.id.clone(),
+                r#type: agent::L7RuleType::from_str_name(&format!("L7_RULE_TYPE_{}", r.rule_type))
+                    .map_or(0, |t| t as i32),
+                compare_type: agent::L7CompareType::from_str_name(&format!(
+                    "L7_COMPARE_TYPE_{}",
+                    r.compare_type
+                ))
+                .map_or(0, |t| t as i32),
+                key: r.key.clone(),
+                value: r.value.clone(),
+                invert: r.invert,
+            })
+            .collect(),
+    }
 }

@@ -2,9 +2,11 @@
 //! change to a load balancer's tree bumps its generation in the same transaction, and is announced
 //! on the change hub once committed.
 
+mod certificates;
 mod children;
 mod deploy;
 mod health;
+mod l7;
 mod load_balancers;
 
 use sea_orm::{
@@ -57,6 +59,9 @@ pub enum Kind {
     Pool,
     Member,
     HealthMonitor,
+    /// No quota (unlimited); the kind names idempotency keys.
+    L7Policy,
+    L7Rule,
 }
 
 impl Kind {
@@ -67,6 +72,8 @@ impl Kind {
             Self::Pool => "pool",
             Self::Member => "member",
             Self::HealthMonitor => "health_monitor",
+            Self::L7Policy => "l7policy",
+            Self::L7Rule => "l7rule",
         }
     }
 
@@ -77,6 +84,7 @@ impl Kind {
             Self::Pool => limits.pools,
             Self::Member => limits.members,
             Self::HealthMonitor => limits.health_monitors,
+            Self::L7Policy | Self::L7Rule => -1,
         }
     }
 
@@ -112,6 +120,18 @@ impl Kind {
                     .count(db)
                     .await?
             }
+            Self::L7Policy => {
+                crate::entity::l7_policy::Entity::find()
+                    .filter(crate::entity::l7_policy::Column::ProjectId.eq(project))
+                    .count(db)
+                    .await?
+            }
+            Self::L7Rule => {
+                crate::entity::l7_rule::Entity::find()
+                    .filter(crate::entity::l7_rule::Column::ProjectId.eq(project))
+                    .count(db)
+                    .await?
+            }
         })
     }
 }
@@ -127,6 +147,8 @@ pub struct Store {
     pub db: DatabaseConnection,
     pub hub: ChangeHub,
     pub quota_defaults: QuotaLimits,
+    /// Seals certificate keys; `None` when no secret key is configured.
+    pub secret: Option<crate::certs::SecretKey>,
 }
 
 pub(crate) fn new_id() -> String {
@@ -168,11 +190,17 @@ fn check_request_id(request_id: &str) -> Result<(), ApiError> {
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, hub: ChangeHub, quota_defaults: QuotaLimits) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        hub: ChangeHub,
+        quota_defaults: QuotaLimits,
+        secret: Option<crate::certs::SecretKey>,
+    ) -> Self {
         Self {
             db,
             hub,
             quota_defaults,
+            secret,
         }
     }
 

@@ -20,6 +20,9 @@ pub struct Model {
     pub networks: String,
     /// Created by the scheduler on demand for a service type.
     pub on_demand: bool,
+    /// What the device's driver can do, one `lbaas::capability` name per line, as its agent
+    /// reported.
+    pub capabilities: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -30,6 +30,18 @@ pub fn check(fleet: &Fleet, d: &DeviceView, request: &PlacementRequest) -> Resul
         }
         _ => {}
     }
+    let missing: Vec<&str> = request
+        .capabilities
+        .iter()
+        .filter(|c| !d.capabilities.contains(*c))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            "capabilities",
+            format!("driver {} lacks {}", d.driver, missing.join(", ")),
+        ));
+    }
     for (k, v) in &request.required_labels {
         if d.labels.get(k) != Some(v) {
             return Err(("labels", format!("label {k}={v} missing")));

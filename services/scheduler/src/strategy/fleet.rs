@@ -46,6 +46,8 @@ pub struct DeviceView {
     pub is_virtual: bool,
     pub labels: BTreeMap<String, String>,
     pub networks: BTreeSet<String>,
+    /// What the device's driver can do (`lbaas::capability` names).
+    pub capabilities: BTreeSet<String>,
 }
 
 /// Parts per million: scores are integers so that every comparison is exact.
@@ -94,6 +96,8 @@ pub struct Fleet {
     heartbeats: HashMap<String, i64>,
     /// The drivers each agent can create devices for.
     agent_drivers: HashMap<String, Vec<String>>,
+    /// What each driver can do, as agents last reported.
+    driver_capabilities: HashMap<String, BTreeSet<String>>,
 }
 
 static EMPTY: BTreeSet<LoadKey> = BTreeSet::new();
@@ -162,6 +166,31 @@ impl Fleet {
 
     pub fn set_agent_drivers(&mut self, agent: &str, drivers: Vec<String>) {
         self.agent_drivers.insert(agent.to_owned(), drivers);
+    }
+
+    pub fn set_driver_capabilities(&mut self, driver: &str, capabilities: BTreeSet<String>) {
+        self.driver_capabilities
+            .insert(driver.to_owned(), capabilities);
+    }
+
+    /// Keeps what agents reported of their drivers (it is not in the database).
+    pub fn driver_capabilities_from(&mut self, other: &Self) {
+        self.driver_capabilities
+            .clone_from(&other.driver_capabilities);
+    }
+
+    /// What `driver` can do: as an agent reported it, else as a device running it says.
+    pub fn driver_capabilities(&self, driver: &str) -> BTreeSet<String> {
+        self.driver_capabilities
+            .get(driver)
+            .cloned()
+            .or_else(|| {
+                self.devices
+                    .values()
+                    .find(|d| d.driver == driver && !d.capabilities.is_empty())
+                    .map(|d| d.capabilities.clone())
+            })
+            .unwrap_or_default()
     }
 
     /// Agents heard from since `live_after` that can create devices for `driver`, fewest devices

@@ -39,6 +39,8 @@ pub struct PlacementRequest {
     pub exclude: Option<String>,
     /// Agents last heard from before this (Unix ms) are not placed on.
     pub live_after_ms: i64,
+    /// Capabilities the device's driver must offer.
+    pub capabilities: Vec<String>,
 }
 
 /// One device in an explanation.

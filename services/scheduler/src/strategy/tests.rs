@@ -17,6 +17,7 @@ fn device(id: &str, load: i64, capacity: i64) -> DeviceView {
         is_virtual: true,
         labels: BTreeMap::new(),
         networks: Default::default(),
+        capabilities: Default::default(),
     }
 }
 
@@ -34,6 +35,7 @@ fn request(lb: &str, project: &str) -> PlacementRequest {
         loadbalancer_id: lb.into(),
         project_id: project.into(),
         live_after_ms: NOW - 10,
+        capabilities: Vec::new(),
         ..Default::default()
     }
 }
