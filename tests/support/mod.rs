@@ -484,6 +484,14 @@ impl Stack {
         LoadBalancerServiceClient::new(channel(self.api).await)
     }
 
+    pub async fn certificate_client(
+        &self,
+    ) -> lbaas::api::v1::certificate_service_client::CertificateServiceClient<Channel> {
+        lbaas::api::v1::certificate_service_client::CertificateServiceClient::new(
+            channel(self.api).await,
+        )
+    }
+
     pub async fn quota_client(
         &self,
     ) -> lbaas::api::v1::quota_service_client::QuotaServiceClient<Channel> {
@@ -693,6 +701,7 @@ impl Backend {
                     return;
                 };
                 let body = body.clone();
+                let cookie = body.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
@@ -708,10 +717,19 @@ impl Backend {
                         }
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n{}",
-                        body.len(),
+                    // `/headers` answers with the request head, so tests can see what the load
+                    // balancer added; every answer sets an application cookie naming the backend.
+                    let head = String::from_utf8_lossy(&buf[..read]).into_owned();
+                    let body = if head.starts_with("GET /headers") {
+                        head
+                    } else {
                         body
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nset-cookie: JSESSIONID={name}; path=/\r\nconnection: close\r\n\r\n{}",
+                        body.len(),
+                        body,
+                        name = cookie,
                     );
                     let _ = stream.write_all(response.as_bytes()).await;
                     let _ = stream.shutdown().await;
