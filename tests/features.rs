@@ -677,6 +677,18 @@ async fn l7_routing(driver: &'static str) {
         listed.iter().find(|p| p.id == by_host.id).unwrap().position,
         2
     );
+    let shown = api
+        .get_listener(in_project(
+            &project,
+            pb::GetListenerRequest {
+                id: listener.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.l7policy_ids.len(), 9);
+    assert_eq!(shown.l7policy_ids[1], by_host.id, "policies in position order");
 
     // Deleting the host policy sends that host to the default pool again.
     api.delete_l7_policy(in_project(

@@ -54,6 +54,14 @@ impl TenantApi {
         Ok(Response::new(convert::pool_to_proto(pool, monitor)))
     }
 
+    /// A listener as the API shows it, with its L7 policies in position order.
+    async fn listener(&self, m: crate::entity::listener::Model) -> Result<pb::Listener, Status> {
+        let policies = self.store.listener_policy_ids(&m.id).await?;
+        let mut listener = convert::listener_to_proto(m);
+        listener.l7policy_ids = policies;
+        Ok(listener)
+    }
+
     /// Checks that the device of load balancer `lb` (or, before it is placed, some device of its
     /// flavor) offers what a new child needs.
     async fn check_capabilities(
@@ -273,7 +281,7 @@ impl LoadBalancerService for TenantApi {
             .await?;
         let listener = self.store.get_listener(&caller.project_id, &id).await?;
         self.kick(&listener.loadbalancer_id);
-        Ok(Response::new(convert::listener_to_proto(listener)))
+        Ok(Response::new(self.listener(listener).await?))
     }
 
     async fn get_listener(
@@ -285,7 +293,7 @@ impl LoadBalancerService for TenantApi {
             .store
             .get_listener(&caller.project_id, &request.get_ref().id)
             .await?;
-        Ok(Response::new(convert::listener_to_proto(listener)))
+        Ok(Response::new(self.listener(listener).await?))
     }
 
     async fn list_listeners(
@@ -303,12 +311,12 @@ impl LoadBalancerService for TenantApi {
                 &r.page_token,
             )
             .await?;
+        let mut listeners = Vec::with_capacity(page.items.len());
+        for l in page.items {
+            listeners.push(self.listener(l).await?);
+        }
         Ok(Response::new(pb::ListListenersResponse {
-            listeners: page
-                .items
-                .into_iter()
-                .map(convert::listener_to_proto)
-                .collect(),
+            listeners,
             next_page_token: page.next_page_token,
         }))
     }
@@ -329,7 +337,7 @@ impl LoadBalancerService for TenantApi {
             .get_listener(&caller.project_id, &patch.id)
             .await?;
         self.kick(&listener.loadbalancer_id);
-        Ok(Response::new(convert::listener_to_proto(listener)))
+        Ok(Response::new(self.listener(listener).await?))
     }
 
     async fn delete_listener(
