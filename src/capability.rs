@@ -18,11 +18,17 @@ pub const POOL_TLS: &str = "pool_tls";
 pub const CONNECTION_LIMIT: &str = "connection_limit";
 
 pub fn protocol(p: ListenerProtocol) -> String {
-    format!("protocol:{}", p.as_str_name().trim_start_matches("LISTENER_PROTOCOL_"))
+    format!(
+        "protocol:{}",
+        p.as_str_name().trim_start_matches("LISTENER_PROTOCOL_")
+    )
 }
 
 pub fn algorithm(a: Algorithm) -> String {
-    format!("algorithm:{}", a.as_str_name().trim_start_matches("ALGORITHM_"))
+    format!(
+        "algorithm:{}",
+        a.as_str_name().trim_start_matches("ALGORITHM_")
+    )
 }
 
 pub fn persistence(p: PersistenceType) -> String {
@@ -33,7 +39,10 @@ pub fn persistence(p: PersistenceType) -> String {
 }
 
 pub fn monitor(m: MonitorType) -> String {
-    format!("monitor:{}", m.as_str_name().trim_start_matches("MONITOR_TYPE_"))
+    format!(
+        "monitor:{}",
+        m.as_str_name().trim_start_matches("MONITOR_TYPE_")
+    )
 }
 
 /// Everything a load balancer's config uses.
@@ -74,10 +83,16 @@ pub fn required(config: &LoadBalancerConfig) -> BTreeSet<String> {
 
 /// Every capability there is, for drivers that accept anything (noop).
 pub fn all() -> Vec<String> {
-    let mut all: Vec<String> = [L7, ALLOWED_CIDRS, INSERT_HEADERS, POOL_TLS, CONNECTION_LIMIT]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let mut all: Vec<String> = [
+        L7,
+        ALLOWED_CIDRS,
+        INSERT_HEADERS,
+        POOL_TLS,
+        CONNECTION_LIMIT,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     for p in [
         ListenerProtocol::Tcp,
         ListenerProtocol::Http,
@@ -157,6 +172,10 @@ mod tests {
             ]
         );
         assert!(all().iter().any(|c| c == "protocol:TERMINATED_HTTPS"));
-        assert!(!all_except(&["protocol:UDP"]).iter().any(|c| c == "protocol:UDP"));
+        assert!(
+            !all_except(&["protocol:UDP"])
+                .iter()
+                .any(|c| c == "protocol:UDP")
+        );
     }
 }

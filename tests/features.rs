@@ -150,7 +150,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-async fn connect_from(addr: &str, source: Option<IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+async fn connect_from(
+    addr: &str,
+    source: Option<IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
     let addr: SocketAddr = addr.parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4()?;
     if let Some(source) = source {
@@ -229,18 +232,28 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
         lb(
             "algorithms",
             vec![
-                http(8081, pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, two())),
+                http(
+                    8081,
+                    pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, two()),
+                ),
                 http(
                     8082,
                     pool(pb::Protocol::Http, pb::LbAlgorithm::LeastConnections, two()),
                 ),
-                http(8083, pool(pb::Protocol::Http, pb::LbAlgorithm::SourceIp, two())),
+                http(
+                    8083,
+                    pool(pb::Protocol::Http, pb::LbAlgorithm::SourceIp, two()),
+                ),
                 http(
                     8084,
                     pool(
                         pb::Protocol::Http,
                         pb::LbAlgorithm::RoundRobin,
-                        vec![weighted(a.port(), 3), weighted(b.port(), 1), weighted(c.port(), 0)],
+                        vec![
+                            weighted(a.port(), 3),
+                            weighted(b.port(), 1),
+                            weighted(c.port(), 0),
+                        ],
                     ),
                 ),
                 http(8085, monitored),
@@ -251,7 +264,10 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
     let vip = |port: u16| format!("{}:{port}", created.vip_address);
 
     // ROUND_ROBIN: an equal split over 20 requests.
-    assert_eq!(counts(&vip(8081), 20, &[]).await, split(&[("a", 10), ("b", 10)]));
+    assert_eq!(
+        counts(&vip(8081), 20, &[]).await,
+        split(&[("a", 10), ("b", 10)])
+    );
     // LEAST_CONNECTIONS: with no connection held, both members take requests.
     let lc = counts(&vip(8082), 20, &[]).await;
     assert!(lc.len() == 2 && lc.values().all(|n| *n >= 5), "{lc:?}");
@@ -259,7 +275,10 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
     let sticky = counts(&vip(8083), 20, &[]).await;
     assert_eq!(sticky.len(), 1, "{sticky:?}");
     // Weights 3:1, and weight 0 drains.
-    assert_eq!(counts(&vip(8084), 40, &[]).await, split(&[("a", 30), ("b", 10)]));
+    assert_eq!(
+        counts(&vip(8084), 40, &[]).await,
+        split(&[("a", 30), ("b", 10)])
+    );
     // The backup serves only once the primary is down.
     assert_eq!(counts(&vip(8085), 10, &[]).await, split(&[("a", 10)]));
     let a_port = a.addr.port();
@@ -323,7 +342,10 @@ async fn session_persistence(driver: &'static str) {
             vec![
                 http(8081, persistent(pb::SessionPersistenceType::SourceIp, "")),
                 http(8082, persistent(pb::SessionPersistenceType::HttpCookie, "")),
-                http(8083, persistent(pb::SessionPersistenceType::AppCookie, "JSESSIONID")),
+                http(
+                    8083,
+                    persistent(pb::SessionPersistenceType::AppCookie, "JSESSIONID"),
+                ),
             ],
         ),
     )
@@ -337,8 +359,7 @@ async fn session_persistence(driver: &'static str) {
     // HTTP_COOKIE: the load balancer's cookie keeps a client on its member; without it, the
     // pool balances.
     let first = get(&vip(8082), "/", &[]).await;
-    let srv = cookie_value(&first, "SRV")
-        .unwrap_or_else(|| panic!("no SRV cookie set: {first:?}"));
+    let srv = cookie_value(&first, "SRV").unwrap_or_else(|| panic!("no SRV cookie set: {first:?}"));
     let cookie = format!("SRV={srv}");
     let with_cookie = counts(&vip(8082), 10, &[("cookie", &cookie)]).await;
     assert_eq!(with_cookie, split(&[(first.body.as_str(), 10)]));
@@ -348,10 +369,14 @@ async fn session_persistence(driver: &'static str) {
     for member in ["a", "b"] {
         let cookie = format!("JSESSIONID={member}");
         // Learn: requests until that member has answered (and set its cookie) once.
-        support::poll_until(Duration::from_secs(10), "the member to set its cookie", || {
-            let vip = vip(8083);
-            async move { (get(&vip, "/", &[]).await.body == member).then_some(()) }
-        })
+        support::poll_until(
+            Duration::from_secs(10),
+            "the member to set its cookie",
+            || {
+                let vip = vip(8083);
+                async move { (get(&vip, "/", &[]).await.body == member).then_some(()) }
+            },
+        )
         .await;
         assert_eq!(
             counts(&vip(8083), 10, &[("cookie", &cookie)]).await,
@@ -385,7 +410,11 @@ async fn access_control_and_headers(driver: &'static str) {
                 .collect(),
                 ..http(
                     8081,
-                    pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, vec![member_at(a.port())]),
+                    pool(
+                        pb::Protocol::Http,
+                        pb::LbAlgorithm::RoundRobin,
+                        vec![member_at(a.port())],
+                    ),
                 )
             }],
         ),
@@ -422,7 +451,10 @@ async fn access_control_and_headers(driver: &'static str) {
     .await
     .unwrap();
     let settled = wait_settled(&api, &project, &created.id).await;
-    assert_eq!(settled.provisioning_status(), pb::ProvisioningStatus::Active);
+    assert_eq!(
+        settled.provisioning_status(),
+        pb::ProvisioningStatus::Active
+    );
     let reply = get_from(&vip, "/", &[], Some(outsider)).await.unwrap();
     assert_eq!(reply.body, "a");
     stack.stop().await;
@@ -478,7 +510,11 @@ async fn l7_routing(driver: &'static str) {
         Backend::start("c").await,
     );
     let one = |backend: &Backend| {
-        pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, vec![member_at(backend.port())])
+        pool(
+            pb::Protocol::Http,
+            pb::LbAlgorithm::RoundRobin,
+            vec![member_at(backend.port())],
+        )
     };
     let created = support::create_active(
         &mut api,
@@ -523,14 +559,26 @@ async fn l7_routing(driver: &'static str) {
         &mut api,
         &project,
         &listener,
-        to_pool(&pool_b, vec![rule(Rule::HostName, Cmp::EqualTo, "", "b.example.com", false)]),
+        to_pool(
+            &pool_b,
+            vec![rule(
+                Rule::HostName,
+                Cmp::EqualTo,
+                "",
+                "b.example.com",
+                false,
+            )],
+        ),
     )
     .await;
     policy(
         &mut api,
         &project,
         &listener,
-        to_pool(&pool_c, vec![rule(Rule::Path, Cmp::StartsWith, "", "/c/", false)]),
+        to_pool(
+            &pool_c,
+            vec![rule(Rule::Path, Cmp::StartsWith, "", "/c/", false)],
+        ),
     )
     .await;
     policy(
@@ -575,7 +623,13 @@ async fn l7_routing(driver: &'static str) {
         &listener,
         to_pool(
             &pool_b,
-            vec![rule(Rule::Path, Cmp::Regex, "", "^/api/v[0-9]+/items$", false)],
+            vec![rule(
+                Rule::Path,
+                Cmp::Regex,
+                "",
+                "^/api/v[0-9]+/items$",
+                false,
+            )],
         ),
     )
     .await;
@@ -597,7 +651,16 @@ async fn l7_routing(driver: &'static str) {
         &mut api,
         &project,
         &listener,
-        to_pool(&pool_c, vec![rule(Rule::HostName, Cmp::EndsWith, "", ".c.example.com", false)]),
+        to_pool(
+            &pool_c,
+            vec![rule(
+                Rule::HostName,
+                Cmp::EndsWith,
+                "",
+                ".c.example.com",
+                false,
+            )],
+        ),
     )
     .await;
     let settled = wait_settled(&api, &project, &created.id).await;
@@ -616,7 +679,11 @@ async fn l7_routing(driver: &'static str) {
     };
     expect(get(&vip, "/", &[]).await, 200, "a");
     expect(get(&vip, "/", &[("host", "b.example.com")]).await, 200, "b");
-    expect(get(&vip, "/", &[("host", "B.Example.COM:8080")]).await, 200, "b");
+    expect(
+        get(&vip, "/", &[("host", "B.Example.COM:8080")]).await,
+        200,
+        "b",
+    );
     expect(get(&vip, "/c/x", &[]).await, 200, "c");
     expect(get(&vip, "/file.exe", &[]).await, 403, "");
     expect(get(&vip, "/file.exe.txt", &[]).await, 200, "a");
@@ -633,10 +700,22 @@ async fn l7_routing(driver: &'static str) {
     expect(get(&vip, "/api/v2/items", &[]).await, 200, "b");
     expect(get(&vip, "/api/vx/items", &[]).await, 200, "a");
     expect(get(&vip, "/private/x", &[]).await, 403, "");
-    expect(get(&vip, "/private/x", &[("x-token", "secret")]).await, 200, "a");
-    expect(get(&vip, "/", &[("host", "x.c.example.com")]).await, 200, "c");
+    expect(
+        get(&vip, "/private/x", &[("x-token", "secret")]).await,
+        200,
+        "a",
+    );
+    expect(
+        get(&vip, "/", &[("host", "x.c.example.com")]).await,
+        200,
+        "c",
+    );
     // Order: the host policy comes before the path one.
-    expect(get(&vip, "/c/x", &[("host", "b.example.com")]).await, 200, "b");
+    expect(
+        get(&vip, "/c/x", &[("host", "b.example.com")]).await,
+        200,
+        "b",
+    );
 
     // A policy put first wins over the rest.
     policy(
@@ -688,7 +767,10 @@ async fn l7_routing(driver: &'static str) {
         .unwrap()
         .into_inner();
     assert_eq!(shown.l7policy_ids.len(), 9);
-    assert_eq!(shown.l7policy_ids[1], by_host.id, "policies in position order");
+    assert_eq!(
+        shown.l7policy_ids[1], by_host.id,
+        "policies in position order"
+    );
 
     // Deleting the host policy sends that host to the default pool again.
     api.delete_l7_policy(in_project(
@@ -831,14 +913,22 @@ async fn tls_termination_with_sni(driver: &'static str) {
         .into_inner();
     assert!(default_id.private_key_pem.is_empty(), "a key came back");
     assert_eq!(default_id.subject_names, vec!["default.example.com"]);
-    let one_id = certs.create_certificate(upload(&one, "one")).await.unwrap().into_inner().id;
-    let two_id = certs.create_certificate(upload(&two, "two")).await.unwrap().into_inner().id;
+    let one_id = certs
+        .create_certificate(upload(&one, "one"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let two_id = certs
+        .create_certificate(upload(&two, "two"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     let fetched = certs
         .get_certificate(in_project(
             &project,
-            pb::GetCertificateRequest {
-                id: one_id.clone(),
-            },
+            pb::GetCertificateRequest { id: one_id.clone() },
         ))
         .await
         .unwrap()
@@ -887,13 +977,18 @@ async fn tls_termination_with_sni(driver: &'static str) {
         (created.vip_address.as_str(), &default.der),
     ] {
         let (served, reply) = tls_get(&vip, name, "/").await;
-        assert!(served == *want, "{driver}: SNI {name} got the wrong certificate");
+        assert!(
+            served == *want,
+            "{driver}: SNI {name} got the wrong certificate"
+        );
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.body, "plain");
     }
     let (_, seen) = tls_get(&vip, "one.example.com", "/headers").await;
     assert!(
-        seen.body.to_ascii_lowercase().contains("x-forwarded-proto: https"),
+        seen.body
+            .to_ascii_lowercase()
+            .contains("x-forwarded-proto: https"),
         "{}",
         seen.body
     );
@@ -988,6 +1083,27 @@ on_each_driver!(re_encryption);
 
 // ---- UDP ----
 
+/// Waits until the scheduler knows what the stack's device can do (its agent has registered it).
+async fn capabilities_known(stack: &Stack) {
+    let devices = stack.devices().await;
+    support::poll_until(Duration::from_secs(10), "the device's capabilities", || {
+        let mut devices = devices.clone();
+        async move {
+            let listed = devices
+                .list_devices(lbaas::scheduler::v1::ListDevicesRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            listed
+                .devices
+                .iter()
+                .any(|d| !d.capabilities.is_empty())
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 /// A UDP member that answers every datagram with its name.
 async fn udp_member(name: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -1061,23 +1177,7 @@ async fn udp_is_refused_where_no_driver_supports_it() {
         return;
     }
     let (stack, mut api, project) = start("haproxy").await;
-    let devices = stack.devices().await;
-    support::poll_until(Duration::from_secs(10), "the device to register", || {
-        let mut devices = devices.clone();
-        async move {
-            let listed = devices
-                .list_devices(lbaas::scheduler::v1::ListDevicesRequest::default())
-                .await
-                .ok()?
-                .into_inner();
-            listed
-                .devices
-                .iter()
-                .any(|d| !d.capabilities.is_empty())
-                .then_some(())
-        }
-    })
-    .await;
+    capabilities_known(&stack).await;
     let refused = api
         .create_load_balancer(in_project(
             &project,
@@ -1087,7 +1187,11 @@ async fn udp_is_refused_where_no_driver_supports_it() {
                     vec![listener(
                         pb::Protocol::Udp,
                         5353,
-                        pool(pb::Protocol::Udp, pb::LbAlgorithm::RoundRobin, vec![member_at(53)]),
+                        pool(
+                            pb::Protocol::Udp,
+                            pb::LbAlgorithm::RoundRobin,
+                            vec![member_at(53)],
+                        ),
                     )],
                 )),
                 request_id: String::new(),
@@ -1102,13 +1206,23 @@ async fn udp_is_refused_where_no_driver_supports_it() {
         "{fields:?}: {}",
         refused.message()
     );
-    assert!(refused.message().contains("protocol:UDP"), "{}", refused.message());
+    assert!(
+        refused.message().contains("protocol:UDP"),
+        "{}",
+        refused.message()
+    );
     let listed = api
-        .list_load_balancers(in_project(&project, pb::ListLoadBalancersRequest::default()))
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest::default(),
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert!(listed.load_balancers.is_empty(), "a refused load balancer was stored");
+    assert!(
+        listed.load_balancers.is_empty(),
+        "a refused load balancer was stored"
+    );
     stack.stop().await;
 }
 
@@ -1148,23 +1262,7 @@ async fn protocol_algorithm_matrix(db: support::Db, driver: &'static str) {
         .unwrap()
         .into_inner()
         .id;
-    let devices = stack.devices().await;
-    support::poll_until(Duration::from_secs(10), "the device's capabilities", || {
-        let mut devices = devices.clone();
-        async move {
-            let listed = devices
-                .list_devices(lbaas::scheduler::v1::ListDevicesRequest::default())
-                .await
-                .ok()?
-                .into_inner();
-            listed
-                .devices
-                .iter()
-                .any(|d| !d.capabilities.is_empty())
-                .then_some(())
-        }
-    })
-    .await;
+    capabilities_known(&stack).await;
     let supported = |p: pb::Protocol| !(driver == "haproxy" && p == pb::Protocol::Udp);
     let mut port = 7000;
     for protocol in [
@@ -1199,7 +1297,9 @@ async fn protocol_algorithm_matrix(db: support::Db, driver: &'static str) {
                 ))
                 .await;
             if supported(protocol) {
-                let created = created.unwrap_or_else(|e| panic!("{what}: {e}")).into_inner();
+                let created = created
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))
+                    .into_inner();
                 let settled = wait_settled(&api, &project, &created.id).await;
                 assert_eq!(
                     settled.provisioning_status(),
@@ -1286,7 +1386,9 @@ async fn invalid_combinations_refused(db: Db) {
         (
             "an unknown header",
             pb::Listener {
-                insert_headers: [("X-Evil".to_owned(), "true".to_owned())].into_iter().collect(),
+                insert_headers: [("X-Evil".to_owned(), "true".to_owned())]
+                    .into_iter()
+                    .collect(),
                 ..http(80, http_pool())
             },
             "load_balancer.listeners[0].insert_headers[X-Evil]",
@@ -1372,13 +1474,22 @@ async fn invalid_combinations_refused(db: Db) {
             ))
             .await
             .expect_err(what);
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
         let fields = support::violations(&status);
         assert!(fields.contains(&field.to_owned()), "{what}: {fields:?}");
     }
 
     // L7 policies need an HTTP listener; a rule's value cannot carry config syntax.
-    let tcp_lb = support::create_active(&mut api, &project, lb("tcp", vec![listener(P::Tcp, 80, tcp_pool())])).await;
+    let tcp_lb = support::create_active(
+        &mut api,
+        &project,
+        lb("tcp", vec![listener(P::Tcp, 80, tcp_pool())]),
+    )
+    .await;
     let status = api
         .create_l7_policy(in_project(
             &project,
@@ -1395,7 +1506,8 @@ async fn invalid_combinations_refused(db: Db) {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(support::violations(&status), vec!["l7policy.listener_id"]);
-    let http_lb = support::create_active(&mut api, &project, lb("http", vec![http(80, http_pool())])).await;
+    let http_lb =
+        support::create_active(&mut api, &project, lb("http", vec![http(80, http_pool())])).await;
     let status = api
         .create_l7_policy(in_project(
             &project,
@@ -1417,11 +1529,17 @@ async fn invalid_combinations_refused(db: Db) {
         ))
         .await
         .unwrap_err();
-    assert_eq!(support::violations(&status), vec!["l7policy.rules[0].value"]);
+    assert_eq!(
+        support::violations(&status),
+        vec!["l7policy.rules[0].value"]
+    );
 
     // Nothing refused was stored.
     let listed = api
-        .list_load_balancers(in_project(&project, pb::ListLoadBalancersRequest::default()))
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest::default(),
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -11,11 +11,7 @@ use base64::Engine as _;
 use lbaas::api::v1 as pb;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 
-use crate::{
-    convert::Violations,
-    entity::certificate,
-    error::ApiError,
-};
+use crate::{convert::Violations, entity::certificate, error::ApiError};
 
 const MAX_PEM: usize = 64 * 1024;
 const NONCE_LEN: usize = 12;
@@ -46,8 +42,8 @@ impl SecretKey {
         let bytes: Vec<u8> = (0..32)
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
             .collect::<Result<_, _>>()?;
-        let cipher = Aes256Gcm::new_from_slice(&bytes)
-            .map_err(|_| anyhow::anyhow!("must be 32 bytes"))?;
+        let cipher =
+            Aes256Gcm::new_from_slice(&bytes).map_err(|_| anyhow::anyhow!("must be 32 bytes"))?;
         Ok(Self(Arc::new(cipher)))
     }
 

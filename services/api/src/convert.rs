@@ -456,20 +456,23 @@ fn insert_headers(
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (key, value) in values {
-        let Some(name) = INSERT_HEADERS
-            .iter()
-            .find(|h| h.eq_ignore_ascii_case(key))
-        else {
+        let Some(name) = INSERT_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(key)) else {
             v.add(
                 format!("{f}.insert_headers[{key}]"),
-                format!("is not a header lbaas inserts ({})", INSERT_HEADERS.join(", ")),
+                format!(
+                    "is not a header lbaas inserts ({})",
+                    INSERT_HEADERS.join(", ")
+                ),
             );
             continue;
         };
         match value.to_ascii_lowercase().as_str() {
             "true" => out.push((*name).to_owned()),
             "false" => {}
-            _ => v.add(format!("{f}.insert_headers[{key}]"), "must be \"true\" or \"false\""),
+            _ => v.add(
+                format!("{f}.insert_headers[{key}]"),
+                "must be \"true\" or \"false\"",
+            ),
         }
     }
     if !out.is_empty() && !protocol.is_http() {
@@ -485,7 +488,12 @@ fn insert_headers(
     out
 }
 
-fn tls_refs(v: &mut Violations, f: &str, protocol: Protocol, input: &pb::Listener) -> Option<String> {
+fn tls_refs(
+    v: &mut Violations,
+    f: &str,
+    protocol: Protocol,
+    input: &pb::Listener,
+) -> Option<String> {
     let default = id_ref(
         v,
         &format!("{f}.default_tls_container_ref"),
@@ -637,7 +645,10 @@ fn persistence(
         Ok(pb::SessionPersistenceType::HttpCookie) => "HTTP_COOKIE",
         Ok(pb::SessionPersistenceType::AppCookie) => "APP_COOKIE",
         Err(_) => {
-            v.add(format!("{field}.type"), format!("unknown type {}", input.r#type));
+            v.add(
+                format!("{field}.type"),
+                format!("unknown type {}", input.r#type),
+            );
             ""
         }
     };
@@ -952,15 +963,13 @@ pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
         members: Vec::new(),
         healthmonitor: None,
         healthmonitor_id: monitor_id.unwrap_or_default(),
-        session_persistence: (!m.session_persistence.is_empty()).then(|| {
-            pb::SessionPersistence {
-                r#type: pb::SessionPersistenceType::from_str_name(&format!(
-                    "SESSION_PERSISTENCE_TYPE_{}",
-                    m.session_persistence
-                ))
-                .map_or(0, |t| t as i32),
-                cookie_name: m.persistence_cookie_name,
-            }
+        session_persistence: (!m.session_persistence.is_empty()).then(|| pb::SessionPersistence {
+            r#type: pb::SessionPersistenceType::from_str_name(&format!(
+                "SESSION_PERSISTENCE_TYPE_{}",
+                m.session_persistence
+            ))
+            .map_or(0, |t| t as i32),
+            cookie_name: m.persistence_cookie_name,
         }),
         tls_enabled: m.tls_enabled,
     }

@@ -3,7 +3,9 @@
 use lbaas::api::v1 as pb;
 
 use crate::{
-    convert::{Violations, check_tags, operating_status, provisioning_status, revision_etag, split_tags},
+    convert::{
+        Violations, check_tags, operating_status, provisioning_status, revision_etag, split_tags,
+    },
     entity::{l7_policy, l7_rule},
     error::ApiError,
 };
@@ -114,7 +116,11 @@ pub fn validate_l7policy(input: &pb::L7Policy) -> Result<NewL7Policy, ApiError> 
         url(&mut v, &format!("{f}.redirect_url"), &input.redirect_url);
     }
     if !input.redirect_prefix.is_empty() {
-        url(&mut v, &format!("{f}.redirect_prefix"), &input.redirect_prefix);
+        url(
+            &mut v,
+            &format!("{f}.redirect_prefix"),
+            &input.redirect_prefix,
+        );
     }
     let redirects = matches!(action, "REDIRECT_TO_URL" | "REDIRECT_PREFIX");
     let redirect_http_code = match (redirects, input.redirect_http_code) {
@@ -162,7 +168,8 @@ pub fn validate_l7policy(input: &pb::L7Policy) -> Result<NewL7Policy, ApiError> 
         name: input.name.clone(),
         description: input.description.clone(),
         action,
-        redirect_pool_id: (!input.redirect_pool_id.is_empty()).then(|| input.redirect_pool_id.clone()),
+        redirect_pool_id: (!input.redirect_pool_id.is_empty())
+            .then(|| input.redirect_pool_id.clone()),
         redirect_url: input.redirect_url.clone(),
         redirect_prefix: input.redirect_prefix.clone(),
         redirect_http_code,
@@ -353,7 +360,10 @@ mod tests {
                 value: value.into(),
                 ..Default::default()
             };
-            assert_eq!(fields(validate_l7rule(&rule).unwrap_err()), vec!["rule.value"]);
+            assert_eq!(
+                fields(validate_l7rule(&rule).unwrap_err()),
+                vec!["rule.value"]
+            );
         }
     }
 }

@@ -137,7 +137,13 @@ impl MigrationName for Features {
 impl MigrationTrait for Features {
     #[allow(elided_lifetimes_in_paths)]
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let text = |c: &str| ColumnDef::new(Alias::new(c)).text().not_null().default("").to_owned();
+        let text = |c: &str| {
+            ColumnDef::new(Alias::new(c))
+                .text()
+                .not_null()
+                .default("")
+                .to_owned()
+        };
         let columns = [
             ("listeners", text("allowed_cidrs")),
             ("listeners", text("insert_headers")),

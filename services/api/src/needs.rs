@@ -23,10 +23,16 @@ fn protocol(p: Protocol) -> String {
 pub fn listener(l: &NewListener, f: &str, out: &mut Needs) {
     out.push((protocol(l.protocol), format!("{f}.protocol")));
     if !l.allowed_cidrs.is_empty() {
-        out.push((capability::ALLOWED_CIDRS.into(), format!("{f}.allowed_cidrs")));
+        out.push((
+            capability::ALLOWED_CIDRS.into(),
+            format!("{f}.allowed_cidrs"),
+        ));
     }
     if !l.insert_headers.is_empty() {
-        out.push((capability::INSERT_HEADERS.into(), format!("{f}.insert_headers")));
+        out.push((
+            capability::INSERT_HEADERS.into(),
+            format!("{f}.insert_headers"),
+        ));
     }
     if l.connection_limit > 0 {
         out.push((
@@ -46,7 +52,10 @@ pub fn pool(p: &NewPool, f: &str, out: &mut Needs) {
         "SOURCE_IP" => Algorithm::SourceIp,
         _ => Algorithm::RoundRobin,
     };
-    out.push((capability::algorithm(algorithm), format!("{f}.lb_algorithm")));
+    out.push((
+        capability::algorithm(algorithm),
+        format!("{f}.lb_algorithm"),
+    ));
     let persistence = match p.session_persistence {
         "SOURCE_IP" => Some(PersistenceType::SourceIp),
         "HTTP_COOKIE" => Some(PersistenceType::HttpCookie),

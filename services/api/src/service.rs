@@ -4,8 +4,8 @@ use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
 use lbaas::api::v1::{
-    self as pb, load_balancer_service_server::LoadBalancerService,
-    quota_service_server::QuotaService, certificate_service_server::CertificateService,
+    self as pb, certificate_service_server::CertificateService,
+    load_balancer_service_server::LoadBalancerService, quota_service_server::QuotaService,
 };
 use tonic::{Request, Response, Status};
 
@@ -698,7 +698,12 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let page = self
             .store
-            .list_l7policies(&caller.project_id, &r.listener_id, r.page_size, &r.page_token)
+            .list_l7policies(
+                &caller.project_id,
+                &r.listener_id,
+                r.page_size,
+                &r.page_token,
+            )
             .await?;
         let mut l7policies = Vec::with_capacity(page.items.len());
         for p in page.items {
@@ -721,7 +726,10 @@ impl LoadBalancerService for TenantApi {
         self.store
             .update_l7policy(&caller.project_id, &patch, &paths)
             .await?;
-        let policy = self.store.get_l7policy(&caller.project_id, &patch.id).await?;
+        let policy = self
+            .store
+            .get_l7policy(&caller.project_id, &patch.id)
+            .await?;
         let listener = self
             .store
             .get_listener(&caller.project_id, &policy.listener_id)
@@ -787,7 +795,12 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let page = self
             .store
-            .list_l7rules(&caller.project_id, &r.l7policy_id, r.page_size, &r.page_token)
+            .list_l7rules(
+                &caller.project_id,
+                &r.l7policy_id,
+                r.page_size,
+                &r.page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListL7RulesResponse {
             rules: page
@@ -848,7 +861,10 @@ impl CertificateService for CertificateApi {
         caller.require_write()?;
         let input = required(request.into_inner().certificate, "certificate")?;
         let new = crate::certs::validate_certificate(&input)?;
-        let created = self.store.create_certificate(&caller.project_id, new).await?;
+        let created = self
+            .store
+            .create_certificate(&caller.project_id, new)
+            .await?;
         Ok(Response::new(crate::certs::certificate_to_proto(created)))
     }
 

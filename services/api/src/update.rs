@@ -203,7 +203,9 @@ pub fn overlay_listener(base: &mut pb::Listener, patch: &pb::Listener, paths: &[
             "default_tls_container_ref" => base
                 .default_tls_container_ref
                 .clone_from(&patch.default_tls_container_ref),
-            "sni_container_refs" => base.sni_container_refs.clone_from(&patch.sni_container_refs),
+            "sni_container_refs" => base
+                .sni_container_refs
+                .clone_from(&patch.sni_container_refs),
             _ => {}
         }
     }

@@ -60,7 +60,10 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     // The key certificate keys are sealed with: made once, kept with the databases.
     let secret_key_file = data_dir.join("secret.key");
     if !secret_key_file.exists() {
-        write_private(&secret_key_file, &lbaas_api::certs::SecretKey::generate_hex())?;
+        write_private(
+            &secret_key_file,
+            &lbaas_api::certs::SecretKey::generate_hex(),
+        )?;
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -247,7 +247,11 @@ impl Placer {
         self.fleet_change().set_agent_drivers(agent, drivers);
     }
 
-    pub fn set_driver_capabilities(&self, driver: &str, capabilities: std::collections::BTreeSet<String>) {
+    pub fn set_driver_capabilities(
+        &self,
+        driver: &str,
+        capabilities: std::collections::BTreeSet<String>,
+    ) {
         self.fleet_change()
             .set_driver_capabilities(driver, capabilities);
     }
@@ -392,7 +396,12 @@ impl Placer {
             .ids()
             .iter()
             .filter_map(|id| fleet.get(id))
-            .filter(|d| request.driver.as_ref().is_none_or(|driver| d.driver == *driver))
+            .filter(|d| {
+                request
+                    .driver
+                    .as_ref()
+                    .is_none_or(|driver| d.driver == *driver)
+            })
             .filter(|d| {
                 request
                     .required_labels

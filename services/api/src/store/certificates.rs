@@ -136,7 +136,10 @@ impl Store {
     }
 
     /// The certificate with its key opened, for a device.
-    pub(crate) async fn tls_certificate(&self, id: &str) -> Result<agent::TlsCertificate, ApiError> {
+    pub(crate) async fn tls_certificate(
+        &self,
+        id: &str,
+    ) -> Result<agent::TlsCertificate, ApiError> {
         let found = certificate::Entity::find_by_id(id)
             .one(&self.db)
             .await?

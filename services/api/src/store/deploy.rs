@@ -92,9 +92,9 @@ impl Store {
                 .cloned()
                 .chain(split_tags(&l.sni_container_refs));
             for id in refs {
-                if !certificates.contains_key(&id) {
-                    let cert = self.tls_certificate(&id).await?;
-                    certificates.insert(id, cert);
+                if let std::collections::hash_map::Entry::Vacant(slot) = certificates.entry(id) {
+                    let cert = self.tls_certificate(slot.key()).await?;
+                    slot.insert(cert);
                 }
             }
         }

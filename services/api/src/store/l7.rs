@@ -131,7 +131,10 @@ impl Store {
                 "names a pool of another load balancer",
             ));
         }
-        let fits = match (Protocol::parse(&p.protocol), Protocol::parse(&listener.protocol)) {
+        let fits = match (
+            Protocol::parse(&p.protocol),
+            Protocol::parse(&listener.protocol),
+        ) {
             (Some(pool), Some(l)) => Protocol::pool_fits_listener(pool, l),
             _ => false,
         };
@@ -244,11 +247,9 @@ impl Store {
         if !token.is_empty() {
             query = query.filter(l7_policy::Column::Id.gt(token));
         }
-        let mut page = paginate(
-            query.limit(size + 1).all(&self.db).await?,
-            size,
-            |m| m.id.clone(),
-        );
+        let mut page = paginate(query.limit(size + 1).all(&self.db).await?, size, |m| {
+            m.id.clone()
+        });
         page.items
             .sort_by(|a, b| (&a.listener_id, a.position).cmp(&(&b.listener_id, b.position)));
         Ok(page)

@@ -4,11 +4,21 @@
 //!
 //! HAProxy runs daemonized, not as a child of the agent: the data plane keeps serving while the
 //! agent restarts, and a restarted agent adopts the running master through its socket.
+//!
+//! TERMINATED_HTTPS listeners' certificates (with their keys) are files in `<state dir>/certs`,
+//! mode 0600: written before the config that names them is checked, and removed once a config
+//! that no longer names them is live.
 
+#[cfg(test)]
+mod fixtures;
+mod l7;
 mod master;
 mod plan;
 pub mod render;
 mod runtime;
+#[cfg(test)]
+mod tests;
+mod tls;
 
 use std::{
     path::{Path, PathBuf},
@@ -16,9 +26,12 @@ use std::{
 };
 
 use lbaas::agent::v1::{DiagnosticCheck, LoadBalancerConfig};
-use tokio::sync::Mutex;
+use tokio::{io::AsyncWriteExt, sync::Mutex};
 
-use self::{master::MasterCli, render::ConfigRenderer};
+use self::{
+    master::MasterCli,
+    render::{CertFiles, ConfigRenderer, Rendered},
+};
 use super::{DeviceHealth, Driver, DriverError, DriverOptions};
 
 /// How long a started or reloaded HAProxy may take to show a new worker.
@@ -36,11 +49,11 @@ pub struct HaproxyDriver {
     running: std::sync::Mutex<Option<Live>>,
 }
 
-/// The configuration HAProxy runs: the load balancers and the config text they render to.
+/// The configuration HAProxy runs: the load balancers and what they render to.
 #[derive(Clone)]
 struct Live {
     configs: Vec<LoadBalancerConfig>,
-    text: String,
+    rendered: Rendered,
 }
 
 impl HaproxyDriver {
@@ -65,6 +78,13 @@ impl HaproxyDriver {
         self.dir.join("stats.sock")
     }
 
+    /// Where certificate files go: absolute, since HAProxy reads them from its own working
+    /// directory.
+    fn cert_dir(&self) -> PathBuf {
+        let dir = self.dir.join("certs");
+        std::path::absolute(&dir).unwrap_or(dir)
+    }
+
     fn pid_file(&self) -> PathBuf {
         self.dir.join("haproxy.pid")
     }
@@ -78,13 +98,71 @@ impl HaproxyDriver {
             .ok()
     }
 
-    fn render(&self, desired: &[LoadBalancerConfig]) -> Result<String, DriverError> {
+    fn render(&self, desired: &[LoadBalancerConfig]) -> Result<Rendered, DriverError> {
         let stats_socket = self.stats_socket();
         ConfigRenderer {
             stats_socket: &stats_socket,
         }
-        .render(desired)
+        .render_device(desired, &self.cert_dir())
         .map_err(|e| DriverError::Rejected(e.to_string()))
+    }
+
+    /// Writes the files a config names (each through a temporary file and a rename, so HAProxy
+    /// never reads half a certificate), leaving alone those that already hold the same content.
+    async fn write_cert_files(&self, files: &CertFiles) -> Result<(), DriverError> {
+        let dir = self.cert_dir();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let failed = |e: std::io::Error| {
+            DriverError::Unavailable(format!(
+                "cannot write certificates to {}: {e}",
+                dir.display()
+            ))
+        };
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .await
+            .map_err(failed)?;
+        for (name, content) in files {
+            let path = dir.join(name);
+            if tokio::fs::read(&path).await.ok().as_deref() == Some(content.as_bytes()) {
+                continue;
+            }
+            let temporary = dir.join(format!("{name}.tmp"));
+            let _ = tokio::fs::remove_file(&temporary).await;
+            let write = async {
+                let mut file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&temporary)
+                    .await?;
+                file.write_all(content.as_bytes()).await?;
+                file.sync_all().await?;
+                tokio::fs::rename(&temporary, &path).await
+            };
+            write.await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what the live config no longer names from the certificate directory.
+    async fn remove_stale_cert_files(&self, files: &CertFiles) {
+        let Ok(mut entries) = tokio::fs::read_dir(self.cert_dir()).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| files.contains_key(n)) {
+                continue;
+            }
+            if let Err(e) = tokio::fs::remove_file(entry.path()).await {
+                tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a certificate file no longer used");
+            }
+        }
     }
 
     /// `haproxy -c`: the candidate config must parse and bind-check before it replaces the live one.
@@ -175,14 +253,19 @@ impl HaproxyDriver {
 
     /// Member-only changes go through the runtime API, with no reload; the config file is
     /// rewritten too, so the next reload keeps them. Returns false when a reload is needed.
-    async fn apply_at_runtime(&self, desired: &[LoadBalancerConfig], text: &str) -> bool {
+    async fn apply_at_runtime(&self, desired: &[LoadBalancerConfig], rendered: &Rendered) -> bool {
         let running = self.running.lock().ok().and_then(|r| r.clone());
         let Some(running) = running else {
             return false;
         };
-        if running.text == text {
+        if running.rendered == *rendered {
             return true;
         }
+        // Certificate files change only by a reload (which writes them before the check).
+        if running.rendered.cert_files != rendered.cert_files {
+            return false;
+        }
+        let text = rendered.text.as_str();
         let Some(commands) = plan::member_changes(&running.configs, desired) else {
             return false;
         };
@@ -212,24 +295,28 @@ impl HaproxyDriver {
         }
         self.set_running(Some(Live {
             configs: desired.to_vec(),
-            text: text.to_owned(),
+            rendered: rendered.clone(),
         }));
         true
     }
 
-    /// Installs the config (checked with `haproxy -c`) and reloads, or starts HAProxy if it is gone.
-    async fn reload_with(&self, text: &str) -> Result<(), DriverError> {
+    /// Writes the certificate files, installs the config (checked with `haproxy -c`) and reloads,
+    /// or starts HAProxy if it is gone; then removes the certificate files no longer named.
+    async fn reload_with(&self, rendered: &Rendered) -> Result<(), DriverError> {
         let master = self.master();
         let running = master.show_proc().await;
-        self.install(text).await?;
+        self.write_cert_files(&rendered.cert_files).await?;
+        self.install(&rendered.text).await?;
         match running {
             Ok(before) => master
                 .reload(&before, READY_TIMEOUT)
                 .await
-                .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}"))),
+                .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}")))?,
             // HAProxy is gone (killed, crashed): start it on the new config.
-            Err(_) => self.spawn_master().await,
+            Err(_) => self.spawn_master().await?,
         }
+        self.remove_stale_cert_files(&rendered.cert_files).await;
+        Ok(())
     }
 }
 
@@ -253,22 +340,23 @@ impl Driver for HaproxyDriver {
             return Ok(());
         }
         if !self.config_path().exists() {
-            let text = self.render(&[])?;
-            self.install(&text).await?;
+            let rendered = self.render(&[])?;
+            self.install(&rendered.text).await?;
         }
         self.spawn_master().await
     }
 
     async fn apply(&self, desired: &[LoadBalancerConfig]) -> Result<(), DriverError> {
-        let text = self.render(desired)?;
+        let rendered = self.render(desired)?;
         let _guard = self.lock.lock().await;
-        if self.apply_at_runtime(desired, &text).await {
+        // A runtime change touches members only, so the certificate files stay as they are.
+        if self.apply_at_runtime(desired, &rendered).await {
             return Ok(());
         }
-        let result = self.reload_with(&text).await;
+        let result = self.reload_with(&rendered).await;
         self.set_running(result.is_ok().then(|| Live {
             configs: desired.to_vec(),
-            text,
+            rendered,
         }));
         result
     }

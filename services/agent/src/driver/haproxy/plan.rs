@@ -1,10 +1,12 @@
 //! Plans a change as runtime API commands when it touches only members (add, remove, weight,
-//! enable/disable), so it needs no reload; anything structural returns `None` and is reloaded.
+//! enable/disable), so it needs no reload; anything structural (any other field of a load balancer,
+//! listener or pool: certificates, L7 policies, persistence, TLS...) returns `None` and is
+//! reloaded.
 use std::collections::HashMap;
 
-use lbaas::agent::v1::{Algorithm, LoadBalancerConfig, MemberConfig, PoolConfig};
+use lbaas::agent::v1::{LoadBalancerConfig, MemberConfig, PoolConfig};
 
-use super::render::{check_options, server_args};
+use super::render::{can_add_at_runtime, server_args};
 
 /// A runtime command and whether its failure may be tolerated (the config file, applied at the
 /// next reload, is right either way).
@@ -90,17 +92,14 @@ fn pool_changes(old: &PoolConfig, new: &PoolConfig, commands: &mut Vec<Command>)
                 }
             }
             None => {
-                // HAProxy adds servers only to backends with a dynamic algorithm.
-                if !matches!(
-                    new.algorithm(),
-                    Algorithm::RoundRobin | Algorithm::LeastConnections
-                ) {
+                // The new server must carry every option its config line has (TLS, checks,
+                // cookie); where `add server` cannot give it one, reload.
+                if !can_add_at_runtime(new) {
                     return None;
                 }
-                let check = check_options(new.monitor.as_ref()).ok()?;
-                let args = server_args(m, check.as_deref(), "member").ok()?;
+                let args = server_args(new, m, "member").ok()?;
                 commands.push(cmd(format!("add server {backend}/m_{} {args}", m.id)));
-                if check.is_some() {
+                if new.monitor.is_some() {
                     commands.push(cmd(format!("enable health {backend}/m_{}", m.id)));
                 }
                 let state = if m.admin_state_up { "ready" } else { "maint" };
@@ -129,7 +128,7 @@ pub fn accepted(line: &str, answer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use lbaas::agent::v1::{ListenerConfig, ListenerProtocol};
+    use lbaas::agent::v1::{Algorithm, ListenerConfig, ListenerProtocol};
 
     use super::*;
 
@@ -164,6 +163,7 @@ mod tests {
                 admin_state_up: true,
                 members,
                 monitor: None,
+                ..Default::default()
             }],
             ..Default::default()
         }
@@ -219,5 +219,101 @@ mod tests {
             .is_none()
         );
         assert_eq!(member_changes(&running, &running).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn new_members_carry_the_pool_options_or_wait_for_a_reload() {
+        use lbaas::agent::v1::{PersistenceType, SessionPersistence};
+        let with = |persistence: PersistenceType, tls: bool, members| {
+            let mut lb = lb(members, Algorithm::RoundRobin);
+            lb.pools[0].persistence = Some(SessionPersistence {
+                r#type: persistence as i32,
+                cookie_name: if persistence == PersistenceType::AppCookie {
+                    "SID".into()
+                } else {
+                    String::new()
+                },
+            });
+            lb.pools[0].tls_enabled = tls;
+            lb
+        };
+        // TLS, and stick tables: `add server` takes `ssl verify none`, and a dynamic server gets
+        // an id stick tables refer to.
+        for persistence in [PersistenceType::SourceIp, PersistenceType::AppCookie] {
+            let running = [with(persistence, true, vec![member("a", 1)])];
+            let desired = [with(
+                persistence,
+                true,
+                vec![member("a", 1), member("b", 1)],
+            )];
+            let lines: Vec<String> = member_changes(&running, &desired)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.line)
+                .collect();
+            assert_eq!(
+                lines,
+                vec![
+                    "add server p_p/m_b 127.0.0.1:9000 weight 1 ssl verify none",
+                    "set server p_p/m_b state ready",
+                ]
+            );
+        }
+        // `add server` refuses `cookie`.
+        let running = [with(
+            PersistenceType::HttpCookie,
+            false,
+            vec![member("a", 1)],
+        )];
+        let desired = [with(
+            PersistenceType::HttpCookie,
+            false,
+            vec![member("a", 1), member("b", 1)],
+        )];
+        assert!(member_changes(&running, &desired).is_none());
+        // Weights and removals still go at runtime there.
+        let desired = [with(
+            PersistenceType::HttpCookie,
+            false,
+            vec![member("a", 3)],
+        )];
+        assert!(member_changes(&running, &desired).is_some());
+    }
+
+    #[test]
+    fn changes_to_listener_and_pool_features_need_a_reload() {
+        use lbaas::agent::v1::{
+            InsertHeader, L7PolicyConfig, PersistenceType, SessionPersistence, TlsCertificate,
+        };
+        let running = [lb(vec![member("a", 1)], Algorithm::RoundRobin)];
+        let edits: Vec<fn(&mut LoadBalancerConfig)> = vec![
+            |lb| lb.listeners[0].allowed_cidrs = vec!["10.0.0.0/8".into()],
+            |lb| {
+                lb.listeners[0].insert_headers = vec![InsertHeader::XForwardedFor as i32];
+            },
+            |lb| {
+                lb.listeners[0].default_certificate = Some(TlsCertificate {
+                    id: "c".into(),
+                    ..Default::default()
+                });
+            },
+            |lb| {
+                lb.listeners[0].sni_certificates = vec![TlsCertificate::default()];
+            },
+            |lb| lb.listeners[0].l7_policies = vec![L7PolicyConfig::default()],
+            |lb| {
+                lb.pools[0].persistence = Some(SessionPersistence {
+                    r#type: PersistenceType::SourceIp as i32,
+                    cookie_name: String::new(),
+                });
+            },
+            |lb| lb.pools[0].tls_enabled = true,
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut desired = running.clone();
+            edit(&mut desired[0]);
+            desired[0].pools[0].members.push(member("b", 1));
+            assert!(member_changes(&running, &desired).is_none(), "edit {i}");
+        }
     }
 }

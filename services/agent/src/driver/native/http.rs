@@ -1,18 +1,24 @@
-//! The native driver's HTTP listeners: hyper serves HTTP/1.1 and HTTP/2 (cleartext, prior
-//! knowledge) to clients and forwards each request, balanced per request, to a member over
-//! HTTP/1.1 through a pooled client, so keep-alive clients spread over members as they do through
-//! HAProxy.
+//! The native driver's HTTP listeners (and TERMINATED_HTTPS ones once TLS is off): hyper serves
+//! HTTP/1.1 and HTTP/2 to clients and forwards each request, balanced per request, to a member
+//! over HTTP/1.1 through a pooled client (plain, or TLS for pools with `tls_enabled`), so
+//! keep-alive clients spread over members as they do through HAProxy.
+//!
+//! Per request, in order: the listener's L7 policies (`l7.rs`) may reject, redirect or pick
+//! another pool; the pool's persistence picks the member (source IP, the `SRV` cookie this module
+//! sets, or the application's cookie learnt from member responses); the listener's
+//! X-Forwarded-* headers are added; the response carries the persistence cookie when one is due.
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{Arc, RwLock, atomic::Ordering},
     task::{Context, Poll},
 };
 
-use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
+use http_body_util::{BodyExt as _, Empty, Full, combinators::BoxBody};
 use hyper::{
-    Request, Response, StatusCode,
+    HeaderMap, Request, Response, StatusCode,
     body::{Bytes, Incoming},
+    header::{self, HeaderName, HeaderValue},
 };
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -20,18 +26,46 @@ use hyper_util::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Active, Counters, Route, balance};
+use super::{
+    Active, Counters, Member, Pool, Route, balance, l7,
+    persist::{Persistence, SRV_COOKIE},
+    tls,
+};
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// The client every HTTP listener forwards through (connections to members are pooled).
-pub type Upstream = Client<HttpConnector, Incoming>;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-pub fn upstream() -> Upstream {
+/// What an HTTP or TERMINATED_HTTPS listener does to requests besides balancing them.
+#[derive(Debug, Default)]
+pub struct Front {
+    /// The listener's port (X-Forwarded-Port).
+    pub port: u16,
+    pub forwarded_for: bool,
+    pub forwarded_port: bool,
+    pub forwarded_proto: bool,
+    /// In evaluation order.
+    pub policies: Vec<l7::Policy>,
+}
+
+/// The clients every HTTP listener forwards through (connections to members are pooled): plain
+/// HTTP, and TLS for pools with `tls_enabled`.
+#[derive(Clone)]
+pub struct Upstream {
+    plain: Client<HttpConnector, Incoming>,
+    tls: Client<tls::MemberConnector, Incoming>,
+}
+
+pub fn upstream(member_tls: Option<Arc<rustls::ClientConfig>>) -> Upstream {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(super::DEFAULT_CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new()).build(connector)
+    Upstream {
+        plain: Client::builder(TokioExecutor::new()).build(connector),
+        tls: Client::builder(TokioExecutor::new()).build(tls::MemberConnector::new(member_tls)),
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
@@ -44,22 +78,31 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
+fn redirect(code: StatusCode, location: HeaderValue) -> Response<Body> {
+    let mut response = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *response.status_mut() = code;
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+}
+
 /// Serves one client connection until it closes; each request reads the listener's current route.
-pub async fn serve(
-    client: tokio::net::TcpStream,
+/// `https`: the client spoke TLS to the listener.
+pub async fn serve<I>(
+    io: I,
     peer: SocketAddr,
+    https: bool,
     route: Arc<RwLock<Route>>,
-    counters: Arc<Counters>,
     upstream: Upstream,
-) {
-    let io = TokioIo::new(Counted {
-        inner: client,
-        counters: counters.clone(),
-    });
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let route = route.read().unwrap_or_else(|p| p.into_inner()).clone();
         let upstream = upstream.clone();
-        async move { Ok::<_, std::convert::Infallible>(forward(request, peer, route, upstream).await) }
+        async move {
+            Ok::<_, std::convert::Infallible>(forward(request, peer, https, route, upstream).await)
+        }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(io, service)
@@ -69,15 +112,40 @@ pub async fn serve(
 async fn forward(
     mut request: Request<Incoming>,
     peer: SocketAddr,
+    https: bool,
     route: Route,
     upstream: Upstream,
 ) -> Response<Body> {
     let counters = route.counters.clone();
-    let Some(pool) = route.pool else {
+    let front = route.front.http().cloned().unwrap_or_default();
+    let mut pool = route.pool.clone();
+    if let Some(policy) = l7::decide(&front.policies, request.uri(), request.headers()) {
+        tracing::trace!(policy = %policy.id, "l7 policy matched");
+        match &policy.action {
+            l7::Action::Reject => return plain(StatusCode::FORBIDDEN, "forbidden\n"),
+            l7::Action::RedirectTo { location, code } => {
+                return redirect(*code, location.clone());
+            }
+            l7::Action::RedirectPrefix { prefix, code } => {
+                let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                let prefix = match prefix.strip_suffix('/') {
+                    Some(trimmed) if target.starts_with('/') => trimmed,
+                    _ => prefix.as_str(),
+                };
+                return match HeaderValue::from_str(&format!("{prefix}{target}")) {
+                    Ok(location) => redirect(*code, location),
+                    Err(_) => plain(StatusCode::BAD_REQUEST, "bad request target\n"),
+                };
+            }
+            l7::Action::Pool(to) => pool = to.clone(),
+        }
+    }
+    let Some(pool) = pool else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no pool\n");
     };
-    let Some(member) = balance::pick(&pool, peer.ip(), None) else {
+    let client = peer.ip().to_canonical();
+    let Some((member, set_cookie)) = choose(&pool, request.headers(), client) else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no member is available\n");
     };
@@ -86,30 +154,60 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let Ok(uri) = format!("http://{}{path}", member.addr).parse::<hyper::Uri>() else {
+    let scheme = if pool.tls { "https" } else { "http" };
+    let Ok(uri) = format!("{scheme}://{}{path}", member.addr).parse::<hyper::Uri>() else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::BAD_REQUEST, "bad request target\n");
     };
-    *request.uri_mut() = uri;
-    // Members speak HTTP/1.1 whatever the client spoke; HTTP/2 has no Host, so name one.
-    *request.version_mut() = hyper::Version::HTTP_11;
-    if !request.headers().contains_key(hyper::header::HOST)
-        && let Ok(host) = member.addr.to_string().parse()
-    {
-        request.headers_mut().insert(hyper::header::HOST, host);
+    // HTTP/2 has no Host, only the authority: name it for the member.
+    if !request.headers().contains_key(header::HOST) {
+        let host = request
+            .uri()
+            .authority()
+            .map_or_else(|| member.addr.to_string(), |a| a.as_str().to_owned());
+        if let Ok(host) = HeaderValue::from_str(&host) {
+            request.headers_mut().insert(header::HOST, host);
+        }
     }
+    *request.uri_mut() = uri;
+    // Members speak HTTP/1.1 whatever the client spoke.
+    *request.version_mut() = hyper::Version::HTTP_11;
+    let headers = request.headers_mut();
+    join_cookies(
+        headers,
+        (pool.persistence == Persistence::HttpCookie).then_some(SRV_COOKIE),
+    );
+    insert_headers(headers, &front, client, https);
+
     member.state.active.fetch_add(1, Ordering::Relaxed);
     let _active = Active(member.state.clone());
-    match tokio::time::timeout(
-        route.connect_timeout + route.data_timeout,
-        upstream.request(request),
-    )
-    .await
-    {
+    let sent = async {
+        if pool.tls {
+            upstream.tls.request(request).await
+        } else {
+            upstream.plain.request(request).await
+        }
+    };
+    match tokio::time::timeout(route.connect_timeout + route.data_timeout, sent).await {
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             // Hop-by-hop: the client's connection is not the member's.
-            parts.headers.remove(hyper::header::CONNECTION);
+            parts.headers.remove(header::CONNECTION);
+            match &pool.persistence {
+                Persistence::HttpCookie if set_cookie => {
+                    if let Ok(cookie) =
+                        HeaderValue::from_str(&format!("{SRV_COOKIE}={}; path=/", member.id))
+                    {
+                        parts.headers.append(header::SET_COOKIE, cookie);
+                    }
+                }
+                Persistence::AppCookie(name) => {
+                    for value in set_cookies(&parts.headers, name) {
+                        pool.sticky.put(value, &member.id);
+                    }
+                }
+                _ => {}
+            }
             Response::from_parts(parts, body.map_err(Into::into).boxed())
         }
         Ok(Err(e)) => {
@@ -124,13 +222,122 @@ async fn forward(
     }
 }
 
-/// A client connection that counts the bytes it carries.
-struct Counted {
-    inner: tokio::net::TcpStream,
+/// The member for a request, and whether the response must set the SRV cookie.
+fn choose<'a>(pool: &'a Pool, headers: &HeaderMap, client: IpAddr) -> Option<(&'a Member, bool)> {
+    match &pool.persistence {
+        Persistence::HttpCookie => {
+            if let Some(id) = l7::cookie(headers, SRV_COOKIE)
+                && let Some(member) = balance::usable_by_id(pool, id)
+            {
+                return Some((member, false));
+            }
+            balance::pick(pool, client, None).map(|m| (m, true))
+        }
+        Persistence::AppCookie(name) => {
+            let value = l7::cookie(headers, name).filter(|v| !v.is_empty());
+            if let Some(value) = value
+                && let Some(id) = pool.sticky.get(value)
+                && let Some(member) = balance::usable_by_id(pool, &id)
+            {
+                return Some((member, false));
+            }
+            let member = balance::pick(pool, client, None)?;
+            // A session whose member is gone (or unknown here) stays on the new one.
+            if let Some(value) = value {
+                pool.sticky.put(value, &member.id);
+            }
+            Some((member, false))
+        }
+        Persistence::SourceIp | Persistence::None => {
+            balance::pick_persistent(pool, client, None).map(|m| (m, false))
+        }
+    }
+}
+
+/// Values the response sets cookie `name` to.
+fn set_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(move |v| {
+            let pair = v.split(';').next()?;
+            let (n, value) = pair.split_once('=')?;
+            (n.trim() == name).then(|| value.trim().trim_matches('"'))
+        })
+        .filter(|v| !v.is_empty())
+}
+
+/// Joins the Cookie headers into one (HTTP/2 clients send one per cookie, HTTP/1.1 members expect
+/// one), leaving out cookie `strip` (the load balancer's own, which the member never sees).
+fn join_cookies(headers: &mut HeaderMap, strip: Option<&str>) {
+    let count = headers.get_all(header::COOKIE).iter().count();
+    let stripping = strip.is_some_and(|name| l7::cookie(headers, name).is_some());
+    if count == 0 || (count == 1 && !stripping) {
+        return;
+    }
+    let joined: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .flat_map(|v| {
+            v.split(';')
+                .map(|p| p.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|pair| {
+            !pair.is_empty()
+                && strip
+                    .is_none_or(|name| pair.split_once('=').is_none_or(|(n, _)| n.trim() != name))
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    if !joined.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&joined.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// The X-Forwarded-* headers the listener adds.
+fn insert_headers(headers: &mut HeaderMap, front: &Front, client: IpAddr, https: bool) {
+    if front.forwarded_for {
+        let mut chain: Vec<String> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        chain.push(client.to_string());
+        if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if front.forwarded_port {
+        headers.insert(X_FORWARDED_PORT, HeaderValue::from(front.port));
+    }
+    if front.forwarded_proto {
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if https { "https" } else { "http" }),
+        );
+    }
+}
+
+/// A client connection that counts the bytes it carries (before TLS, for TERMINATED_HTTPS).
+pub struct Counted<T> {
+    inner: T,
     counters: Arc<Counters>,
 }
 
-impl AsyncRead for Counted {
+impl<T> Counted<T> {
+    pub fn new(inner: T, counters: Arc<Counters>) -> Self {
+        Self { inner, counters }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -146,7 +353,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

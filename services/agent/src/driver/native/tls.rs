@@ -1,0 +1,461 @@
+//! TLS for the native driver (rustls with the ring provider): TERMINATED_HTTPS listeners choose
+//! their certificate by the client's SNI name (exact, then a one-label wildcard, else the
+//! listener's default certificate) and offer h2 and http/1.1 by ALPN; pools with `tls_enabled`
+//! (and HTTPS / TLS-HELLO monitors) connect to members over TLS **without verifying their
+//! certificates**, as the API documents for re-encryption: members commonly serve self-signed
+//! certificates, so the connection is encrypted but the member is not authenticated.
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use hyper::Uri;
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection, HttpConnector},
+    rt::TokioIo,
+};
+use lbaas::agent::v1::TlsCertificate;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The crypto provider every TLS config here uses (ring, whatever else the process links).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses a certificate with its key (PEM), checking that they belong together.
+pub fn certified_key(
+    cert: &TlsCertificate,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    let what = format!("certificate {}", cert.id);
+    let chain = CertificateDer::pem_slice_iter(cert.certificate_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what}: certificate_pem: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{what}: certificate_pem holds no certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(cert.private_key_pem.as_bytes())
+        .map_err(|e| format!("{what}: private_key_pem: {e}"))?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map(Arc::new)
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Chooses a listener's certificate by the SNI name the client asks for.
+#[derive(Debug)]
+pub struct SniResolver {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// "*.example.com" is kept under "example.com".
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    /// Parses the listener's certificates; the first certificate naming a name wins it.
+    pub fn new(
+        default: &TlsCertificate,
+        sni: &[TlsCertificate],
+        provider: &CryptoProvider,
+    ) -> Result<Self, String> {
+        let mut resolver = Self {
+            default: certified_key(default, provider)?,
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for cert in sni {
+            let key = certified_key(cert, provider)?;
+            for name in &cert.names {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => resolver.wildcard.entry(parent.to_owned()),
+                    None => resolver.exact.entry(name),
+                }
+                .or_insert_with(|| key.clone());
+            }
+        }
+        Ok(resolver)
+    }
+
+    /// The certificate for this SNI name (`None`: the client sent none).
+    pub fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = name else {
+            return self.default.clone();
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = self.exact.get(&name) {
+            return key.clone();
+        }
+        // A wildcard stands for exactly one label.
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(key) = self.wildcard.get(parent)
+        {
+            return key.clone();
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(client_hello.server_name()))
+    }
+}
+
+/// A TERMINATED_HTTPS listener's TLS config: its certificates, h2 and http/1.1 by ALPN.
+pub fn server_config(
+    default: Option<&TlsCertificate>,
+    sni: &[TlsCertificate],
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, String> {
+    let default = default.ok_or("TERMINATED_HTTPS needs a default_certificate")?;
+    let resolver = SniResolver::new(default, sni, &provider)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate a member presents. DANGEROUS by design: re-encryption to members does
+/// not authenticate them (the API says member certificates are not verified). The handshake
+/// signatures are still checked against the presented certificate, so the member holds its key.
+#[derive(Debug)]
+pub struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client config for members: no certificate verification (see `AcceptAnyCertificate`),
+/// HTTP/1.1 by ALPN.
+pub fn member_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The name a member is asked for: its IP address (no SNI is sent for addresses).
+pub fn member_name(addr: SocketAddr) -> ServerName<'static> {
+    ServerName::from(addr.ip())
+}
+
+/// A TLS connection to a member, as hyper's client wants it.
+pub struct MemberStream(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl Connection for MemberStream {
+    fn connected(&self) -> Connected {
+        self.0.get_ref().0.connected()
+    }
+}
+
+impl AsyncRead for MemberStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for MemberStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connects hyper's client to members over TLS (`https://member-ip:port` URIs).
+#[derive(Clone)]
+pub struct MemberConnector {
+    http: HttpConnector,
+    /// `None`: no TLS client config could be built (pools needing it are refused at apply).
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl MemberConnector {
+    pub fn new(config: Option<Arc<ClientConfig>>) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(super::DEFAULT_CONNECT_TIMEOUT));
+        Self {
+            http,
+            tls: config.map(tokio_rustls::TlsConnector::from),
+        }
+    }
+}
+
+impl tower::Service<Uri> for MemberConnector {
+    type Response = TokioIo<MemberStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut http = self.http.clone();
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tls = tls.ok_or_else(|| BoxError::from("no TLS client config"))?;
+            let host = uri.host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name: ServerName<'static> = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => ServerName::from(ip),
+                Err(_) => ServerName::try_from(host.to_owned())?,
+            };
+            let tcp = http.call(uri).await?.into_inner();
+            let stream = tls.connect(name, tcp).await?;
+            Ok(TokioIo::new(MemberStream(stream)))
+        })
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A self-signed certificate for these names, as the API hands it to the agent.
+    pub fn cert(id: &str, names: &[&str]) -> TlsCertificate {
+        let generated = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        TlsCertificate {
+            id: id.into(),
+            certificate_pem: generated.cert.pem(),
+            private_key_pem: generated.signing_key.serialize_pem(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    }
+
+    fn der(cert: &TlsCertificate) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(cert.certificate_pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_default() {
+        let default = cert("default", &["lb.example.net"]);
+        let api = cert("api", &["api.example.com", "API2.example.com"]);
+        let wild = cert("wild", &["*.example.com"]);
+        let resolver =
+            SniResolver::new(&default, &[api.clone(), wild.clone()], &provider()).unwrap();
+        let picked = |name: Option<&str>| resolver.pick(name).cert[0].clone();
+        assert_eq!(picked(None), der(&default));
+        assert_eq!(picked(Some("api.example.com")), der(&api));
+        assert_eq!(picked(Some("API.Example.com")), der(&api));
+        assert_eq!(picked(Some("api2.example.com")), der(&api));
+        assert_eq!(picked(Some("www.example.com")), der(&wild));
+        // A wildcard is one label: neither the bare domain nor two labels deep.
+        assert_eq!(picked(Some("example.com")), der(&default));
+        assert_eq!(picked(Some("a.b.example.com")), der(&default));
+        assert_eq!(picked(Some("other.org")), der(&default));
+    }
+
+    #[test]
+    fn bad_pems_are_refused() {
+        let good = cert("good", &["a.example"]);
+        let other = cert("other", &["b.example"]);
+        let p = provider();
+        let mut bad = good.clone();
+        bad.certificate_pem = "not a pem".into();
+        assert!(certified_key(&bad, &p).is_err());
+        let mut bad = good.clone();
+        bad.private_key_pem =
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into();
+        assert!(certified_key(&bad, &p).is_err());
+        let mut mismatched = good.clone();
+        mismatched.private_key_pem = other.private_key_pem.clone();
+        assert!(certified_key(&mismatched, &p).is_err());
+        assert!(server_config(None, &[], p.clone()).is_err());
+        assert!(server_config(Some(&good), &[bad], p.clone()).is_err());
+        assert!(server_config(Some(&good), &[other], p).is_ok());
+    }
+
+    /// One DER element: (tag, contents, the rest).
+    fn tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
+        let (tag, first) = (input[0], input[1]);
+        let (len, start) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let len = input[2..2 + n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, 2 + n)
+        };
+        (tag, &input[start..start + len], &input[start + len..])
+    }
+
+    /// Keys load from PKCS#8 and SEC1 PEM (PKCS#1 is RSA, which rcgen cannot make here; its PEM
+    /// label is recognised all the same).
+    #[test]
+    fn key_formats() {
+        let p = provider();
+        let generated = rcgen::generate_simple_self_signed(vec!["ec.example".to_owned()]).unwrap();
+        let pkcs8 = TlsCertificate {
+            id: "ec".into(),
+            certificate_pem: generated.cert.pem(),
+            private_key_pem: generated.signing_key.serialize_pem(),
+            names: vec![],
+        };
+        assert!(certified_key(&pkcs8, &p).is_ok());
+        // PKCS#8 is SEQUENCE { version, algorithm, OCTET STRING { the SEC1 ECPrivateKey } }.
+        let der = generated.signing_key.serialize_der();
+        let (_, body, _) = tlv(&der);
+        let (_, _, rest) = tlv(body);
+        let (_, _, rest) = tlv(rest);
+        let (tag, sec1, _) = tlv(rest);
+        assert_eq!(tag, 0x04);
+        let sec1 = PrivateKeyDer::Sec1(sec1.to_vec().into());
+        let mut sec1_cert = pkcs8.clone();
+        sec1_cert.private_key_pem = pem_of("EC PRIVATE KEY", sec1.secret_der());
+        let loaded = PrivateKeyDer::from_pem_slice(sec1_cert.private_key_pem.as_bytes()).unwrap();
+        assert!(matches!(loaded, PrivateKeyDer::Sec1(_)));
+        assert!(certified_key(&sec1_cert, &p).is_ok());
+        let rsa = pem_of("RSA PRIVATE KEY", &[0x30, 0x00]);
+        assert!(matches!(
+            PrivateKeyDer::from_pem_slice(rsa.as_bytes()).unwrap(),
+            PrivateKeyDer::Pkcs1(_)
+        ));
+    }
+
+    fn pem_of(label: &str, der: &[u8]) -> String {
+        const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in der.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        let lines: Vec<&str> = out
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// A real handshake: the client asks for a name and gets that name's certificate, and the
+    /// member client config accepts a self-signed one.
+    #[tokio::test]
+    async fn handshake_serves_the_sni_certificate() {
+        let default = cert("default", &["lb.example.net"]);
+        let wild = cert("wild", &["*.example.com"]);
+        let config =
+            server_config(Some(&default), std::slice::from_ref(&wild), provider()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let connector = tokio_rustls::TlsConnector::from(member_client_config().unwrap());
+        for (name, want) in [
+            ("shop.example.com", der(&wild)),
+            ("lb.example.net", der(&default)),
+        ] {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = connector
+                .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+                .await
+                .unwrap();
+            let (_, conn) = tls.get_ref();
+            assert_eq!(conn.peer_certificates().unwrap()[0], want, "{name}");
+            assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        }
+        server.await.unwrap();
+    }
+}
