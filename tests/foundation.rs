@@ -501,6 +501,11 @@ async fn grpcurl_lists_and_describes_every_service() {
             "CreateLoadBalancer",
         ),
         (
+            stack.api,
+            "lbaas.api.v1.CertificateService",
+            "CreateCertificate",
+        ),
+        (
             stack.scheduler,
             "lbaas.scheduler.v1.DeviceService",
             "RegisterDevice",
