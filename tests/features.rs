@@ -307,6 +307,81 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
 }
 on_each_driver!(algorithms_weights_and_backups);
 
+// ---- timeouts ----
+
+/// A member that accepts connections (and reads requests) but never answers.
+async fn silent_member() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            held.push(tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            }));
+        }
+    });
+    (port, task)
+}
+
+async fn timeouts(driver: &'static str) {
+    let (stack, mut api, project) = start(driver).await;
+    let (port, task) = silent_member().await;
+    let member = || vec![member_at(i32::from(port))];
+    let created = support::create_active(
+        &mut api,
+        &project,
+        lb(
+            "impatient",
+            vec![
+                pb::Listener {
+                    timeout_client_data_ms: 500,
+                    ..listener(
+                        pb::Protocol::Tcp,
+                        9001,
+                        pool(pb::Protocol::Tcp, pb::LbAlgorithm::RoundRobin, member()),
+                    )
+                },
+                pb::Listener {
+                    timeout_member_connect_ms: 500,
+                    timeout_member_data_ms: 500,
+                    ..http(
+                        9002,
+                        pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, member()),
+                    )
+                },
+            ],
+        ),
+    )
+    .await;
+    // A silent TCP client is let go after the client timeout (the default would be 50 s).
+    let mut idle = connect_from(&format!("{}:9001", created.vip_address), None)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "{driver}: the idle connection was not closed: {closed:?}"
+    );
+    // A member that does not answer within the data timeout: 504.
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        get_from(&format!("{}:9002", created.vip_address), "/", &[], None),
+    )
+    .await
+    .expect("no answer within 15 s")
+    .unwrap();
+    assert_eq!(reply.status, 504, "{driver}: {reply:?}");
+    task.abort();
+    stack.stop().await;
+}
+on_each_driver!(timeouts);
+
 // ---- session persistence ----
 
 fn cookie_value(reply: &Reply, name: &str) -> Option<String> {

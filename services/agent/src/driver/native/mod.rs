@@ -9,7 +9,8 @@
 //! cookie (`persist.rs`); pools may re-encrypt to members (TLS, certificates not verified); TCP,
 //! HTTP, HTTPS and TLS-HELLO health checks (PING is refused); allowed client CIDRs; a connection
 //! limit (excess connections wait, as HAProxy's maxconn queues them); connect and member data
-//! timeouts.
+//! timeouts (HTTP: connect plus data bound each request, 504 past it); TCP sessions end after the
+//! shorter of the client and member data timeouts with nothing moving either way.
 //!
 //! An apply changes routes in place: listeners that stay keep their socket (TLS certificates
 //! included: new connections get the new ones), pools are swapped behind it, member health,
@@ -814,16 +815,63 @@ async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route
             continue;
         };
         let _ = server.set_nodelay(true);
-        if let Ok((sent, received)) = tokio::io::copy_bidirectional(&mut client, &mut server).await
-        {
-            counters.bytes_in.fetch_add(sent, Ordering::Relaxed);
-            counters.bytes_out.fetch_add(received, Ordering::Relaxed);
-        }
+        let idle = route.client_timeout.min(route.data_timeout);
+        let (sent, received) = relay(&mut client, &mut server, idle).await;
+        counters.bytes_in.fetch_add(sent, Ordering::Relaxed);
+        counters.bytes_out.fetch_add(received, Ordering::Relaxed);
         drop(active);
         return;
     }
     // No member could take it.
     counters.errors.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Copies both ways until both sides have closed, one fails, or nothing has moved either way for
+/// `idle` (the shorter of the listener's client and member data timeouts, as HAProxy closes a
+/// silent TCP session when either expires). Returns the bytes sent to the member and back.
+async fn relay(
+    client: &mut tokio::net::TcpStream,
+    server: &mut tokio::net::TcpStream,
+    idle: Duration,
+) -> (u64, u64) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let (mut up, mut down) = (0u64, 0u64);
+    let (mut up_buf, mut down_buf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut client_open, mut server_open) = (true, true);
+    while client_open || server_open {
+        tokio::select! {
+            read = client_read.read(&mut up_buf), if client_open => match read {
+                Ok(0) => {
+                    client_open = false;
+                    let _ = server_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if server_write.write_all(&up_buf[..n]).await.is_err() {
+                        break;
+                    }
+                    up += n as u64;
+                }
+                Err(_) => break,
+            },
+            read = server_read.read(&mut down_buf), if server_open => match read {
+                Ok(0) => {
+                    server_open = false;
+                    let _ = client_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if client_write.write_all(&down_buf[..n]).await.is_err() {
+                        break;
+                    }
+                    down += n as u64;
+                }
+                Err(_) => break,
+            },
+            () = tokio::time::sleep(idle) => break,
+        }
+    }
+    (up, down)
 }
 
 #[cfg(test)]
