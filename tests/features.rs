@@ -1009,6 +1009,19 @@ async fn tls_termination_with_sni(driver: &'static str) {
         .unwrap()
         .into_inner();
     assert!(fetched.private_key_pem.is_empty());
+    // At rest, the key is sealed: the database file holds no PEM key.
+    let mut stored = std::fs::read(stack.dir.join("api.db")).unwrap();
+    stored.extend(std::fs::read(stack.dir.join("api.db-wal")).unwrap_or_default());
+    assert!(
+        stored.windows(one_id.len()).any(|w| w == one_id.as_bytes()),
+        "the certificate is not in the files read"
+    );
+    let key_body = one.key_pem.lines().nth(1).unwrap().as_bytes();
+    assert!(
+        !stored.windows(key_body.len()).any(|w| w == key_body)
+            && !stored.windows(11).any(|w| w == b"PRIVATE KEY"),
+        "a private key is stored in clear"
+    );
     // Another project sees nothing.
     let other = certs
         .get_certificate(in_project(

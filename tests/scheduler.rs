@@ -352,6 +352,7 @@ async fn replica(database_url: &str, stop: watch::Receiver<bool>) -> SocketAddr 
         placement_seed: 0,
         fleet_refresh_ms: 100,
         token_file: None,
+        jwt: Default::default(),
     };
     let mut stop = stop;
     tokio::spawn(lbaas_scheduler::run(config, listener, async move {

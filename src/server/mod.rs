@@ -2,6 +2,7 @@
 //! telemetry, graceful shutdown), so the three services differ only in their own APIs.
 
 mod database;
+pub mod jwt;
 mod telemetry;
 pub mod tokens;
 

@@ -98,3 +98,52 @@ pub fn bearer(metadata: &MetadataMap) -> Option<Result<&str, &'static str>> {
             .ok_or("authorization must be 'Bearer TOKEN'"),
     )
 }
+
+/// Every way a caller proves who it is: static tokens from a file (local use) and JWTs verified
+/// against configured keys. A token shaped like a JWT is verified as one when keys are configured.
+#[derive(Debug, Default, Clone)]
+pub struct Credentials {
+    pub file: TokenFile,
+    pub jwt: Option<std::sync::Arc<super::jwt::JwtVerifier>>,
+}
+
+impl Credentials {
+    pub fn new(file: Option<&Path>, jwt: &super::jwt::JwtConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            file: match file {
+                Some(path) => TokenFile::read(path)?,
+                None => TokenFile::default(),
+            },
+            jwt: super::jwt::JwtVerifier::from_config(jwt)?.map(std::sync::Arc::new),
+        })
+    }
+
+    /// Whether any credential is configured (else an API relying on them is open).
+    pub fn configured(&self) -> bool {
+        self.jwt.is_some() || !self.file.tokens.is_empty()
+    }
+
+    /// Who the token stands for, or why it is refused.
+    pub fn owner(&self, token: &str) -> Result<TokenOwner, &'static str> {
+        if let Some(owner) = self.file.owner(token) {
+            return Ok(owner.clone());
+        }
+        match &self.jwt {
+            Some(jwt) if super::jwt::is_jwt(token) => jwt.verify(token),
+            _ => Err("unknown token"),
+        }
+    }
+
+    /// Checks that the request carries an admin credential: UNAUTHENTICATED without a valid one,
+    /// PERMISSION_DENIED for any other role.
+    pub fn require_admin(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let token = bearer(metadata)
+            .ok_or_else(|| Status::unauthenticated("send 'authorization: Bearer TOKEN'"))?
+            .map_err(Status::unauthenticated)?;
+        match self.owner(token) {
+            Err(why) => Err(Status::unauthenticated(why)),
+            Ok(owner) if owner.role == Role::Admin => Ok(()),
+            Ok(_) => Err(Status::permission_denied("this API needs the admin role")),
+        }
+    }
+}

@@ -159,6 +159,27 @@ impl Default for StackOptions {
 pub const ADMIN_TOKEN: &str = "admin-secret";
 pub const READER_TOKEN: &str = "reader-secret";
 pub const READER_PROJECT: &str = "readers";
+pub const JWT_ISSUER: &str = "lbaas-test";
+pub const JWT_AUDIENCE: &str = "lbaas";
+
+/// Signs a JWT with `signing_pem` (ES256) for `project` with `role`, expiring `ttl_s` seconds from
+/// now (negative: already expired).
+pub fn sign_jwt(signing_pem: &str, project: &str, role: &str, ttl_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({
+        "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "exp": now + ttl_s, "sub": "tester",
+        "project_id": project, "role": role,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(signing_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
 
 /// A running stack. Each service can be killed (its task aborted, as a crash would) and started
 /// again on the same address; `stop` shuts everything down gracefully (the agent stops HAProxy).
@@ -167,6 +188,8 @@ pub struct Stack {
     pub scheduler: SocketAddr,
     pub agent: SocketAddr,
     pub vip_cidr: String,
+    /// The private key (PEM) the stack's JWT keys accept.
+    pub jwt_signing_pem: String,
     pub dir: PathBuf,
     api_config: lbaas_api::ApiConfig,
     scheduler_config: lbaas_scheduler::SchedulerConfig,
@@ -237,6 +260,15 @@ impl Stack {
             format!("{ADMIN_TOKEN} ops admin\n{READER_TOKEN} {READER_PROJECT} reader\n"),
         )
         .unwrap();
+        // JWTs: a key pair per stack; tests mint tokens with `Stack::jwt`.
+        let jwt_key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.join("jwt.pem"), jwt_key.public_key_pem()).unwrap();
+        let jwt_config = lbaas::server::jwt::JwtConfig {
+            keys: Some(dir.join("jwt.pem")),
+            issuer: JWT_ISSUER.into(),
+            audience: JWT_AUDIENCE.into(),
+        };
+        let jwt_signing_pem = jwt_key.serialize_pem();
         let secret_key = dir.join("secret.key");
         std::fs::write(&secret_key, lbaas_api::certs::SecretKey::generate_hex()).unwrap();
         let mut databases = Vec::new();
@@ -273,6 +305,7 @@ impl Stack {
             placement_seed: 0,
             fleet_refresh_ms: 200,
             token_file: Some(tokens.clone()),
+            jwt: jwt_config.clone(),
         };
         let api_config = lbaas_api::ApiConfig {
             listen: api,
@@ -288,6 +321,7 @@ impl Stack {
             quota_members: -1,
             quota_health_monitors: -1,
             secret_key_file: Some(secret_key.clone()),
+            jwt: jwt_config.clone(),
         };
         let agent_config = lbaas_agent::AgentConfig {
             agent_id: "agent-e2e".into(),
@@ -326,6 +360,7 @@ impl Stack {
             scheduler,
             agent,
             vip_cidr,
+            jwt_signing_pem,
             dir,
             api_config,
             scheduler_config,

@@ -1,14 +1,14 @@
-//! Who is calling: the project and role from request metadata. A bearer token is resolved through
-//! the configured token file; without one, `x-project-id` is accepted when the operator allows it
-//! (local use). Full JWT authentication comes later.
+//! Who is calling: the project and role from request metadata. A bearer token is a JWT verified
+//! against the configured keys (issuer, audience and expiry checked) or a token of the configured
+//! token file; without one, `x-project-id` is accepted when the operator allows it (local use).
 use std::path::Path;
 
 use tonic::metadata::MetadataMap;
 
 use crate::error::ApiError;
 
+use lbaas::server::tokens::Credentials;
 pub use lbaas::server::tokens::Role;
-use lbaas::server::tokens::TokenFile;
 
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -30,19 +30,28 @@ impl Caller {
 
 #[derive(Debug, Default, Clone)]
 pub struct Authenticator {
-    tokens: TokenFile,
+    credentials: Credentials,
     allow_project_header: bool,
 }
 
 impl Authenticator {
-    /// Reads a token file: one `TOKEN PROJECT [ROLE]` per line, `#` starts a comment.
+    /// Reads a token file (one `TOKEN PROJECT [ROLE]` per line, `#` starts a comment).
     pub fn from_file(path: Option<&Path>, allow_project_header: bool) -> anyhow::Result<Self> {
-        let tokens = match path {
-            Some(path) => TokenFile::read(path)?,
-            None => TokenFile::default(),
-        };
+        Self::new(
+            path,
+            &lbaas::server::jwt::JwtConfig::default(),
+            allow_project_header,
+        )
+    }
+
+    /// A token file and JWT keys, either optional.
+    pub fn new(
+        path: Option<&Path>,
+        jwt: &lbaas::server::jwt::JwtConfig,
+        allow_project_header: bool,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            tokens,
+            credentials: Credentials::new(path, jwt)?,
             allow_project_header,
         })
     }
@@ -51,13 +60,13 @@ impl Authenticator {
         if let Some(token) = lbaas::server::tokens::bearer(metadata) {
             let token = token.map_err(|why| ApiError::Unauthenticated(why.into()))?;
             return self
-                .tokens
+                .credentials
                 .owner(token)
                 .map(|o| Caller {
-                    project_id: o.project_id.clone(),
+                    project_id: o.project_id,
                     role: o.role,
                 })
-                .ok_or_else(|| ApiError::Unauthenticated("unknown token".into()));
+                .map_err(|why| ApiError::Unauthenticated(why.into()));
         }
         if let Some(project) = metadata
             .get("x-project-id")

@@ -27,6 +27,9 @@ pub struct ApiConfig {
     /// Token file: one `TOKEN PROJECT [ROLE]` per line.
     #[arg(long, env = "LBAAS_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// JWT verification (keys, issuer, audience).
+    #[command(flatten)]
+    pub jwt: lbaas::server::jwt::JwtConfig,
     /// Accept `x-project-id` metadata without a token (local use only).
     #[arg(long, env = "LBAAS_ALLOW_PROJECT_HEADER", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_project_header: bool,

@@ -43,6 +43,20 @@ const SERVICES: &[&str] = &[
 
 pub use lbaas::server::now_ms;
 
+/// Brings the database at `database_url` to this version's schema (what start-up does first;
+/// `--migrate-only` runs just this, for a deploy's migration job).
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let db = lbaas::server::connect_database(database_url)
+        .await
+        .context("connecting to the database")?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("migrating the database")?;
+    db.close().await.ok();
+    tracing::info!("database migrated");
+    Ok(())
+}
+
 /// Runs the api service on `listener` until `shutdown` resolves.
 pub async fn run(
     config: ApiConfig,
@@ -50,8 +64,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let auth =
-        auth::Authenticator::from_file(config.token_file.as_deref(), config.allow_project_header)?;
+    let auth = auth::Authenticator::new(
+        config.token_file.as_deref(),
+        &config.jwt,
+        config.allow_project_header,
+    )?;
     let local = listener.local_addr()?;
     let (health, health_service) = lbaas::server::health_not_serving(SERVICES).await;
     let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;

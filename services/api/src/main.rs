@@ -12,6 +12,9 @@ struct Cli {
     /// Log JSON lines.
     #[arg(long, env = "LBAAS_JSON_LOGS")]
     json_logs: bool,
+    /// Migrate the database to this version's schema, then exit (a deploy's migration job).
+    #[arg(long)]
+    migrate_only: bool,
 }
 
 #[tokio::main]
@@ -23,6 +26,9 @@ async fn main() -> anyhow::Result<()> {
         json_logs: cli.json_logs,
     })?;
     cli.api.validate()?;
+    if cli.migrate_only {
+        return lbaas_api::migrate(&cli.api.database_url).await;
+    }
     let listener = tokio::net::TcpListener::bind(cli.api.listen).await?;
     lbaas_api::run(cli.api, listener, lbaas::server::shutdown_signal()).await
 }

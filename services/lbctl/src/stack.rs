@@ -94,6 +94,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         placement_seed: 0,
         fleet_refresh_ms: 1000,
         token_file: None,
+        jwt: Default::default(),
     };
     let api = lbaas_api::ApiConfig {
         listen: api_addr,
@@ -109,6 +110,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         quota_members: -1,
         quota_health_monitors: -1,
         secret_key_file: Some(secret_key_file),
+        jwt: Default::default(),
     };
     let agent = lbaas_agent::AgentConfig {
         agent_id: "local".into(),

@@ -35,6 +35,9 @@ pub struct SchedulerConfig {
     /// Without a file the provider API is open (local use only; logged at start).
     #[arg(long, env = "LBAAS_SCHEDULER_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// JWT verification for the provider API (admin role required).
+    #[command(flatten)]
+    pub jwt: lbaas::server::jwt::JwtConfig,
     /// How often agents send heartbeats.
     #[arg(long, env = "LBAAS_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
     pub heartbeat_interval_ms: i64,

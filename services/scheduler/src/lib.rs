@@ -33,6 +33,20 @@ const SERVICES: &[&str] = &[
 
 pub use lbaas::server::now_ms;
 
+/// Brings the database at `database_url` to this version's schema (what start-up does first;
+/// `--migrate-only` runs just this, for a deploy's migration job).
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let db = lbaas::server::connect_database(database_url)
+        .await
+        .context("connecting to the database")?;
+    migration::Migrator::up(&db, None)
+        .await
+        .context("migrating the database")?;
+    db.close().await.ok();
+    tracing::info!("database migrated");
+    Ok(())
+}
+
 /// Runs the scheduler on `listener` until `shutdown` resolves.
 pub async fn run(
     config: SchedulerConfig,
@@ -43,14 +57,15 @@ pub async fn run(
     let local = listener.local_addr()?;
     let (health, health_service) = lbaas::server::health_not_serving(SERVICES).await;
     let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
-    let tokens = match &config.token_file {
-        Some(path) => Some(Arc::new(lbaas::server::tokens::TokenFile::read(path)?)),
-        None => {
-            tracing::warn!(
-                "no token file: the provider API is open to anyone who can reach it (local use only)"
-            );
-            None
-        }
+    let credentials =
+        lbaas::server::tokens::Credentials::new(config.token_file.as_deref(), &config.jwt)?;
+    let tokens = if credentials.configured() {
+        Some(Arc::new(credentials))
+    } else {
+        tracing::warn!(
+            "no token file or JWT keys: the provider API is open to anyone who can reach it (local use only)"
+        );
+        None
     };
 
     let db = lbaas::server::connect_database(&config.database_url)
