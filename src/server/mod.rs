@@ -4,6 +4,7 @@
 mod database;
 pub mod jwt;
 mod telemetry;
+pub mod tls;
 pub mod tokens;
 
 pub use database::{begin_write, connect_database};

@@ -306,6 +306,7 @@ impl Stack {
             fleet_refresh_ms: 200,
             token_file: Some(tokens.clone()),
             jwt: jwt_config.clone(),
+            tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let api_config = lbaas_api::ApiConfig {
             listen: api,
@@ -322,6 +323,7 @@ impl Stack {
             quota_health_monitors: -1,
             secret_key_file: Some(secret_key.clone()),
             jwt: jwt_config.clone(),
+            tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let agent_config = lbaas_agent::AgentConfig {
             agent_id: "agent-e2e".into(),
@@ -338,6 +340,7 @@ impl Stack {
             health_interval_ms: 100,
             stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
+            tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let (stop, rx) = watch::channel(false);
         let scheduler_task = tokio::spawn(lbaas_scheduler::run(

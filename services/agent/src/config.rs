@@ -55,12 +55,15 @@ pub struct AgentConfig {
     /// Stop the devices' data plane when the agent exits (by default it keeps serving).
     #[arg(long, env = "LBAAS_AGENT_STOP_DATA_PLANE_ON_EXIT")]
     pub stop_data_plane_on_exit: bool,
+    /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
+    #[command(flatten)]
+    pub tls: lbaas::server::tls::TlsConfig,
 }
 
 impl AgentConfig {
     /// Checks everything at once, before any port is bound, and reports every problem together.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let mut problems = Vec::new();
+        let mut problems = self.tls.problems();
         if !known_driver_names().contains(&self.driver.as_str()) {
             problems.push(format!(
                 "driver {:?} is unknown (known: {})",

@@ -77,7 +77,12 @@ pub async fn run(
         factory,
         creating: tokio::sync::Mutex::new(()),
     };
-    let server = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    // Mutual TLS: only the scheduler (or an admin) with a certificate from the CA gets in.
+    if let Some(tls) = config.tls.server(true)? {
+        server = server.tls_config(tls)?;
+    }
+    let server = server
         .trace_fn(lbaas::server::rpc_span)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -104,10 +109,13 @@ pub async fn run(
         Registration {
             agent_id: config.agent_id.clone(),
             scheduler_url: config.scheduler_url.clone(),
-            advertise_url: config
-                .advertise_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{local}")),
+            advertise_url: config.tls.url(
+                &config
+                    .advertise_url
+                    .clone()
+                    .unwrap_or_else(|| local.to_string()),
+            ),
+            tls: config.tls.clone(),
             drivers: vec![config.driver.clone()],
             hosted: devices.clone(),
         }

@@ -6,7 +6,6 @@ use lbaas::scheduler::v1::{
     DriverCapabilities, HeartbeatRequest, RegisterAgentRequest,
     agent_registry_service_client::AgentRegistryServiceClient,
 };
-use tonic::transport::Endpoint;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -20,6 +19,8 @@ pub struct Registration {
     pub advertise_url: String,
     /// The drivers this agent can create devices for.
     pub drivers: Vec<String>,
+    /// How to reach the scheduler (TLS or plaintext).
+    pub tls: lbaas::server::tls::TlsConfig,
     /// The devices themselves, to stop serving what moved away.
     pub hosted: crate::service::Devices,
 }
@@ -42,7 +43,7 @@ impl Registration {
 
     /// One registration followed by heartbeats; returns when the scheduler forgets the agent.
     async fn session(&self) -> Result<(), tonic::Status> {
-        let endpoint = Endpoint::from_shared(self.scheduler_url.clone())
+        let endpoint = lbaas::server::tls::endpoint(&self.scheduler_url, &self.tls)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5));

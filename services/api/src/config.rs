@@ -27,6 +27,9 @@ pub struct ApiConfig {
     /// Token file: one `TOKEN PROJECT [ROLE]` per line.
     #[arg(long, env = "LBAAS_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
+    #[command(flatten)]
+    pub tls: lbaas::server::tls::TlsConfig,
     /// JWT verification (keys, issuer, audience).
     #[command(flatten)]
     pub jwt: lbaas::server::jwt::JwtConfig,
@@ -95,6 +98,7 @@ impl ApiConfig {
         {
             problems.push(format!("secret_key_file: {e}"));
         }
+        problems.extend(self.tls.problems());
         if self.deploy_deadline_ms < 100 {
             problems.push("deploy_deadline_ms must be at least 100".to_owned());
         }

@@ -81,7 +81,7 @@ pub async fn run(
         .context("migrating the api database")?;
 
     // Lazy: the api serves reads while the scheduler is away, and deploys retry until it is back.
-    let channel = tonic::transport::Endpoint::from_shared(config.scheduler_url.clone())?
+    let channel = lbaas::server::tls::endpoint(&config.scheduler_url, &config.tls)?
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
     let hub = watch::ChangeHub::default();
@@ -128,7 +128,12 @@ pub async fn run(
 
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, "api listening");
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    // Tenants reach the api with server-side TLS; mutual TLS is between the services.
+    if let Some(tls) = config.tls.server(false)? {
+        server = server.tls_config(tls)?;
+    }
+    let result = server
         .trace_fn(lbaas::server::rpc_span)
         .add_service(health_service)
         .add_service(reflection_v1)

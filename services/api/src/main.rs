@@ -25,10 +25,11 @@ async fn main() -> anyhow::Result<()> {
         otlp_endpoint: cli.otlp_endpoint,
         json_logs: cli.json_logs,
     })?;
-    cli.api.validate()?;
+    // A migration job needs only the database: no TLS, tokens or scheduler.
     if cli.migrate_only {
         return lbaas_api::migrate(&cli.api.database_url).await;
     }
+    cli.api.validate()?;
     let listener = tokio::net::TcpListener::bind(cli.api.listen).await?;
     lbaas_api::run(cli.api, listener, lbaas::server::shutdown_signal()).await
 }

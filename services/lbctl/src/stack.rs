@@ -95,6 +95,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         fleet_refresh_ms: 1000,
         token_file: None,
         jwt: Default::default(),
+        tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     let api = lbaas_api::ApiConfig {
         listen: api_addr,
@@ -111,6 +112,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         quota_health_monitors: -1,
         secret_key_file: Some(secret_key_file),
         jwt: Default::default(),
+        tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     let agent = lbaas_agent::AgentConfig {
         agent_id: "local".into(),
@@ -128,6 +130,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         stats_interval_ms: 1000,
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
+        tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     scheduler.validate()?;
     api.validate()?;

@@ -35,6 +35,9 @@ pub struct SchedulerConfig {
     /// Without a file the provider API is open (local use only; logged at start).
     #[arg(long, env = "LBAAS_SCHEDULER_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
+    #[command(flatten)]
+    pub tls: lbaas::server::tls::TlsConfig,
     /// JWT verification for the provider API (admin role required).
     #[command(flatten)]
     pub jwt: lbaas::server::jwt::JwtConfig,
@@ -52,7 +55,7 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Checks everything at once and reports every problem together.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let mut problems = Vec::new();
+        let mut problems = self.tls.problems();
         if let Err(why) = build_strategy(&self.strategy, self.placement_seed) {
             problems.push(format!("strategy {:?}: {why}", self.strategy));
         }

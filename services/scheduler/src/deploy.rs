@@ -25,9 +25,17 @@ use crate::{
 #[derive(Default)]
 pub struct AgentClients {
     channels: std::sync::Mutex<HashMap<String, Channel>>,
+    tls: lbaas::server::tls::TlsConfig,
 }
 
 impl AgentClients {
+    pub fn new(tls: lbaas::server::tls::TlsConfig) -> Self {
+        Self {
+            channels: std::sync::Mutex::default(),
+            tls,
+        }
+    }
+
     pub fn client(&self, address: &str) -> Result<AgentServiceClient<Channel>, SchedulerError> {
         let mut channels = self
             .channels
@@ -36,7 +44,7 @@ impl AgentClients {
         if let Some(channel) = channels.get(address) {
             return Ok(AgentServiceClient::new(channel.clone()));
         }
-        let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
+        let channel = lbaas::server::tls::endpoint(address, &self.tls)
             .map_err(|e| {
                 SchedulerError::Unavailable(format!("bad agent address {address:?}: {e}"))
             })?

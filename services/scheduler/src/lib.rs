@@ -75,7 +75,7 @@ pub async fn run(
         .await
         .context("migrating the scheduler database")?;
 
-    let agents = Arc::new(deploy::AgentClients::default());
+    let agents = Arc::new(deploy::AgentClients::new(config.tls.clone()));
     let placer = Arc::new(placement::Placer::new(
         db.clone(),
         config.strategy.clone(),
@@ -139,7 +139,12 @@ pub async fn run(
     };
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, database = %redact(&config.database_url), "scheduler listening");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    // Mutual TLS: the api, agents and admins present certificates from the CA.
+    if let Some(tls) = config.tls.server(true)? {
+        server = server.tls_config(tls)?;
+    }
+    server
         .trace_fn(lbaas::server::rpc_span)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -25,10 +25,11 @@ async fn main() -> anyhow::Result<()> {
         otlp_endpoint: cli.otlp_endpoint,
         json_logs: cli.json_logs,
     })?;
-    cli.scheduler.validate()?;
+    // A migration job needs only the database: no TLS, tokens or scheduler.
     if cli.migrate_only {
         return lbaas_scheduler::migrate(&cli.scheduler.database_url).await;
     }
+    cli.scheduler.validate()?;
     let listener = tokio::net::TcpListener::bind(cli.scheduler.listen).await?;
     lbaas_scheduler::run(cli.scheduler, listener, lbaas::server::shutdown_signal()).await
 }
