@@ -9,7 +9,7 @@ pub mod tokens;
 
 pub use database::{begin_write, connect_database};
 
-pub use telemetry::{Telemetry, TelemetryConfig};
+pub use telemetry::{Telemetry, TelemetryConfig, inject_context, rpc_span, traced};
 
 use tonic_health::server::HealthReporter;
 
@@ -90,11 +90,6 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received, draining");
-}
-
-/// A tracing span for each incoming RPC, named by its path, so logs and traces carry the method.
-pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    tracing::info_span!("rpc", method = %request.uri().path())
 }
 
 /// The connections a service accepts on `listener`, with Nagle's algorithm off: small gRPC frames

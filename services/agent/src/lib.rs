@@ -83,7 +83,7 @@ pub async fn run(
         server = server.tls_config(tls)?;
     }
     let server = server
-        .trace_fn(lbaas::server::rpc_span)
+        .trace_fn(lbaas::server::rpc_span("agent"))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

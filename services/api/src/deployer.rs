@@ -82,7 +82,13 @@ impl Deployer {
         workers.insert(id.to_owned(), worker.clone());
         let this = self.clone();
         let id = id.to_owned();
-        tokio::spawn(async move { this.work(id, worker).await });
+        // The worker's span is a child of the request that kicked it (when one did), so a create
+        // is one trace from the tenant's call through the scheduler to the agent.
+        let span = tracing::info_span!("deploy", loadbalancer = %id);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move { this.work(id, worker).await },
+            span,
+        ));
     }
 
     /// Re-drives every pending load balancer now, then every `interval`.
@@ -164,9 +170,9 @@ impl Deployer {
     async fn undeploy(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
         let mut scheduler = self.scheduler.clone();
         if let Err(status) = scheduler
-            .undeploy(UndeployRequest {
+            .undeploy(lbaas::server::traced(UndeployRequest {
                 loadbalancer_id: lb.id.clone(),
-            })
+            }))
             .await
         {
             return Attempt::Retry(format!("scheduler: {}", status.message()));
@@ -194,7 +200,7 @@ impl Deployer {
             failover: lb.failover_pending,
             vip_network: lb.vip_network_id.clone(),
         };
-        let mut stream = match scheduler.deploy(request).await {
+        let mut stream = match scheduler.deploy(lbaas::server::traced(request)).await {
             Ok(s) => s.into_inner(),
             // What the load balancer asks for does not exist (a service type or network deleted
             // since it was created): waiting will not help.
@@ -303,7 +309,7 @@ impl Deployer {
         };
         match tokio::time::timeout(
             Duration::from_secs(2),
-            scheduler.validate_placement(request),
+            scheduler.validate_placement(lbaas::server::traced(request)),
         )
         .await
         {

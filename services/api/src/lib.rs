@@ -134,7 +134,7 @@ pub async fn run(
         server = server.tls_config(tls)?;
     }
     let result = server
-        .trace_fn(lbaas::server::rpc_span)
+        .trace_fn(lbaas::server::rpc_span("api"))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -155,11 +155,12 @@ impl SchedulerService for SchedulerApi {
                 event: Some(Event::Placed(placement(&binding, &device.agent_id))),
             }))
             .await;
-        let apply = ApplyRequest {
+        // The agent's Apply continues this request's trace.
+        let apply = lbaas::server::traced(ApplyRequest {
             device_id: device.id.clone(),
             generation: request.generation,
             config: Some(config),
-        };
+        });
         tokio::spawn(async move {
             match client.apply(apply).await {
                 Ok(stream) => {
@@ -213,10 +214,10 @@ impl SchedulerService for SchedulerApi {
             Ok((device, address)) => {
                 let mut client = self.agents.client(&address)?;
                 client
-                    .remove(RemoveRequest {
+                    .remove(lbaas::server::traced(RemoveRequest {
                         device_id: device.id.clone(),
                         loadbalancer_id: id.clone(),
-                    })
+                    }))
                     .await
                     .map_err(|s| {
                         Status::unavailable(format!(

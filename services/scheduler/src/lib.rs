@@ -145,7 +145,7 @@ pub async fn run(
         server = server.tls_config(tls)?;
     }
     server
-        .trace_fn(lbaas::server::rpc_span)
+        .trace_fn(lbaas::server::rpc_span("scheduler"))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
