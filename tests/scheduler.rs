@@ -353,6 +353,7 @@ async fn replica(database_url: &str, stop: watch::Receiver<bool>) -> SocketAddr 
         fleet_refresh_ms: 100,
         token_file: None,
         jwt: Default::default(),
+        metrics_listen: None,
         tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     let mut stop = stop;

@@ -3,6 +3,7 @@
 
 mod database;
 pub mod jwt;
+pub mod metrics;
 mod telemetry;
 pub mod tls;
 pub mod tokens;

@@ -306,6 +306,7 @@ impl Stack {
             fleet_refresh_ms: 200,
             token_file: Some(tokens.clone()),
             jwt: jwt_config.clone(),
+            metrics_listen: None,
             tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let api_config = lbaas_api::ApiConfig {
@@ -323,6 +324,7 @@ impl Stack {
             quota_health_monitors: -1,
             secret_key_file: Some(secret_key.clone()),
             jwt: jwt_config.clone(),
+            metrics_listen: None,
             tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let agent_config = lbaas_agent::AgentConfig {
@@ -340,6 +342,7 @@ impl Stack {
             health_interval_ms: 100,
             stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
+            metrics_listen: None,
             tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let (stop, rx) = watch::channel(false);

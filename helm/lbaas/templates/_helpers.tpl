@@ -155,6 +155,10 @@ grpc:
 - name: RUST_LOG
   value: {{ . | quote }}
 {{- end }}
+{{- if .Values.metrics.enabled }}
+- name: LBAAS_METRICS_LISTEN
+  value: {{ printf "0.0.0.0:%v" .Values.metrics.port | quote }}
+{{- end }}
 {{- with .Values.otlp.endpoint }}
 - name: LBAAS_OTLP_ENDPOINT
   value: {{ . | quote }}

@@ -55,6 +55,9 @@ pub struct AgentConfig {
     /// Stop the devices' data plane when the agent exits (by default it keeps serving).
     #[arg(long, env = "LBAAS_AGENT_STOP_DATA_PLANE_ON_EXIT")]
     pub stop_data_plane_on_exit: bool,
+    /// Where to serve Prometheus metrics (GET /metrics); off when unset.
+    #[arg(long, env = "LBAAS_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
     #[command(flatten)]
     pub tls: lbaas::server::tls::TlsConfig,

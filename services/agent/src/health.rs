@@ -77,6 +77,7 @@ pub fn spawn(
         }
         let mut last: Option<BTreeMap<String, (String, i32)>> = None;
         let mut rising = Rising::default();
+        let mut traffic = crate::metrics::Traffic::default();
         let mut stats_sent = Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -97,6 +98,7 @@ pub fn spawn(
                 }
                 match device.driver.member_health().await {
                     Ok(members) => {
+                        crate::metrics::export_members(&device.id, &members);
                         for m in members {
                             now.insert(m.member_id, (m.pool_id, m.health));
                         }
@@ -106,7 +108,11 @@ pub fn spawn(
                     }
                 }
                 match device.driver.stats().await {
-                    Ok(raw) => listeners.extend(rising.read(&device.id, raw)),
+                    Ok(raw) => {
+                        let totals = rising.read(&device.id, raw);
+                        traffic.export(&device.listener_owners(), &totals);
+                        listeners.extend(totals);
+                    }
                     Err(e) => {
                         tracing::debug!(device = %device.id, error = %e, "cannot read counters")
                     }

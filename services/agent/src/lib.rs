@@ -5,6 +5,7 @@ pub mod config;
 pub mod devices;
 pub mod driver;
 pub mod health;
+pub mod metrics;
 pub mod reconciler;
 pub mod registration;
 pub mod service;
@@ -77,6 +78,7 @@ pub async fn run(
         factory,
         creating: tokio::sync::Mutex::new(()),
     };
+    let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
     let mut server = tonic::transport::Server::builder();
     // Mutual TLS: only the scheduler (or an admin) with a certificate from the CA gets in.
     if let Some(tls) = config.tls.server(true)? {
@@ -84,6 +86,7 @@ pub async fn run(
     }
     let server = server
         .trace_fn(lbaas::server::rpc_span("agent"))
+        .layer(lbaas::server::metrics::RpcMetricsLayer::new("agent"))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -135,6 +135,21 @@ impl DeviceReconciler {
         Ok(existed)
     }
 
+    /// Listener id -> load balancer id, for what is applied.
+    pub fn listener_owners(&self) -> std::collections::HashMap<String, String> {
+        self.slots
+            .lock()
+            .map(|s| {
+                s.applied
+                    .iter()
+                    .flat_map(|(lb, (_, c))| {
+                        c.listeners.iter().map(move |l| (l.id.clone(), lb.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The applied generation of every load balancer on the device.
     pub fn applied_generations(&self) -> Vec<(String, i64)> {
         self.slots
@@ -160,7 +175,9 @@ impl DeviceReconciler {
                 .collect()
         };
         let configs: Vec<LoadBalancerConfig> = snapshot.iter().map(|(_, _, c)| c.clone()).collect();
+        let started = std::time::Instant::now();
         let result = self.driver.apply(&configs).await;
+        crate::metrics::record_apply(&self.id, result.is_ok(), started.elapsed().as_secs_f64());
         let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
         match result {
             Ok(()) => {

@@ -27,6 +27,9 @@ pub struct ApiConfig {
     /// Token file: one `TOKEN PROJECT [ROLE]` per line.
     #[arg(long, env = "LBAAS_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (GET /metrics); off when unset.
+    #[arg(long, env = "LBAAS_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
     #[command(flatten)]
     pub tls: lbaas::server::tls::TlsConfig,

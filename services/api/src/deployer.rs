@@ -51,6 +51,16 @@ pub struct Deployer {
     workers: Mutex<HashMap<String, Arc<Worker>>>,
 }
 
+/// How long a deploy takes, from reading the desired tree to the device's answer.
+static DEPLOY_DURATION: std::sync::LazyLock<Option<prometheus::HistogramVec>> =
+    std::sync::LazyLock::new(|| {
+        lbaas::server::metrics::histogram_vec(
+            "lbaas_deploy_duration_seconds",
+            "Deploys from the desired tree to ACTIVE or ERROR (settled) or a retry",
+            &["result"],
+        )
+    });
+
 impl Deployer {
     pub fn new(
         store: Store,
@@ -187,6 +197,20 @@ impl Deployer {
     }
 
     async fn deploy(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
+        let started = std::time::Instant::now();
+        let attempt = self.deploy_once(lb).await;
+        let result = match &attempt {
+            Attempt::Settled => "settled",
+            Attempt::Retry(_) => "retry",
+        };
+        if let Some(h) = &*DEPLOY_DURATION {
+            h.with_label_values(&[result])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        attempt
+    }
+
+    async fn deploy_once(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
         let config = match self.store.desired_config(lb).await {
             Ok(c) => c,
             Err(e) => return Attempt::Retry(e.to_string()),

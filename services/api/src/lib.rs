@@ -128,6 +128,7 @@ pub async fn run(
 
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, "api listening");
+    let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
     let mut server = tonic::transport::Server::builder();
     // Tenants reach the api with server-side TLS; mutual TLS is between the services.
     if let Some(tls) = config.tls.server(false)? {
@@ -135,6 +136,7 @@ pub async fn run(
     }
     let result = server
         .trace_fn(lbaas::server::rpc_span("api"))
+        .layer(lbaas::server::metrics::RpcMetricsLayer::new("api"))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -35,6 +35,9 @@ pub struct SchedulerConfig {
     /// Without a file the provider API is open (local use only; logged at start).
     #[arg(long, env = "LBAAS_SCHEDULER_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics (GET /metrics); off when unset.
+    #[arg(long, env = "LBAAS_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
     #[command(flatten)]
     pub tls: lbaas::server::tls::TlsConfig,

@@ -139,6 +139,7 @@ pub async fn run(
     };
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, database = %redact(&config.database_url), "scheduler listening");
+    let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
     let mut server = tonic::transport::Server::builder();
     // Mutual TLS: the api, agents and admins present certificates from the CA.
     if let Some(tls) = config.tls.server(true)? {
@@ -146,6 +147,7 @@ pub async fn run(
     }
     server
         .trace_fn(lbaas::server::rpc_span("scheduler"))
+        .layer(lbaas::server::metrics::RpcMetricsLayer::new("scheduler"))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -93,6 +93,39 @@ enum Commit {
     Lost,
 }
 
+static PLACEMENTS: std::sync::LazyLock<Option<prometheus::IntCounterVec>> =
+    std::sync::LazyLock::new(|| {
+        lbaas::server::metrics::counter_vec(
+            "lbaas_placements_total",
+            "Placement requests: a new binding, the existing one, or a failure",
+            &["result"],
+        )
+    });
+static PLACEMENT_DURATION: std::sync::LazyLock<Option<prometheus::HistogramVec>> =
+    std::sync::LazyLock::new(|| {
+        lbaas::server::metrics::histogram_vec(
+            "lbaas_placement_duration_seconds",
+            "Time to bind a load balancer to a device (choice, wiring and commit)",
+            &["result"],
+        )
+    });
+static DEVICE_LOAD: std::sync::LazyLock<Option<prometheus::IntGaugeVec>> =
+    std::sync::LazyLock::new(|| {
+        lbaas::server::metrics::gauge_vec(
+            "lbaas_device_load",
+            "Load balancers bound to each device",
+            &["device", "driver"],
+        )
+    });
+static DEVICE_CAPACITY: std::sync::LazyLock<Option<prometheus::IntGaugeVec>> =
+    std::sync::LazyLock::new(|| {
+        lbaas::server::metrics::gauge_vec(
+            "lbaas_device_capacity",
+            "Load balancers each device can host",
+            &["device", "driver"],
+        )
+    });
+
 pub fn view_of(d: &device::Model, load: i64) -> DeviceView {
     DeviceView {
         id: Arc::from(d.id.as_str()),
@@ -169,11 +202,14 @@ impl Placer {
             let mut current = self.fleet_mut();
             if self.changes.load(std::sync::atomic::Ordering::SeqCst) == before {
                 Self::swap(&mut current, fleet);
+                drop(current);
+                self.export_devices();
                 return Ok(());
             }
         }
         let fleet = self.read_fleet().await?;
         Self::swap(&mut self.fleet_mut(), fleet);
+        self.export_devices();
         Ok(())
     }
 
@@ -413,8 +449,46 @@ impl Placer {
             .unwrap_or_default()
     }
 
-    /// The existing binding of the load balancer, or a new one.
+    /// The existing binding of the load balancer, or a new one (counted and timed).
     pub async fn place(&self, ask: &PlacementAsk) -> Result<binding::Model, SchedulerError> {
+        let started = std::time::Instant::now();
+        let existing = binding::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&self.db)
+            .await?
+            .is_some();
+        let placed = self.place_once(ask).await;
+        let result = match (&placed, existing) {
+            (Err(_), _) => "failed",
+            (Ok(_), true) => "existing",
+            (Ok(_), false) => "placed",
+        };
+        if let Some(c) = &*PLACEMENTS {
+            c.with_label_values(&[result]).inc();
+        }
+        if let Some(h) = &*PLACEMENT_DURATION {
+            h.with_label_values(&[result])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        placed
+    }
+
+    /// Sets the device gauges from the fleet.
+    fn export_devices(&self) {
+        let fleet = self.fleet();
+        for id in fleet.ids() {
+            if let Some(d) = fleet.get(id) {
+                let labels = [&*d.id, d.driver.as_str()];
+                if let Some(g) = &*DEVICE_LOAD {
+                    g.with_label_values(&labels).set(d.load);
+                }
+                if let Some(g) = &*DEVICE_CAPACITY {
+                    g.with_label_values(&labels).set(d.capacity);
+                }
+            }
+        }
+    }
+
+    async fn place_once(&self, ask: &PlacementAsk) -> Result<binding::Model, SchedulerError> {
         if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&self.db)
             .await?

@@ -1,0 +1,204 @@
+//! Metrics: the Prometheus text every service serves parses with a real Prometheus parser
+//! (`promtool check metrics`, Debian's `prometheus` package), and its counters move with what the
+//! services do: RPCs by method and code, placements, deploys, driver applies, device load, member
+//! health and each load balancer's traffic as its agent counts it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use lbaas::api::v1 as pb;
+use support::{Backend, Stack, StackOptions, in_project, member_at, populated};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// GET /metrics from `addr`.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4")
+    );
+    body.to_owned()
+}
+
+/// The value of the sample whose name and labels contain every one of `parts`, summed.
+fn sample(text: &str, name: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn promtool_check(text: &str) {
+    let run = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match run {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(!support::in_ci(), "CI=true but promtool cannot run: {e}");
+            eprintln!("promtool is not installed (Debian package prometheus): not checked");
+            return;
+        }
+    };
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_move_with_traffic() {
+    let stack = Stack::start(StackOptions {
+        driver: "native",
+        ..Default::default()
+    })
+    .await;
+    // The services of this process share one registry: serve it as `--metrics-listen` does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap();
+    let _server = lbaas::server::AbortOnDrop(tokio::spawn(lbaas::server::metrics::serve(listener)));
+
+    let mut api = stack.api_client().await;
+    let project = support::fresh_project();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = support::create_active(
+        &mut api,
+        &project,
+        populated(
+            "measured",
+            8080,
+            vec![member_at(a.port()), member_at(b.port())],
+        ),
+    )
+    .await;
+    let refused = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(pb::LoadBalancer::default()),
+                request_id: String::new(),
+            },
+        ))
+        .await;
+    assert!(refused.is_err());
+
+    let before = scrape(metrics).await;
+    promtool_check(&before);
+    let lb_label = format!("loadbalancer=\"{}\"", lb.id);
+    let connections = |text: &str| {
+        sample(
+            text,
+            "lbaas_listener_traffic_total",
+            &[&lb_label, "counter=\"connections\""],
+        )
+    };
+    let start = connections(&before);
+    for _ in 0..20 {
+        support::http_get(&format!("{}:8080", lb.vip_address))
+            .await
+            .unwrap();
+    }
+    let after = support::poll_until(
+        Duration::from_secs(10),
+        "traffic counters to move",
+        || async {
+            let text = scrape(metrics).await;
+            (connections(&text) >= start + 20.0).then_some(text)
+        },
+    )
+    .await;
+    promtool_check(&after);
+    assert!(
+        sample(
+            &after,
+            "lbaas_listener_traffic_total",
+            &[&lb_label, "counter=\"bytes_out\""]
+        ) > 0.0
+    );
+
+    // RPCs by method and code, on each service.
+    for (service, method, code) in [
+        (
+            "api",
+            "/lbaas.api.v1.LoadBalancerService/CreateLoadBalancer",
+            "OK",
+        ),
+        (
+            "api",
+            "/lbaas.api.v1.LoadBalancerService/CreateLoadBalancer",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "scheduler",
+            "/lbaas.scheduler.v1.SchedulerService/Deploy",
+            "OK",
+        ),
+        (
+            "scheduler",
+            "/lbaas.scheduler.v1.AgentRegistryService/RegisterAgent",
+            "OK",
+        ),
+        ("agent", "/lbaas.agent.v1.AgentService/Apply", "OK"),
+    ] {
+        let labels = [
+            format!("service=\"{service}\""),
+            format!("method=\"{method}\""),
+            format!("code=\"{code}\""),
+        ];
+        let parts: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert!(
+            sample(&after, "lbaas_rpc_requests_total", &parts) >= 1.0,
+            "no {service} {method} {code} counted"
+        );
+    }
+    assert!(
+        sample(
+            &after,
+            "lbaas_rpc_duration_seconds_count",
+            &["service=\"api\""]
+        ) >= 2.0
+    );
+    assert!(sample(&after, "lbaas_placements_total", &["result=\"placed\""]) >= 1.0);
+    assert!(sample(&after, "lbaas_placement_duration_seconds_count", &[]) >= 1.0);
+    assert!(
+        sample(
+            &after,
+            "lbaas_deploy_duration_seconds_count",
+            &["result=\"settled\""]
+        ) >= 1.0
+    );
+    assert!(sample(&after, "lbaas_agent_applies_total", &["result=\"ok\""]) >= 1.0);
+    assert!(sample(&after, "lbaas_device_load", &[]) >= 1.0);
+    assert!(sample(&after, "lbaas_device_capacity", &[]) >= 1.0);
+    assert!(
+        sample(&after, "lbaas_members", &["health=\"NO_CHECK\""]) >= 2.0,
+        "members by health"
+    );
+    stack.stop().await;
+}
