@@ -1,379 +1,601 @@
-//! The tenant-API commands of lbctl.
+//! The connection to the tenant API: the three services with the caller's credentials on every
+//! request, gRPC errors turned into readable ones, names resolved to ids, and every page of a list.
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lbaas::api::v1::{self as pb, load_balancer_service_client::LoadBalancerServiceClient};
-use tonic::{Request, metadata::MetadataValue, transport::Channel};
+use lbaas::api::v1::{
+    self as pb, certificate_service_client::CertificateServiceClient,
+    load_balancer_service_client::LoadBalancerServiceClient,
+    quota_service_client::QuotaServiceClient,
+};
+use tonic::{
+    metadata::{Ascii, AsciiMetadataValue, MetadataKey},
+    service::interceptor::InterceptedService,
+    transport::Channel,
+};
 
-#[derive(clap::Subcommand)]
-pub enum LbCommand {
-    /// Create a load balancer with one listener, its pool and members, in one call.
-    Create {
-        name: String,
-        /// PROTOCOL:PORT of the listener, e.g. HTTP:8080 or TCP:5432.
-        #[arg(long, default_value = "HTTP:80")]
-        listener: String,
-        /// ROUND_ROBIN, LEAST_CONNECTIONS or SOURCE_IP.
-        #[arg(long, default_value = "ROUND_ROBIN")]
-        algorithm: String,
-        /// ADDRESS:PORT of a member; repeat for more.
-        #[arg(long = "member")]
-        members: Vec<String>,
-        /// A VIP to use instead of an allocated one.
-        #[arg(long)]
-        vip: Option<String>,
-        /// Wait until the load balancer is ACTIVE (or ERROR).
-        #[arg(long)]
-        wait: bool,
-    },
-    /// Show one load balancer.
-    Show { id: String },
-    /// List load balancers.
-    List,
-    /// Delete a load balancer and everything under it.
-    Delete {
-        id: String,
-        #[arg(long)]
-        wait: bool,
-    },
+/// Adds the caller's credentials: `authorization: Bearer TOKEN`, or `x-project-id`.
+#[derive(Clone)]
+pub struct Credentials {
+    key: MetadataKey<Ascii>,
+    value: AsciiMetadataValue,
 }
 
-#[derive(clap::Subcommand)]
-pub enum MemberCommand {
-    /// Add a member (ADDRESS:PORT) to a pool.
-    Create {
-        #[arg(long)]
-        pool: String,
-        address: String,
-        #[arg(long)]
-        weight: Option<i32>,
-    },
-    /// List a pool's members.
-    List {
-        #[arg(long)]
-        pool: String,
-    },
-    /// Remove a member.
-    Delete { id: String },
-}
-
-pub struct Client {
-    inner: LoadBalancerServiceClient<Channel>,
-    project: String,
-    token: Option<String>,
-}
-
-fn split_host_port(s: &str) -> anyhow::Result<(String, i32)> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .with_context(|| format!("{s:?} is not ADDRESS:PORT"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((
-        host.to_owned(),
-        port.parse().with_context(|| format!("bad port in {s:?}"))?,
-    ))
-}
-
-fn status_name(s: i32) -> String {
-    pb::ProvisioningStatus::try_from(s)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("PROVISIONING_STATUS_")
-                .to_owned()
+impl Credentials {
+    pub fn new(project: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        Ok(match token {
+            Some(token) => Self {
+                key: MetadataKey::from_static("authorization"),
+                value: format!("Bearer {token}")
+                    .parse()
+                    .context("the token is not printable ASCII")?,
+            },
+            None => Self {
+                key: MetadataKey::from_static("x-project-id"),
+                value: project
+                    .parse()
+                    .context("the project is not printable ASCII")?,
+            },
         })
-        .unwrap_or_default()
-}
-
-fn operating_name(s: i32) -> String {
-    pb::OperatingStatus::try_from(s)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("OPERATING_STATUS_")
-                .to_owned()
-        })
-        .unwrap_or_default()
-}
-
-fn print_lb(lb: &pb::LoadBalancer) {
-    println!("id                   {}", lb.id);
-    println!("name                 {}", lb.name);
-    println!("vip_address          {}", lb.vip_address);
-    println!(
-        "provisioning_status  {}",
-        status_name(lb.provisioning_status)
-    );
-    println!(
-        "operating_status     {}",
-        operating_name(lb.operating_status)
-    );
-    if !lb.status_reason.is_empty() {
-        println!("status_reason        {}", lb.status_reason);
     }
-    println!(
-        "generation           {} (applied {})",
-        lb.generation, lb.applied_generation
-    );
-    println!("listeners            {}", lb.listener_ids.join(", "));
-    println!("pools                {}", lb.pool_ids.join(", "));
 }
 
-impl Client {
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(self.key.clone(), self.value.clone());
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Credentials>;
+
+/// A gRPC error as the CLI shows it: `CODE: message`, then each field violation on a line.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: tonic::Code,
+    pub message: String,
+    pub violations: Vec<(String, String)>,
+}
+
+/// The canonical name of a gRPC code (`INVALID_ARGUMENT`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic_types::StatusExt as _;
+        let violations: Vec<(String, String)> = status
+            .get_details_bad_request()
+            .map(|b| {
+                b.field_violations
+                    .into_iter()
+                    .map(|v| (v.field, v.description))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The api repeats the violations in its message; they are listed below instead.
+        let joined = violations
+            .iter()
+            .map(|(f, d)| format!("{f}: {d}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let message = match status.message().strip_suffix(&joined) {
+            Some(head) if !joined.is_empty() => head.trim_end_matches([':', ' ']).to_owned(),
+            _ => status.message().to_owned(),
+        };
+        Self {
+            code: status.code(),
+            message,
+            violations,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", code_name(self.code), self.message)?;
+        for (field, description) in &self.violations {
+            write!(f, "\n  {field}: {description}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// `.api()?` on a call's result: the message, or a readable error.
+pub trait CallExt<T> {
+    fn api(self) -> Result<T, ApiError>;
+}
+
+impl<T> CallExt<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn api(self) -> Result<T, ApiError> {
+        self.map(tonic::Response::into_inner)
+            .map_err(ApiError::from)
+    }
+}
+
+/// Whether `s` looks like an id (a UUID), as opposed to a name.
+pub fn is_id(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The one id among `candidates` (id, name) named `arg`.
+fn pick(kind: &str, arg: &str, candidates: Vec<(String, String)>) -> anyhow::Result<String> {
+    let mut found: Vec<String> = candidates
+        .into_iter()
+        .filter(|(id, name)| id == arg || name == arg)
+        .map(|(id, _)| id)
+        .collect();
+    match found.len() {
+        0 => anyhow::bail!("no {kind} with the name or id {arg:?}"),
+        1 => Ok(found.remove(0)),
+        n => anyhow::bail!("{n} {kind}s are named {arg:?}; use the id"),
+    }
+}
+
+const PAGE: i32 = 1000;
+
+#[derive(Clone)]
+pub struct Api {
+    pub lb: LoadBalancerServiceClient<Authed>,
+    pub certs: CertificateServiceClient<Authed>,
+    pub quotas: QuotaServiceClient<Authed>,
+}
+
+impl Api {
     pub async fn connect(api: &str, project: &str, token: Option<&str>) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(api.to_owned())?
-            .connect_timeout(Duration::from_secs(3))
+        let credentials = Credentials::new(project, token)?;
+        let channel = tonic::transport::Endpoint::from_shared(api.to_owned())
+            .with_context(|| format!("{api:?} is not a URL"))?
+            .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
             .with_context(|| format!("cannot reach the api at {api}"))?;
         Ok(Self {
-            inner: LoadBalancerServiceClient::new(channel),
-            project: project.to_owned(),
-            token: token.map(str::to_owned),
+            lb: LoadBalancerServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            certs: CertificateServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            quotas: QuotaServiceClient::with_interceptor(channel, credentials),
         })
     }
 
-    fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
-        let mut request = Request::new(message);
-        match &self.token {
-            Some(token) => {
-                let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
-                request.metadata_mut().insert("authorization", value);
-            }
-            None => {
-                request
-                    .metadata_mut()
-                    .insert("x-project-id", self.project.parse()?);
-            }
-        }
-        Ok(request)
-    }
+    // Every page of each list.
 
-    async fn get(&self, id: &str) -> Result<pb::LoadBalancer, tonic::Status> {
-        let request = self
-            .request(pb::GetLoadBalancerRequest { id: id.to_owned() })
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        Ok(self
-            .inner
-            .clone()
-            .get_load_balancer(request)
-            .await?
-            .into_inner())
-    }
-
-    /// Follows the load balancer's watch stream, printing each status, until it leaves
-    /// PENDING_* (or, for a delete, until it is gone).
-    async fn wait(&self, id: &str, gone: bool) -> anyhow::Result<()> {
-        use tokio_stream::StreamExt as _;
-        let started = std::time::Instant::now();
-        let mut events = self
-            .inner
-            .clone()
-            .watch_load_balancer(self.request(pb::WatchLoadBalancerRequest { id: id.to_owned() })?)
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            .into_inner();
-        while let Some(event) = events.next().await {
-            let event = event.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-            let kind = event.kind();
-            let Some(lb) = event.load_balancer else {
-                continue;
-            };
-            let status = status_name(lb.provisioning_status);
-            println!(
-                "{:>6} ms  {status:<14} {:<10} vip {}",
-                started.elapsed().as_millis(),
-                operating_name(lb.operating_status),
-                if lb.vip_address.is_empty() {
-                    "-"
-                } else {
-                    &lb.vip_address
-                }
-            );
-            if kind == pb::ChangeKind::Deleted {
-                return Ok(());
-            }
-            if !gone && !status.starts_with("PENDING") {
-                print_lb(&lb);
-                return Ok(());
-            }
-        }
-        anyhow::bail!("the watch stream ended early; run `lbctl lb show {id}`")
-    }
-
-    pub async fn lb(&self, command: LbCommand) -> anyhow::Result<()> {
-        let mut api = self.inner.clone();
-        match command {
-            LbCommand::Create {
-                name,
-                listener,
-                algorithm,
-                members,
-                vip,
-                wait,
-            } => {
-                let (protocol, port) = listener
-                    .split_once(':')
-                    .context("--listener is PROTOCOL:PORT")?;
-                let protocol =
-                    pb::Protocol::from_str_name(&format!("PROTOCOL_{}", protocol.to_uppercase()))
-                        .with_context(|| format!("unknown protocol {protocol}"))?;
-                let lb_algorithm = pb::LbAlgorithm::from_str_name(&format!(
-                    "LB_ALGORITHM_{}",
-                    algorithm.to_uppercase()
-                ))
-                .with_context(|| format!("unknown algorithm {algorithm}"))?;
-                let members = members
-                    .iter()
-                    .map(|m| {
-                        let (address, protocol_port) = split_host_port(m)?;
-                        Ok(pb::Member {
-                            address,
-                            protocol_port,
-                            ..Default::default()
-                        })
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let lb = pb::LoadBalancer {
-                    name,
-                    vip_address: vip.unwrap_or_default(),
-                    listeners: vec![pb::Listener {
-                        protocol: protocol as i32,
-                        protocol_port: port.parse().context("bad listener port")?,
-                        default_pool: Some(pb::Pool {
-                            protocol: protocol as i32,
-                            lb_algorithm: lb_algorithm as i32,
-                            members,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                };
-                let created = api
-                    .create_load_balancer(self.request(pb::CreateLoadBalancerRequest {
-                        load_balancer: Some(lb),
-                        request_id: String::new(),
-                    })?)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .into_inner();
-                if wait {
-                    self.wait(&created.id, false).await?;
-                } else {
-                    print_lb(&created);
-                }
-            }
-            LbCommand::Show { id } => print_lb(
-                &self
-                    .get(&id)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?,
-            ),
-            LbCommand::List => {
-                let mut token = String::new();
-                println!(
-                    "{:<36}  {:<20}  {:<15}  {:<14}  OPERATING",
-                    "ID", "NAME", "VIP", "PROVISIONING"
-                );
-                loop {
-                    let page = api
-                        .list_load_balancers(self.request(pb::ListLoadBalancersRequest {
-                            page_token: token.clone(),
-                            ..Default::default()
-                        })?)
-                        .await
-                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                        .into_inner();
-                    for lb in &page.load_balancers {
-                        println!(
-                            "{:<36}  {:<20}  {:<15}  {:<14}  {}",
-                            lb.id,
-                            lb.name,
-                            lb.vip_address,
-                            status_name(lb.provisioning_status),
-                            operating_name(lb.operating_status)
-                        );
-                    }
-                    if page.next_page_token.is_empty() {
-                        break;
-                    }
-                    token = page.next_page_token;
-                }
-            }
-            LbCommand::Delete { id, wait } => {
-                api.delete_load_balancer(self.request(pb::DeleteLoadBalancerRequest {
-                    id: id.clone(),
-                    cascade: true,
-                    etag: String::new(),
-                })?)
+    pub async fn load_balancers(
+        &self,
+        filter: pb::ListLoadBalancersRequest,
+    ) -> anyhow::Result<Vec<pb::LoadBalancer>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_load_balancers(pb::ListLoadBalancersRequest {
+                    page_size: PAGE,
+                    page_token: token,
+                    ..filter.clone()
+                })
                 .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-                if wait {
-                    self.wait(&id, true).await?;
-                } else {
-                    println!("deleting {id}");
-                }
+                .api()?;
+            out.extend(page.load_balancers);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
             }
+            token = page.next_page_token;
         }
-        Ok(())
     }
 
-    pub async fn member(&self, command: MemberCommand) -> anyhow::Result<()> {
-        let mut api = self.inner.clone();
-        match command {
-            MemberCommand::Create {
-                pool,
-                address,
-                weight,
-            } => {
-                let (address, protocol_port) = split_host_port(&address)?;
-                let member = api
-                    .create_member(self.request(pb::CreateMemberRequest {
-                        member: Some(pb::Member {
-                            pool_id: pool,
-                            address,
-                            protocol_port,
-                            weight,
-                            ..Default::default()
-                        }),
-                        request_id: String::new(),
-                    })?)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .into_inner();
-                println!("{}", member.id);
+    pub async fn listeners(&self, loadbalancer_id: &str) -> anyhow::Result<Vec<pb::Listener>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_listeners(pb::ListListenersRequest {
+                    loadbalancer_id: loadbalancer_id.to_owned(),
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.listeners);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
             }
-            MemberCommand::List { pool } => {
-                let page = api
-                    .list_members(self.request(pb::ListMembersRequest {
-                        pool_id: pool,
-                        page_size: 1000,
-                        page_token: String::new(),
-                    })?)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .into_inner();
-                println!(
-                    "{:<36}  {:<22}  {:<6}  {:<14}  OPERATING",
-                    "ID", "ADDRESS", "WEIGHT", "PROVISIONING"
-                );
-                for m in page.members {
-                    println!(
-                        "{:<36}  {:<22}  {:<6}  {:<14}  {}",
-                        m.id,
-                        format!("{}:{}", m.address, m.protocol_port),
-                        m.weight.unwrap_or(1),
-                        status_name(m.provisioning_status),
-                        operating_name(m.operating_status)
-                    );
-                }
-            }
-            MemberCommand::Delete { id } => {
-                api.delete_member(self.request(pb::DeleteMemberRequest { id: id.clone() })?)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-                println!("deleted {id}");
-            }
+            token = page.next_page_token;
         }
-        Ok(())
+    }
+
+    pub async fn pools(&self, loadbalancer_id: &str) -> anyhow::Result<Vec<pb::Pool>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_pools(pb::ListPoolsRequest {
+                    loadbalancer_id: loadbalancer_id.to_owned(),
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.pools);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn members(&self, pool_id: &str) -> anyhow::Result<Vec<pb::Member>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_members(pb::ListMembersRequest {
+                    pool_id: pool_id.to_owned(),
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.members);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn health_monitors(&self, pool_id: &str) -> anyhow::Result<Vec<pb::HealthMonitor>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_health_monitors(pb::ListHealthMonitorsRequest {
+                    pool_id: pool_id.to_owned(),
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.health_monitors);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn l7policies(&self, listener_id: &str) -> anyhow::Result<Vec<pb::L7Policy>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_l7_policies(pb::ListL7PoliciesRequest {
+                    listener_id: listener_id.to_owned(),
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.l7policies);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn l7rules(&self, l7policy_id: &str) -> anyhow::Result<Vec<pb::L7Rule>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .lb
+                .clone()
+                .list_l7_rules(pb::ListL7RulesRequest {
+                    l7policy_id: l7policy_id.to_owned(),
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.rules);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn certificates(&self) -> anyhow::Result<Vec<pb::Certificate>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .certs
+                .clone()
+                .list_certificates(pb::ListCertificatesRequest {
+                    page_size: PAGE,
+                    page_token: token,
+                })
+                .await
+                .api()?;
+            out.extend(page.certificates);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    // Names or ids to ids.
+
+    pub async fn lb_id(&self, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self
+            .load_balancers(pb::ListLoadBalancersRequest {
+                name: arg.to_owned(),
+                ..Default::default()
+            })
+            .await?;
+        pick(
+            "load balancer",
+            arg,
+            found.into_iter().map(|l| (l.id, l.name)).collect(),
+        )
+    }
+
+    pub async fn listener_id(&self, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self.listeners("").await?;
+        pick(
+            "listener",
+            arg,
+            found.into_iter().map(|l| (l.id, l.name)).collect(),
+        )
+    }
+
+    pub async fn pool_id(&self, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self.pools("").await?;
+        pick(
+            "pool",
+            arg,
+            found.into_iter().map(|p| (p.id, p.name)).collect(),
+        )
+    }
+
+    /// A member of `pool_id` by id, name or ADDRESS:PORT.
+    pub async fn member_id(&self, pool_id: &str, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self.members(pool_id).await?;
+        let by_address: Vec<(String, String)> = found
+            .iter()
+            .map(|m| (m.id.clone(), format!("{}:{}", m.address, m.protocol_port)))
+            .filter(|(_, a)| a == arg)
+            .collect();
+        if by_address.len() == 1 {
+            return pick("member", arg, by_address);
+        }
+        pick(
+            "member",
+            arg,
+            found.into_iter().map(|m| (m.id, m.name)).collect(),
+        )
+    }
+
+    pub async fn health_monitor_id(&self, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self.health_monitors("").await?;
+        pick(
+            "health monitor",
+            arg,
+            found.into_iter().map(|h| (h.id, h.name)).collect(),
+        )
+    }
+
+    pub async fn l7policy_id(&self, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self.l7policies("").await?;
+        pick(
+            "L7 policy",
+            arg,
+            found.into_iter().map(|p| (p.id, p.name)).collect(),
+        )
+    }
+
+    pub async fn certificate_id(&self, arg: &str) -> anyhow::Result<String> {
+        if is_id(arg) {
+            return Ok(arg.to_owned());
+        }
+        let found = self.certificates().await?;
+        pick(
+            "certificate",
+            arg,
+            found.into_iter().map(|c| (c.id, c.name)).collect(),
+        )
+    }
+
+    // Single objects.
+
+    pub async fn get_lb(&self, id: &str) -> anyhow::Result<pb::LoadBalancer> {
+        Ok(self
+            .lb
+            .clone()
+            .get_load_balancer(pb::GetLoadBalancerRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_listener(&self, id: &str) -> anyhow::Result<pb::Listener> {
+        Ok(self
+            .lb
+            .clone()
+            .get_listener(pb::GetListenerRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_pool(&self, id: &str) -> anyhow::Result<pb::Pool> {
+        Ok(self
+            .lb
+            .clone()
+            .get_pool(pb::GetPoolRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_member(&self, id: &str) -> anyhow::Result<pb::Member> {
+        Ok(self
+            .lb
+            .clone()
+            .get_member(pb::GetMemberRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_health_monitor(&self, id: &str) -> anyhow::Result<pb::HealthMonitor> {
+        Ok(self
+            .lb
+            .clone()
+            .get_health_monitor(pb::GetHealthMonitorRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_l7policy(&self, id: &str) -> anyhow::Result<pb::L7Policy> {
+        Ok(self
+            .lb
+            .clone()
+            .get_l7_policy(pb::GetL7PolicyRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_l7rule(&self, id: &str) -> anyhow::Result<pb::L7Rule> {
+        Ok(self
+            .lb
+            .clone()
+            .get_l7_rule(pb::GetL7RuleRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn get_certificate(&self, id: &str) -> anyhow::Result<pb::Certificate> {
+        Ok(self
+            .certs
+            .clone()
+            .get_certificate(pb::GetCertificateRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    /// The load balancer an L7 policy's listener belongs to.
+    pub async fn lb_of_l7policy(&self, policy: &pb::L7Policy) -> anyhow::Result<String> {
+        Ok(self
+            .get_listener(&policy.listener_id)
+            .await?
+            .loadbalancer_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_and_names() {
+        assert!(is_id("0b6c5a52-93d5-4f0e-8f55-0e6c2c5e2b1a"));
+        assert!(!is_id("web"));
+        assert!(!is_id("0b6c5a52-93d5-4f0e-8f55-0e6c2c5e2b1"));
+        let candidates = vec![
+            ("1".to_owned(), "web".to_owned()),
+            ("2".to_owned(), "db".to_owned()),
+            ("3".to_owned(), "db".to_owned()),
+        ];
+        assert_eq!(pick("pool", "web", candidates.clone()).unwrap(), "1");
+        assert_eq!(
+            pick("pool", "db", candidates.clone())
+                .unwrap_err()
+                .to_string(),
+            "2 pools are named \"db\"; use the id"
+        );
+        assert!(pick("pool", "x", candidates).is_err());
+    }
+
+    #[test]
+    fn errors_list_field_violations() {
+        let mut details = tonic_types::ErrorDetails::new();
+        details.add_bad_request_violation("listener.protocol_port", "must be between 1 and 65535");
+        details.add_bad_request_violation("listener.protocol", "is required");
+        use tonic_types::StatusExt as _;
+        let status = tonic::Status::with_error_details(
+            tonic::Code::InvalidArgument,
+            "invalid request: listener.protocol_port: must be between 1 and 65535; listener.protocol: is required",
+            details,
+        );
+        assert_eq!(
+            ApiError::from(status).to_string(),
+            "INVALID_ARGUMENT: invalid request\n  listener.protocol_port: must be between 1 and 65535\n  listener.protocol: is required"
+        );
+        let plain = tonic::Status::not_found("load balancer x not found");
+        assert_eq!(
+            ApiError::from(plain).to_string(),
+            "NOT_FOUND: load balancer x not found"
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Debug)]
 pub struct StackArgs {
     /// Where the databases and device files live.
     #[arg(long, default_value = "data")]
@@ -95,6 +95,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         fleet_refresh_ms: 1000,
         token_file: None,
         jwt: Default::default(),
+        metrics_listen: None,
         tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     let api = lbaas_api::ApiConfig {
@@ -112,6 +113,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         quota_health_monitors: -1,
         secret_key_file: Some(secret_key_file),
         jwt: Default::default(),
+        metrics_listen: None,
         tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     let agent = lbaas_agent::AgentConfig {
@@ -130,6 +132,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         stats_interval_ms: 1000,
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
+        metrics_listen: None,
         tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     scheduler.validate()?;

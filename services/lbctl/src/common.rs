@@ -1,0 +1,285 @@
+//! What the resource commands share: the options every kind has (`--enable`/`--disable`, tags),
+//! the `update_mask` a `set` builds, parsers for option values (`--insert-headers`,
+//! `--session-persistence`, `ADDRESS:PORT`), and the printing context.
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use lbaas::api::v1 as pb;
+
+use crate::{client::Api, enums, output::Printer};
+
+/// What a command runs with: the API and how to print.
+pub struct Ctx {
+    pub api: Api,
+    pub out: Printer,
+}
+
+/// `--enable` / `--disable` (admin_state_up).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AdminState {
+    /// Enable it (admin_state_up true; the default on create).
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Disable it (admin_state_up false).
+    #[arg(long)]
+    pub disable: bool,
+}
+
+impl AdminState {
+    pub fn value(&self) -> Option<bool> {
+        match (self.enable, self.disable) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// Tags on create.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CreateTags {
+    /// A tag; repeat for more.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// No tags (the default).
+    #[arg(long, conflicts_with = "tags")]
+    pub no_tag: bool,
+}
+
+/// Tags on set: added to those it has; `--no-tag` first clears them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SetTags {
+    /// A tag to add; repeat for more.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Remove every tag (before adding those of --tag).
+    #[arg(long)]
+    pub no_tag: bool,
+}
+
+impl SetTags {
+    /// The new tags, or `None` when unchanged.
+    pub fn apply(&self, current: &[String]) -> Option<Vec<String>> {
+        if self.tags.is_empty() && !self.no_tag {
+            return None;
+        }
+        let mut tags = if self.no_tag {
+            Vec::new()
+        } else {
+            current.to_vec()
+        };
+        for t in &self.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        Some(tags)
+    }
+}
+
+/// Tags on unset.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct UnsetTags {
+    /// A tag to remove; repeat for more.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Remove every tag.
+    #[arg(long)]
+    pub all_tag: bool,
+}
+
+impl UnsetTags {
+    pub fn apply(&self, current: &[String]) -> Option<Vec<String>> {
+        if self.all_tag {
+            return Some(Vec::new());
+        }
+        if self.tags.is_empty() {
+            return None;
+        }
+        Some(
+            current
+                .iter()
+                .filter(|t| !self.tags.contains(t))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// The fields a `set` or `unset` changes: its update_mask.
+#[derive(Debug, Default)]
+pub struct Mask(Vec<String>);
+
+impl Mask {
+    pub fn add(&mut self, path: &str) {
+        if !self.0.iter().any(|p| p == path) {
+            self.0.push(path.to_owned());
+        }
+    }
+
+    /// Sets `*field` and records `path` when `value` is given.
+    pub fn set<T>(&mut self, path: &str, field: &mut T, value: Option<T>) {
+        if let Some(v) = value {
+            *field = v;
+            self.add(path);
+        }
+    }
+
+    /// Records `path` when `flag` is on (unset's options).
+    pub fn clear<T: Default>(&mut self, path: &str, field: &mut T, flag: bool) {
+        if flag {
+            *field = T::default();
+            self.add(path);
+        }
+    }
+
+    /// The mask; an empty one is refused (the API would take it as "every field").
+    pub fn finish(self) -> anyhow::Result<prost_types::FieldMask> {
+        anyhow::ensure!(
+            !self.0.is_empty(),
+            "nothing to change: give at least one option"
+        );
+        Ok(prost_types::FieldMask { paths: self.0 })
+    }
+
+    #[cfg(test)]
+    pub fn paths(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// `KEY=VALUE,KEY=VALUE`.
+pub fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("{pair:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// `--insert-headers X-Forwarded-For=true,X-Forwarded-Port=true` (repeatable).
+pub fn insert_headers(values: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for v in values {
+        for (k, v) in key_values(v).map_err(anyhow::Error::msg)? {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+/// `--session-persistence type=APP_COOKIE,cookie_name=JSESSIONID`.
+pub fn session_persistence(s: &str) -> Result<pb::SessionPersistence, String> {
+    let mut out = pb::SessionPersistence::default();
+    for (k, v) in key_values(s)? {
+        match k.as_str() {
+            "type" => out.r#type = enums::parse::<pb::SessionPersistenceType>(&v)?.into(),
+            "cookie_name" => out.cookie_name = v,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a session persistence key (type, cookie_name)"
+                ));
+            }
+        }
+    }
+    if out.r#type == 0 {
+        return Err("type=SOURCE_IP|HTTP_COOKIE|APP_COOKIE is required".into());
+    }
+    Ok(out)
+}
+
+/// `ADDRESS:PORT` (`[v6]:PORT` too).
+pub fn host_port(s: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} is not ADDRESS:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((
+        host.to_owned(),
+        port.parse().with_context(|| format!("bad port in {s:?}"))?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn insert_headers_parse_and_merge() {
+        let h = insert_headers(&[
+            "X-Forwarded-For=true, X-Forwarded-Port=false".into(),
+            "X-Forwarded-Proto=true".into(),
+        ])
+        .unwrap();
+        assert_eq!(h.len(), 3);
+        assert_eq!(h["X-Forwarded-For"], "true");
+        assert_eq!(h["X-Forwarded-Port"], "false");
+        assert!(insert_headers(&["X-Forwarded-For".into()]).is_err());
+        assert!(insert_headers(&["=true".into()]).is_err());
+    }
+
+    #[test]
+    fn session_persistence_parses() {
+        let p = session_persistence("type=APP_COOKIE,cookie_name=JSESSIONID").unwrap();
+        assert_eq!(p.r#type(), pb::SessionPersistenceType::AppCookie);
+        assert_eq!(p.cookie_name, "JSESSIONID");
+        let p = session_persistence("type=source_ip").unwrap();
+        assert_eq!(p.r#type(), pb::SessionPersistenceType::SourceIp);
+        assert!(session_persistence("cookie_name=x").is_err());
+        assert!(
+            session_persistence("type=STICKY")
+                .unwrap_err()
+                .contains("SOURCE_IP, HTTP_COOKIE, APP_COOKIE")
+        );
+        assert!(session_persistence("type=SOURCE_IP,timeout=5").is_err());
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(
+            host_port("127.0.0.1:80").unwrap(),
+            ("127.0.0.1".to_owned(), 80)
+        );
+        assert_eq!(host_port("[::1]:8080").unwrap(), ("::1".to_owned(), 8080));
+        assert!(host_port("web").is_err());
+    }
+
+    #[test]
+    fn tags_on_set_and_unset() {
+        let now = vec!["a".to_owned(), "b".to_owned()];
+        let set = SetTags {
+            tags: vec!["c".into(), "a".into()],
+            no_tag: false,
+        };
+        assert_eq!(set.apply(&now).unwrap(), ["a", "b", "c"]);
+        let replace = SetTags {
+            tags: vec!["c".into()],
+            no_tag: true,
+        };
+        assert_eq!(replace.apply(&now).unwrap(), ["c"]);
+        assert!(SetTags::default().apply(&now).is_none());
+        let unset = UnsetTags {
+            tags: vec!["a".into()],
+            all_tag: false,
+        };
+        assert_eq!(unset.apply(&now).unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn masks_record_only_what_is_given() {
+        let mut member = pb::Member::default();
+        let mut mask = Mask::default();
+        mask.set("weight", &mut member.weight, Some(Some(5)));
+        mask.set("name", &mut member.name, None);
+        mask.clear("backup", &mut member.backup, false);
+        assert_eq!(mask.paths(), ["weight"]);
+        assert_eq!(member.weight, Some(5));
+        assert!(Mask::default().finish().is_err());
+    }
+}

@@ -1,0 +1,452 @@
+//! Every API object as a printable [`Val`]: the proto's fields under the proto's names, in proto
+//! order, enums by name; input-only fields (the tree parts of create requests, private keys) left
+//! out. Also the columns each `list` shows, after the openstack CLI's.
+use lbaas::api::v1 as pb;
+
+use crate::{
+    enums::{self, val},
+    output::{Val, obj},
+};
+
+fn headers(map: &std::collections::HashMap<String, String>) -> Val {
+    let mut fields: Vec<(String, Val)> = map
+        .iter()
+        .map(|(k, v)| (k.clone(), Val::Str(v.clone())))
+        .collect();
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    Val::Obj(fields)
+}
+
+pub const LOAD_BALANCER_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "project_id",
+    "vip_address",
+    "provisioning_status",
+    "operating_status",
+    "flavor",
+];
+
+pub fn load_balancer(lb: &pb::LoadBalancer) -> Val {
+    obj()
+        .field("id", &lb.id)
+        .field("project_id", &lb.project_id)
+        .field("name", &lb.name)
+        .field("description", &lb.description)
+        .field("vip_address", &lb.vip_address)
+        .field("admin_state_up", lb.admin_state_up)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(lb.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(lb.operating_status),
+        )
+        .field("status_reason", &lb.status_reason)
+        .field("generation", lb.generation)
+        .field("applied_generation", lb.applied_generation)
+        .field("flavor", &lb.flavor)
+        .field("tags", &lb.tags)
+        .field("etag", &lb.etag)
+        .field("create_time_ms", Val::Time(lb.create_time_ms))
+        .field("update_time_ms", Val::Time(lb.update_time_ms))
+        .field("listener_ids", &lb.listener_ids)
+        .field("pool_ids", &lb.pool_ids)
+        .field("vip_network_id", &lb.vip_network_id)
+        .build()
+}
+
+pub const LISTENER_COLUMNS: &[&str] = &[
+    "id",
+    "default_pool_id",
+    "name",
+    "project_id",
+    "protocol",
+    "protocol_port",
+    "admin_state_up",
+];
+
+pub fn listener(l: &pb::Listener) -> Val {
+    obj()
+        .field("id", &l.id)
+        .field("project_id", &l.project_id)
+        .field("loadbalancer_id", &l.loadbalancer_id)
+        .field("name", &l.name)
+        .field("description", &l.description)
+        .field("protocol", val::<pb::Protocol>(l.protocol))
+        .field("protocol_port", l.protocol_port)
+        .field("connection_limit", l.connection_limit)
+        .field("default_pool_id", &l.default_pool_id)
+        .field("admin_state_up", l.admin_state_up)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(l.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(l.operating_status),
+        )
+        .field("tags", &l.tags)
+        .field("timeout_client_data_ms", l.timeout_client_data_ms)
+        .field("timeout_member_connect_ms", l.timeout_member_connect_ms)
+        .field("timeout_member_data_ms", l.timeout_member_data_ms)
+        .field("etag", &l.etag)
+        .field("allowed_cidrs", &l.allowed_cidrs)
+        .field("insert_headers", headers(&l.insert_headers))
+        .field("default_tls_container_ref", &l.default_tls_container_ref)
+        .field("sni_container_refs", &l.sni_container_refs)
+        .field("l7policy_ids", &l.l7policy_ids)
+        .build()
+}
+
+pub const POOL_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "project_id",
+    "provisioning_status",
+    "protocol",
+    "lb_algorithm",
+    "admin_state_up",
+];
+
+pub fn session_persistence(p: Option<&pb::SessionPersistence>) -> Val {
+    match p {
+        Some(p) if p.r#type != 0 => obj()
+            .field("type", val::<pb::SessionPersistenceType>(p.r#type))
+            .field("cookie_name", &p.cookie_name)
+            .build(),
+        _ => Val::Null,
+    }
+}
+
+pub fn pool(p: &pb::Pool) -> Val {
+    obj()
+        .field("id", &p.id)
+        .field("project_id", &p.project_id)
+        .field("loadbalancer_id", &p.loadbalancer_id)
+        .field("listener_id", &p.listener_id)
+        .field("name", &p.name)
+        .field("description", &p.description)
+        .field("protocol", val::<pb::Protocol>(p.protocol))
+        .field("lb_algorithm", val::<pb::LbAlgorithm>(p.lb_algorithm))
+        .field("admin_state_up", p.admin_state_up)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(p.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(p.operating_status),
+        )
+        .field("tags", &p.tags)
+        .field("healthmonitor_id", &p.healthmonitor_id)
+        .field("etag", &p.etag)
+        .field(
+            "session_persistence",
+            session_persistence(p.session_persistence.as_ref()),
+        )
+        .field("tls_enabled", p.tls_enabled)
+        .build()
+}
+
+pub const MEMBER_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "project_id",
+    "provisioning_status",
+    "address",
+    "protocol_port",
+    "operating_status",
+    "weight",
+];
+
+pub fn member(m: &pb::Member) -> Val {
+    obj()
+        .field("id", &m.id)
+        .field("project_id", &m.project_id)
+        .field("pool_id", &m.pool_id)
+        .field("name", &m.name)
+        .field("address", &m.address)
+        .field("protocol_port", m.protocol_port)
+        .field("weight", m.weight)
+        .field("admin_state_up", m.admin_state_up)
+        .field("backup", m.backup)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(m.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(m.operating_status),
+        )
+        .field("tags", &m.tags)
+        .field("etag", &m.etag)
+        .build()
+}
+
+pub const HEALTH_MONITOR_COLUMNS: &[&str] = &["id", "name", "project_id", "type", "admin_state_up"];
+
+pub fn health_monitor(h: &pb::HealthMonitor) -> Val {
+    obj()
+        .field("id", &h.id)
+        .field("project_id", &h.project_id)
+        .field("pool_id", &h.pool_id)
+        .field("name", &h.name)
+        .field("type", val::<pb::HealthMonitorType>(h.r#type))
+        .field("delay_s", h.delay_s)
+        .field("timeout_s", h.timeout_s)
+        .field("max_retries", h.max_retries)
+        .field("max_retries_down", h.max_retries_down)
+        .field("http_method", &h.http_method)
+        .field("url_path", &h.url_path)
+        .field("expected_codes", &h.expected_codes)
+        .field("admin_state_up", h.admin_state_up)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(h.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(h.operating_status),
+        )
+        .field("loadbalancer_id", &h.loadbalancer_id)
+        .field("etag", &h.etag)
+        .build()
+}
+
+pub const L7POLICY_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "project_id",
+    "provisioning_status",
+    "action",
+    "position",
+    "admin_state_up",
+];
+
+pub fn l7policy(p: &pb::L7Policy) -> Val {
+    obj()
+        .field("id", &p.id)
+        .field("project_id", &p.project_id)
+        .field("listener_id", &p.listener_id)
+        .field("name", &p.name)
+        .field("description", &p.description)
+        .field("action", val::<pb::L7PolicyAction>(p.action))
+        .field("redirect_pool_id", &p.redirect_pool_id)
+        .field("redirect_url", &p.redirect_url)
+        .field("redirect_prefix", &p.redirect_prefix)
+        .field("redirect_http_code", p.redirect_http_code)
+        .field("position", p.position)
+        .field("admin_state_up", p.admin_state_up)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(p.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(p.operating_status),
+        )
+        .field("tags", &p.tags)
+        .field("rule_ids", &p.rule_ids)
+        .field("etag", &p.etag)
+        .build()
+}
+
+pub const L7RULE_COLUMNS: &[&str] = &[
+    "id",
+    "project_id",
+    "provisioning_status",
+    "compare_type",
+    "type",
+    "key",
+    "value",
+    "invert",
+    "admin_state_up",
+];
+
+pub fn l7rule(r: &pb::L7Rule) -> Val {
+    obj()
+        .field("id", &r.id)
+        .field("project_id", &r.project_id)
+        .field("l7policy_id", &r.l7policy_id)
+        .field("type", val::<pb::L7RuleType>(r.r#type))
+        .field("compare_type", val::<pb::L7RuleCompareType>(r.compare_type))
+        .field("key", &r.key)
+        .field("value", &r.value)
+        .field("invert", r.invert)
+        .field("admin_state_up", r.admin_state_up)
+        .field(
+            "provisioning_status",
+            val::<pb::ProvisioningStatus>(r.provisioning_status),
+        )
+        .field(
+            "operating_status",
+            val::<pb::OperatingStatus>(r.operating_status),
+        )
+        .field("tags", &r.tags)
+        .field("etag", &r.etag)
+        .build()
+}
+
+pub const CERTIFICATE_COLUMNS: &[&str] = &["id", "name", "subject_names", "expire_time_ms"];
+
+pub fn certificate(c: &pb::Certificate) -> Val {
+    obj()
+        .field("id", &c.id)
+        .field("project_id", &c.project_id)
+        .field("name", &c.name)
+        .field("certificate_pem", &c.certificate_pem)
+        .field("subject_names", &c.subject_names)
+        .field("expire_time_ms", Val::Time(c.expire_time_ms))
+        .field("create_time_ms", Val::Time(c.create_time_ms))
+        .build()
+}
+
+pub fn stats(s: &pb::Stats) -> Val {
+    obj()
+        .field("bytes_in", s.bytes_in)
+        .field("bytes_out", s.bytes_out)
+        .field("active_connections", s.active_connections)
+        .field("total_connections", s.total_connections)
+        .field("request_errors", s.request_errors)
+        .field("observed_ms", Val::Time(s.observed_ms))
+        .build()
+}
+
+fn status_node(n: Option<&pb::StatusNode>) -> Val {
+    match n {
+        None => Val::Null,
+        Some(n) => obj()
+            .field("id", &n.id)
+            .field("name", &n.name)
+            .field(
+                "provisioning_status",
+                val::<pb::ProvisioningStatus>(n.provisioning_status),
+            )
+            .field(
+                "operating_status",
+                val::<pb::OperatingStatus>(n.operating_status),
+            )
+            .build(),
+    }
+}
+
+fn pool_status(p: &pb::PoolStatus) -> Val {
+    obj()
+        .field("status", status_node(p.status.as_ref()))
+        .field(
+            "members",
+            Val::List(
+                p.members
+                    .iter()
+                    .map(|m| {
+                        obj()
+                            .field("status", status_node(m.status.as_ref()))
+                            .field("address", &m.address)
+                            .field("protocol_port", m.protocol_port)
+                            .build()
+                    })
+                    .collect(),
+            ),
+        )
+        .field("health_monitor", status_node(p.health_monitor.as_ref()))
+        .build()
+}
+
+pub fn status_tree(t: &pb::LoadBalancerStatusTree) -> Val {
+    obj()
+        .field("load_balancer", status_node(t.load_balancer.as_ref()))
+        .field(
+            "listeners",
+            Val::List(
+                t.listeners
+                    .iter()
+                    .map(|l| {
+                        obj()
+                            .field("status", status_node(l.status.as_ref()))
+                            .field(
+                                "pools",
+                                Val::List(l.pools.iter().map(pool_status).collect()),
+                            )
+                            .build()
+                    })
+                    .collect(),
+            ),
+        )
+        .field(
+            "unattached_pools",
+            Val::List(t.unattached_pools.iter().map(pool_status).collect()),
+        )
+        .build()
+}
+
+pub fn quota(q: &pb::Quota) -> Val {
+    obj()
+        .field("project_id", &q.project_id)
+        .field("load_balancers", q.load_balancers)
+        .field("listeners", q.listeners)
+        .field("pools", q.pools)
+        .field("members", q.members)
+        .field("health_monitors", q.health_monitors)
+        .build()
+}
+
+pub fn quota_usage(u: &pb::QuotaUsage) -> Val {
+    obj()
+        .field("limits", u.limits.as_ref().map_or(Val::Null, quota))
+        .field("in_use", u.in_use.as_ref().map_or(Val::Null, quota))
+        .build()
+}
+
+/// The status tree as an indented outline, for tables.
+pub fn status_outline(t: &pb::LoadBalancerStatusTree) -> String {
+    fn line(out: &mut String, depth: usize, kind: &str, n: Option<&pb::StatusNode>, extra: &str) {
+        let Some(n) = n else {
+            return;
+        };
+        let name = if n.name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", n.name)
+        };
+        out.push_str(&format!(
+            "{}{kind} {}{name}{extra}: {} / {}\n",
+            "  ".repeat(depth),
+            n.id,
+            enums::name::<pb::ProvisioningStatus>(n.provisioning_status),
+            enums::name::<pb::OperatingStatus>(n.operating_status),
+        ));
+    }
+    fn pool(out: &mut String, depth: usize, p: &pb::PoolStatus) {
+        line(out, depth, "pool", p.status.as_ref(), "");
+        line(
+            out,
+            depth + 1,
+            "healthmonitor",
+            p.health_monitor.as_ref(),
+            "",
+        );
+        for m in &p.members {
+            line(
+                out,
+                depth + 1,
+                "member",
+                m.status.as_ref(),
+                &format!(" {}:{}", m.address, m.protocol_port),
+            );
+        }
+    }
+    let mut out = String::new();
+    line(&mut out, 0, "loadbalancer", t.load_balancer.as_ref(), "");
+    for l in &t.listeners {
+        line(&mut out, 1, "listener", l.status.as_ref(), "");
+        for p in &l.pools {
+            pool(&mut out, 2, p);
+        }
+    }
+    for p in &t.unattached_pools {
+        pool(&mut out, 1, p);
+    }
+    out
+}
