@@ -469,6 +469,7 @@ impl Placer {
             h.with_label_values(&[result])
                 .observe(started.elapsed().as_secs_f64());
         }
+        self.export_devices();
         placed
     }
 
@@ -655,6 +656,7 @@ impl Placer {
         let (device, project) = (bound.device_id.clone(), bound.project_id.clone());
         bound.delete(&self.db).await?;
         self.fleet_change().unbind(&device, &project);
+        self.export_devices();
         Ok(())
     }
 
