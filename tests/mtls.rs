@@ -1,7 +1,8 @@
 //! Mutual TLS between the services: with a CA, certificate and key configured, the api talks TLS
 //! to tenants and the scheduler, and the scheduler and agents admit only peers presenting a
 //! certificate from the CA. A load balancer goes ACTIVE through the whole TLS chain; a peer without
-//! a certificate, with one from another CA, or speaking plaintext is refused at the handshake.
+//! a certificate, with one from another CA, or speaking plaintext is refused at the handshake, and
+//! an agent with another CA's certificate never gets registered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -90,7 +91,15 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
         ca.issue(&dir, "agent"),
         ca.issue(&dir, "admin"),
     );
-    let stranger_tls = Ca::new("another CA").issue(&dir, "stranger");
+    // A certificate from another CA, presented by a peer that trusts our CA: only the other side's
+    // check of the client certificate can refuse it.
+    let stranger_tls = {
+        let issued = Ca::new("another CA").issue(&dir, "stranger");
+        TlsConfig {
+            ca: api_tls.ca.clone(),
+            ..issued
+        }
+    };
     // A client that trusts the CA but presents no certificate of its own.
     let anonymous = {
         let ca_only = dir.join("anonymous-ca.pem");
@@ -258,7 +267,77 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
         .await
         .unwrap();
 
+    // An agent whose certificate comes from another CA cannot register: its connections to the
+    // scheduler (through a relay that counts them) end in the handshake, and the scheduler lists
+    // only the agent with a valid certificate.
+    let relay_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = relay_listener.local_addr().unwrap();
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let relay_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = relay_listener.accept().await else {
+                return;
+            };
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(scheduler).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                let _ = ended_tx.send(());
+            });
+        }
+    });
+    let stranger_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stranger_agent = tokio::spawn(lbaas_agent::run(
+        lbaas_agent::AgentConfig {
+            agent_id: "agent-stranger".into(),
+            listen: stranger_listener.local_addr().unwrap(),
+            scheduler_url: format!("http://{relay}"),
+            advertise_url: None,
+            driver: "noop".into(),
+            devices: 1,
+            capacity: 10,
+            vip_cidr: support::unique_vip_cidr(),
+            state_dir: dir.join("stranger"),
+            haproxy_bin: "haproxy".into(),
+            noop_apply_delay_ms: 0,
+            health_interval_ms: 100,
+            stats_interval_ms: 500,
+            stop_data_plane_on_exit: true,
+            metrics_listen: None,
+            tls: stranger_tls.clone(),
+        },
+        stranger_listener,
+        stopped(stop_rx.clone()),
+    ));
+    // Two registration attempts came and went.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(20), ended.recv())
+            .await
+            .expect("the stranger agent never tried to register")
+            .unwrap();
+    }
+    let mut provider = lbaas::scheduler::v1::device_service_client::DeviceServiceClient::new(
+        endpoint(&format!("http://{scheduler}"), &admin_tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let agents: Vec<String> = provider
+        .list_agents(lbaas::scheduler::v1::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(agents, vec!["agent-tls".to_owned()]);
+    relay_task.abort();
+
     let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), stranger_agent).await;
     for task in [scheduler_task, api_task, agent_task] {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
