@@ -83,6 +83,14 @@ impl TenantApi {
     }
 }
 
+/// The id a request names: INVALID_ARGUMENT when it names none.
+fn required_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(ApiError::invalid("id", "is required").into());
+    }
+    Ok(id)
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| ApiError::invalid(field, "is required").into())
 }
@@ -120,7 +128,7 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::GetLoadBalancerRequest>,
     ) -> Result<Response<pb::LoadBalancer>, Status> {
         let caller = self.caller(&request)?;
-        self.load_balancer(&caller.project_id, &request.get_ref().id)
+        self.load_balancer(&caller.project_id, required_id(&request.get_ref().id)?)
             .await
     }
 
@@ -179,7 +187,7 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let view = self
             .store
-            .delete_load_balancer(&caller.project_id, &r.id, r.cascade, &r.etag)
+            .delete_load_balancer(&caller.project_id, required_id(&r.id)?, r.cascade, &r.etag)
             .await?;
         self.kick(&r.id);
         Ok(Response::new(pb::DeleteLoadBalancerResponse {
@@ -194,7 +202,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         Ok(Response::new(
             self.store
-                .status_tree(&caller.project_id, &request.get_ref().id)
+                .status_tree(&caller.project_id, required_id(&request.get_ref().id)?)
                 .await?,
         ))
     }
@@ -206,7 +214,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         let view = self
             .store
-            .get_load_balancer(&caller.project_id, &request.get_ref().id)
+            .get_load_balancer(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(self.stats.sum(&view.listener_ids)))
     }
@@ -218,7 +226,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         let listener = self
             .store
-            .get_listener(&caller.project_id, &request.get_ref().id)
+            .get_listener(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(self.stats.sum([&listener.id])))
     }
@@ -230,7 +238,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let view = self
             .store
-            .failover_load_balancer(&caller.project_id, &request.get_ref().id)
+            .failover_load_balancer(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         self.kick(&view.model.id);
         Ok(Response::new(view.into_proto()))
@@ -243,6 +251,7 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::WatchLoadBalancerRequest>,
     ) -> Result<Response<Self::WatchLoadBalancerStream>, Status> {
         let caller = self.caller(&request)?;
+        required_id(&request.get_ref().id)?;
         let stream = watch::watch_load_balancer(
             self.store.clone(),
             caller.project_id,
@@ -291,7 +300,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         let listener = self
             .store
-            .get_listener(&caller.project_id, &request.get_ref().id)
+            .get_listener(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(self.listener(listener).await?))
     }
@@ -347,7 +356,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let listener = self
             .store
-            .get_listener(&caller.project_id, &request.get_ref().id)
+            .get_listener(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         self.store
             .delete_listener(&caller.project_id, &listener.id)
@@ -382,7 +391,8 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::GetPoolRequest>,
     ) -> Result<Response<pb::Pool>, Status> {
         let caller = self.caller(&request)?;
-        self.pool(&caller.project_id, &request.get_ref().id).await
+        self.pool(&caller.project_id, required_id(&request.get_ref().id)?)
+            .await
     }
 
     async fn list_pools(
@@ -433,7 +443,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let (pool, _) = self
             .store
-            .get_pool(&caller.project_id, &request.get_ref().id)
+            .get_pool(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         self.store.delete_pool(&caller.project_id, &pool.id).await?;
         self.kick(&pool.loadbalancer_id);
@@ -464,7 +474,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         let member = self
             .store
-            .get_member(&caller.project_id, &request.get_ref().id)
+            .get_member(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(convert::member_to_proto(member)))
     }
@@ -512,7 +522,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let member = self
             .store
-            .get_member(&caller.project_id, &request.get_ref().id)
+            .get_member(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         self.store
             .delete_member(&caller.project_id, &member.id)
@@ -590,7 +600,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         let monitor = self
             .store
-            .get_health_monitor(&caller.project_id, &request.get_ref().id)
+            .get_health_monitor(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(convert::health_monitor_to_proto(monitor)))
     }
@@ -641,7 +651,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let monitor = self
             .store
-            .get_health_monitor(&caller.project_id, &request.get_ref().id)
+            .get_health_monitor(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         self.store
             .delete_health_monitor(&caller.project_id, &monitor.id)
@@ -685,7 +695,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         Ok(Response::new(
             self.store
-                .get_l7policy(&caller.project_id, &request.get_ref().id)
+                .get_l7policy(&caller.project_id, required_id(&request.get_ref().id)?)
                 .await?,
         ))
     }
@@ -745,7 +755,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let policy = self
             .store
-            .get_l7policy(&caller.project_id, &request.get_ref().id)
+            .get_l7policy(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         let listener = self
             .store
@@ -782,7 +792,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.caller(&request)?;
         let rule = self
             .store
-            .get_l7rule(&caller.project_id, &request.get_ref().id)
+            .get_l7rule(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(crate::l7::l7rule_to_proto(rule)))
     }
@@ -835,7 +845,7 @@ impl LoadBalancerService for TenantApi {
         let caller = self.writer(&request)?;
         let rule = self
             .store
-            .get_l7rule(&caller.project_id, &request.get_ref().id)
+            .get_l7rule(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         self.store
             .delete_l7rule(&caller.project_id, &rule.id)
@@ -875,7 +885,7 @@ impl CertificateService for CertificateApi {
         let caller = self.auth.caller(request.metadata())?;
         let found = self
             .store
-            .get_certificate(&caller.project_id, &request.get_ref().id)
+            .get_certificate(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(crate::certs::certificate_to_proto(found)))
     }
@@ -907,7 +917,7 @@ impl CertificateService for CertificateApi {
         let caller = self.auth.caller(request.metadata())?;
         caller.require_write()?;
         self.store
-            .delete_certificate(&caller.project_id, &request.get_ref().id)
+            .delete_certificate(&caller.project_id, required_id(&request.get_ref().id)?)
             .await?;
         Ok(Response::new(pb::DeleteCertificateResponse {}))
     }

@@ -19,12 +19,14 @@ use crate::{
 /// Children start OFFLINE and PENDING_CREATE; the deploy that carries them makes them ACTIVE.
 const OFFLINE: &str = "OFFLINE";
 
+/// `field` is where the request holds the listener (`listener`, or
+/// `load_balancer.listeners[i]` within a whole tree), so violations name the caller's own path.
 pub(super) async fn insert_listener(
     txn: &DatabaseTransaction,
     project: &str,
     lb: &str,
     new: NewListener,
-    default_pool_id: Option<String>,
+    field: &str,
 ) -> Result<listener::Model, ApiError> {
     let taken = listener::Entity::find()
         .filter(listener::Column::LoadbalancerId.eq(lb))
@@ -40,7 +42,7 @@ pub(super) async fn insert_listener(
     Store::check_certificates(
         txn,
         project,
-        "listener",
+        field,
         new.default_tls_container_ref.as_deref(),
         &new.sni_container_refs,
     )
@@ -55,7 +57,7 @@ pub(super) async fn insert_listener(
         protocol: Set(new.protocol.as_str().to_owned()),
         protocol_port: Set(i32::from(new.port)),
         connection_limit: Set(new.connection_limit),
-        default_pool_id: Set(default_pool_id),
+        default_pool_id: Set(None),
         admin_state_up: Set(new.admin_state_up),
         tags: Set(join_tags(&new.tags)),
         timeout_client_data_ms: Set(new.timeout_client_data_ms),
@@ -281,7 +283,8 @@ impl Store {
                 }
                 self.check_quota(&txn, project, Kind::Listener, 1).await?;
                 Self::bump(&txn, &lb).await?;
-                let created = insert_listener(&txn, project, &lb.id, new.clone(), None).await?;
+                let created =
+                    insert_listener(&txn, project, &lb.id, new.clone(), "listener").await?;
                 if let Some(pool_id) = &new.default_pool_id {
                     set_default_pool(&txn, &created.id, pool_id).await?;
                 }

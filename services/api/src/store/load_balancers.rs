@@ -184,10 +184,11 @@ impl Store {
                 .insert(&txn)
                 .await?;
                 created = Some(model);
-                for l in new.listeners.clone() {
+                for (i, l) in new.listeners.clone().into_iter().enumerate() {
                     let default_pool = l.default_pool.clone();
+                    let field = format!("load_balancer.listeners[{i}]");
                     let listener =
-                        super::children::insert_listener(&txn, project, &id, l, None).await?;
+                        super::children::insert_listener(&txn, project, &id, l, &field).await?;
                     if let Some(p) = default_pool {
                         let pool = super::children::insert_pool(
                             &txn,
@@ -478,6 +479,16 @@ impl Store {
             .filter(health_monitor::Column::LoadbalancerId.eq(id))
             .all(&self.db)
             .await?;
+        let policies = crate::entity::l7_policy::Entity::find()
+            .filter(crate::entity::l7_policy::Column::LoadbalancerId.eq(id))
+            .order_by_asc(crate::entity::l7_policy::Column::Position)
+            .all(&self.db)
+            .await?;
+        let rules = crate::entity::l7_rule::Entity::find()
+            .filter(crate::entity::l7_rule::Column::LoadbalancerId.eq(id))
+            .order_by_asc(crate::entity::l7_rule::Column::Id)
+            .all(&self.db)
+            .await?;
         let node = |id: &str, name: &str, prov: &str, oper: &str| pb::StatusNode {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -530,6 +541,25 @@ impl Store {
                         .iter()
                         .filter(|p| l.default_pool_id.as_deref() == Some(p.id.as_str()))
                         .map(pool_status)
+                        .collect(),
+                    l7policies: policies
+                        .iter()
+                        .filter(|p| p.listener_id == l.id)
+                        .map(|p| pb::L7PolicyStatus {
+                            status: Some(node(
+                                &p.id,
+                                &p.name,
+                                &p.provisioning_status,
+                                &p.operating_status,
+                            )),
+                            rules: rules
+                                .iter()
+                                .filter(|r| r.l7policy_id == p.id)
+                                .map(|r| {
+                                    node(&r.id, "", &r.provisioning_status, &r.operating_status)
+                                })
+                                .collect(),
+                        })
                         .collect(),
                 })
                 .collect(),
