@@ -732,19 +732,24 @@ async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>, upstream: h
             drop(client);
             continue;
         }
+        let counters = current.counters.clone();
+        counters.total.fetch_add(1, Ordering::Relaxed);
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        let open = Open(counters.clone());
+        // The slot is taken here, in accept order, not in the connection's task: tasks race, and a
+        // later client must not overtake one already waiting. While the listener is full nothing
+        // more is accepted (new clients wait in the backlog), as HAProxy's maxconn does.
+        let permit = match &current.limit {
+            Some(limit) => match limit.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => continue,
+            },
+            None => None,
+        };
         let (route, upstream) = (route.clone(), upstream.clone());
         tokio::spawn(async move {
-            let counters = current.counters.clone();
-            counters.total.fetch_add(1, Ordering::Relaxed);
-            counters.active.fetch_add(1, Ordering::Relaxed);
-            let _open = Open(counters.clone());
-            let _permit = match &current.limit {
-                Some(limit) => match limit.clone().acquire_owned().await {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                },
-                None => None,
-            };
+            let _open = open;
+            let _permit = permit;
             let _ = client.set_nodelay(true);
             match &current.front {
                 Front::Http(_) => {
