@@ -257,6 +257,16 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
                     ),
                 ),
                 http(8085, monitored),
+                // Least connections over TCP, starting with member a alone (b joins later).
+                listener(
+                    pb::Protocol::Tcp,
+                    8086,
+                    pool(
+                        pb::Protocol::Tcp,
+                        pb::LbAlgorithm::LeastConnections,
+                        vec![member_at(a.port())],
+                    ),
+                ),
             ],
         ),
     )
@@ -271,9 +281,27 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
     // LEAST_CONNECTIONS: with no connection held, both members take requests.
     let lc = counts(&vip(8082), 20, &[]).await;
     assert!(lc.len() == 2 && lc.values().all(|n| *n >= 5), "{lc:?}");
-    // SOURCE_IP: one client address, one member.
+    // SOURCE_IP: one client address, one member; twenty addresses spread over both members.
     let sticky = counts(&vip(8083), 20, &[]).await;
     assert_eq!(sticky.len(), 1, "{sticky:?}");
+    let mut by_source: BTreeMap<String, usize> = BTreeMap::new();
+    for host in 1..=20u8 {
+        let source = IpAddr::from([127, 0, 0, host]);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let reply = get_from(&vip(8083), "/", &[], Some(source)).await.unwrap();
+            seen.insert(reply.body);
+        }
+        assert_eq!(seen.len(), 1, "{source} moved between members: {seen:?}");
+        *by_source
+            .entry(seen.into_iter().next().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_source.len(),
+        2,
+        "20 sources all on one member: {by_source:?}"
+    );
     // Weights 3:1, and weight 0 drains.
     assert_eq!(
         counts(&vip(8084), 40, &[]).await,
@@ -303,6 +331,78 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
     })
     .await;
     assert_eq!(counts(&vip(8085), 10, &[]).await, split(&[("a", 10)]));
+
+    // LEAST_CONNECTIONS under load: three connections held open on a (each has sent half a
+    // request head, so the member waits for the rest), then b joins the pool. New requests all go
+    // to b, the member with fewer connections; round robin would have sent half of them to a.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect_from(&vip(8086), None).await.unwrap();
+        stream
+            .write_all(b"GET /held HTTP/1.1\r\nhost: lbaas-test\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let lc_listener = api
+        .list_listeners(in_project(
+            &project,
+            pb::ListListenersRequest {
+                loadbalancer_id: created.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .listeners
+        .into_iter()
+        .find(|l| l.protocol_port == 8086)
+        .unwrap();
+    // The data plane reports the three connections open (stats arrive about every second).
+    support::poll_until(
+        Duration::from_secs(10),
+        "three connections open on 8086",
+        || {
+            let mut api = api.clone();
+            let request = in_project(
+                &project,
+                pb::GetListenerStatsRequest {
+                    id: lc_listener.id.clone(),
+                },
+            );
+            async move {
+                let stats = api.get_listener_stats(request).await.ok()?.into_inner();
+                (stats.active_connections >= 3).then_some(())
+            }
+        },
+    )
+    .await;
+    let lc_pool = lc_listener.default_pool_id;
+    api.create_member(in_project(
+        &project,
+        pb::CreateMemberRequest {
+            member: Some(pb::Member {
+                pool_id: lc_pool,
+                ..member_at(b.port())
+            }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    wait_settled(&mut api, &project, &created.id).await;
+    assert_eq!(counts(&vip(8086), 10, &[]).await, split(&[("b", 10)]));
+    // Once a's connections end, the two share again.
+    drop(held);
+    support::poll_until(Duration::from_secs(10), "a to take requests again", || {
+        let vip = vip(8086);
+        async move {
+            let r = get_from(&vip, "/", &[], None).await.ok()?;
+            (r.body == "a").then_some(())
+        }
+    })
+    .await;
     stack.stop().await;
 }
 on_each_driver!(algorithms_weights_and_backups);
@@ -680,7 +780,7 @@ async fn l7_routing(driver: &'static str) {
         },
     )
     .await;
-    policy(
+    let prefix_policy = policy(
         &mut api,
         &project,
         &listener,
@@ -745,6 +845,24 @@ async fn l7_routing(driver: &'static str) {
         "{}",
         settled.status_reason
     );
+    // The status tree shows the policies in position order, each with its rules, all ACTIVE.
+    let tree = api
+        .get_load_balancer_status_tree(in_project(
+            &project,
+            pb::GetLoadBalancerStatusTreeRequest {
+                id: created.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = &tree.listeners[0].l7policies;
+    assert_eq!(shown.len(), 8);
+    assert_eq!(shown[0].status.as_ref().unwrap().id, by_host.id);
+    assert!(shown.iter().all(|p| {
+        !p.rules.is_empty()
+            && p.status.as_ref().unwrap().provisioning_status() == pb::ProvisioningStatus::Active
+    }));
     let vip = format!("{}:8080", created.vip_address);
     let expect = |reply: Reply, status: u16, body: &str| {
         assert_eq!(reply.status, status, "{driver}: {reply:?}");
@@ -858,6 +976,119 @@ async fn l7_routing(driver: &'static str) {
     .unwrap();
     wait_settled(&api, &project, &created.id).await;
     expect(get(&vip, "/", &[("host", "b.example.com")]).await, 200, "a");
+
+    // Live changes to a policy and its rules. Each redirect code, set by update, is what the
+    // client gets.
+    let cookie = [("cookie", "session=xadminx")];
+    for code in [301, 303, 307, 308, 302] {
+        api.update_l7_policy(in_project(
+            &project,
+            pb::UpdateL7PolicyRequest {
+                l7policy: Some(pb::L7Policy {
+                    id: prefix_policy.id.clone(),
+                    redirect_http_code: code,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["redirect_http_code".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+        wait_settled(&api, &project, &created.id).await;
+        let reply = get(&vip, "/p", &cookie).await;
+        assert_eq!(reply.status, code as u16, "{driver}: {reply:?}");
+        assert_eq!(
+            reply.header("location"),
+            Some("https://secure.example.com/p")
+        );
+    }
+    // A second rule added to the live policy: both must match (rules are ANDed).
+    let added = api
+        .create_l7_rule(in_project(
+            &project,
+            pb::CreateL7RuleRequest {
+                rule: Some(pb::L7Rule {
+                    l7policy_id: prefix_policy.id.clone(),
+                    ..rule(Rule::Path, Cmp::StartsWith, "", "/secure", false)
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_settled(&api, &project, &created.id).await;
+    expect(get(&vip, "/p", &cookie).await, 200, "a");
+    assert_eq!(get(&vip, "/secure/x", &cookie).await.status, 302);
+    // The rule's value changed in place.
+    api.update_l7_rule(in_project(
+        &project,
+        pb::UpdateL7RuleRequest {
+            rule: Some(pb::L7Rule {
+                id: added.id.clone(),
+                value: "/vault".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["value".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    wait_settled(&api, &project, &created.id).await;
+    expect(get(&vip, "/secure/x", &cookie).await, 200, "a");
+    assert_eq!(get(&vip, "/vault/x", &cookie).await.status, 302);
+    // The rule deleted: the cookie alone redirects again.
+    api.delete_l7_rule(in_project(
+        &project,
+        pb::DeleteL7RuleRequest {
+            id: added.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    wait_settled(&api, &project, &created.id).await;
+    assert_eq!(get(&vip, "/p", &cookie).await.status, 302);
+
+    // Moving a policy: the X-Block reject (position 1) moved last, behind the path policy that
+    // sends /c to pool c, so /c with X-Block is routed instead of refused; other paths still are.
+    let blocker = api
+        .list_l7_policies(in_project(
+            &project,
+            pb::ListL7PoliciesRequest {
+                listener_id: listener.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .l7policies
+        .into_iter()
+        .find(|p| p.position == 1)
+        .unwrap();
+    expect(get(&vip, "/c/x", &[("x-block", "1")]).await, 403, "");
+    api.update_l7_policy(in_project(
+        &project,
+        pb::UpdateL7PolicyRequest {
+            l7policy: Some(pb::L7Policy {
+                id: blocker.id.clone(),
+                position: 8,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["position".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    wait_settled(&api, &project, &created.id).await;
+    expect(get(&vip, "/c/x", &[("x-block", "1")]).await, 200, "c");
+    expect(get(&vip, "/", &[("x-block", "1")]).await, 403, "");
     stack.stop().await;
 }
 on_each_driver!(l7_routing);
@@ -1031,6 +1262,44 @@ async fn tls_termination_with_sni(driver: &'static str) {
         .await
         .unwrap_err();
     assert_eq!(other.code(), tonic::Code::NotFound);
+    // Lists carry no key either.
+    let listed = certs
+        .list_certificates(in_project(&project, pb::ListCertificatesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates;
+    assert_eq!(listed.len(), 3);
+    assert!(
+        listed.iter().all(|c| c.private_key_pem.is_empty()),
+        "a key was listed"
+    );
+    // Another project's listener cannot use these certificates.
+    let stolen = api
+        .create_load_balancer(in_project(
+            &support::fresh_project(),
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(lb(
+                    "thief",
+                    vec![pb::Listener {
+                        default_tls_container_ref: default_id.id.clone(),
+                        ..listener(
+                            pb::Protocol::TerminatedHttps,
+                            443,
+                            pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, vec![]),
+                        )
+                    }],
+                )),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stolen.code(), tonic::Code::InvalidArgument, "{stolen:?}");
+    assert_eq!(
+        support::violations(&stolen),
+        vec!["load_balancer.listeners[0].default_tls_container_ref".to_owned()]
+    );
 
     let created = support::create_active(
         &mut api,
@@ -1096,7 +1365,14 @@ on_each_driver!(tls_termination_with_sni);
 
 /// A member that speaks HTTPS (a self-signed certificate) and answers with its name.
 async fn tls_backend(name: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
+    let (port, task, _) = tls_backend_with_cert(name).await;
+    (port, task)
+}
+
+/// A member that speaks HTTPS and answers with its name; also returns its certificate (DER).
+async fn tls_backend_with_cert(name: &'static str) -> (u16, tokio::task::JoinHandle<()>, Vec<u8>) {
     let made = rcgen::generate_simple_self_signed(vec!["member.example.com".to_owned()]).unwrap();
+    let der = made.cert.der().to_vec();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
@@ -1137,8 +1413,51 @@ async fn tls_backend(name: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
             });
         }
     });
-    (port, task)
+    (port, task, der)
 }
+
+/// HTTPS passthrough: the load balancer forwards TLS untouched, so the client completes its
+/// handshake with a member (and sees that member's own certificate), balanced round robin.
+async fn https_passthrough(driver: &'static str) {
+    let (stack, mut api, project) = start(driver).await;
+    let (x_port, x_task, x_der) = tls_backend_with_cert("x").await;
+    let (y_port, y_task, y_der) = tls_backend_with_cert("y").await;
+    let created = support::create_active(
+        &mut api,
+        &project,
+        lb(
+            "passthrough",
+            vec![listener(
+                pb::Protocol::Https,
+                8443,
+                pool(
+                    pb::Protocol::Https,
+                    pb::LbAlgorithm::RoundRobin,
+                    vec![member_at(i32::from(x_port)), member_at(i32::from(y_port))],
+                ),
+            )],
+        ),
+    )
+    .await;
+    let vip = format!("{}:8443", created.vip_address);
+    let mut seen = BTreeMap::new();
+    for _ in 0..10 {
+        let (served, reply) = tls_get(&vip, "member.example.com", "/").await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let expected = if reply.body == "x" { &x_der } else { &y_der };
+        assert!(
+            served == *expected,
+            "{driver}: the certificate seen is not member {}'s own",
+            reply.body
+        );
+        *seen.entry(reply.body).or_insert(0usize) += 1;
+    }
+    assert_eq!(seen, split(&[("x", 5), ("y", 5)]), "{driver}");
+    x_task.abort();
+    y_task.abort();
+    stack.stop().await;
+}
+on_each_driver!(https_passthrough);
 
 async fn re_encryption(driver: &'static str) {
     let (stack, mut api, project) = start(driver).await;
@@ -1311,6 +1630,74 @@ async fn udp_is_refused_where_no_driver_supports_it() {
         listed.load_balancers.is_empty(),
         "a refused load balancer was stored"
     );
+    stack.stop().await;
+}
+
+/// A mixed fleet (an HAProxy device and a native one): UDP load balancers go only to the device
+/// whose driver can serve them, even where least-loaded would pick the other; what both can serve
+/// still goes to the less loaded device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_follows_capabilities() {
+    if !support::haproxy_available() {
+        return;
+    }
+    let (mut stack, mut api, project) = start("haproxy").await;
+    capabilities_known(&stack).await;
+    let (_, native_cidr) = stack.add_agent_with_driver("udp-host", "native").await;
+    let native_net: ipnet::IpNet = native_cidr.parse().unwrap();
+    let haproxy_net: ipnet::IpNet = stack.vip_cidr.parse().unwrap();
+    let (port_a, a) = udp_member("a").await;
+    let udp = |name: &str| {
+        lb(
+            name,
+            vec![listener(
+                pb::Protocol::Udp,
+                5353,
+                pool(
+                    pb::Protocol::Udp,
+                    pb::LbAlgorithm::RoundRobin,
+                    vec![member_at(i32::from(port_a))],
+                ),
+            )],
+        )
+    };
+    let mut vips = Vec::new();
+    for i in 0..3 {
+        let created = support::create_active(&mut api, &project, udp(&format!("udp-{i}"))).await;
+        let vip: IpAddr = created.vip_address.parse().unwrap();
+        assert!(
+            native_net.contains(&vip),
+            "UDP load balancer {i} placed at {vip}, outside the native device's {native_net}"
+        );
+        vips.push(vip);
+    }
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(udp_ask(&client, &format!("{}:5353", vips[2])).await, "a");
+    // An HTTP load balancer can go anywhere: the HAProxy device, empty, is the less loaded.
+    let backend = Backend::start("web").await;
+    let web = support::create_active(
+        &mut api,
+        &project,
+        lb(
+            "web",
+            vec![http(
+                8080,
+                pool(
+                    pb::Protocol::Http,
+                    pb::LbAlgorithm::RoundRobin,
+                    vec![member_at(backend.port())],
+                ),
+            )],
+        ),
+    )
+    .await;
+    let vip: IpAddr = web.vip_address.parse().unwrap();
+    assert!(
+        haproxy_net.contains(&vip),
+        "{vip} not on the HAProxy device"
+    );
+    assert_eq!(get(&format!("{vip}:8080"), "/", &[]).await.body, "web");
+    a.abort();
     stack.stop().await;
 }
 
@@ -1510,7 +1897,7 @@ async fn invalid_combinations_refused(db: Db) {
                 default_tls_container_ref: some_id.clone(),
                 ..listener(P::TerminatedHttps, 443, http_pool())
             },
-            "listener.default_tls_container_ref",
+            "load_balancer.listeners[0].default_tls_container_ref",
         ),
         (
             "re-encryption on a TCP pool",

@@ -165,12 +165,24 @@ pub const JWT_AUDIENCE: &str = "lbaas";
 /// Signs a JWT with `signing_pem` (ES256) for `project` with `role`, expiring `ttl_s` seconds from
 /// now (negative: already expired).
 pub fn sign_jwt(signing_pem: &str, project: &str, role: &str, ttl_s: i64) -> String {
+    sign_jwt_for(signing_pem, JWT_ISSUER, JWT_AUDIENCE, project, role, ttl_s)
+}
+
+/// Like `sign_jwt`, from issuer `iss` for audience `aud`.
+pub fn sign_jwt_for(
+    signing_pem: &str,
+    iss: &str,
+    aud: &str,
+    project: &str,
+    role: &str,
+    ttl_s: i64,
+) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let claims = serde_json::json!({
-        "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "exp": now + ttl_s, "sub": "tester",
+        "iss": iss, "aud": aud, "exp": now + ttl_s, "sub": "tester",
         "project_id": project, "role": role,
     });
     jsonwebtoken::encode(
@@ -452,8 +464,19 @@ impl Stack {
     /// Starts another agent with one device (same driver and capacity, its own VIP range) and
     /// waits until the scheduler lists its device. Returns its device id.
     pub async fn add_agent(&mut self, agent_id: &str) -> String {
+        let driver = self.agent_config.driver.clone();
+        self.add_agent_with_driver(agent_id, &driver).await.0
+    }
+
+    /// Like `add_agent`, with a driver of its own. Returns its device id and VIP range.
+    pub async fn add_agent_with_driver(
+        &mut self,
+        agent_id: &str,
+        driver: &str,
+    ) -> (String, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = self.agent_config.clone();
+        config.driver = driver.into();
         config.agent_id = agent_id.into();
         config.listen = listener.local_addr().unwrap();
         config.vip_cidr = unique_vip_cidr();
@@ -481,7 +504,12 @@ impl Stack {
             },
         )
         .await;
-        device
+        let vip_cidr = self
+            .extra_agents
+            .last()
+            .map(|(c, _)| c.vip_cidr.clone())
+            .unwrap_or_default();
+        (device, vip_cidr)
     }
 
     /// Kills the first agent and its HAProxy, as the death of their host would.
