@@ -1,9 +1,11 @@
 //! Authentication and authorization, method by method: every RPC of the tenant API (load
 //! balancers and their children, certificates, quotas) and of the scheduler's provider API, called
-//! with each role's JWT, another project's JWT, no token, an expired JWT and a JWT signed by a key
-//! the services do not know. Readers cannot write; only admins reach the provider API and set
-//! quotas; a missing or bad token is UNAUTHENTICATED, a missing right PERMISSION_DENIED, another
-//! project's objects are NOT_FOUND.
+//! with each role's JWT, another project's JWT, no token, an expired JWT, a JWT signed by a key
+//! the services do not know, and JWTs from another issuer or for another audience. Each call must
+//! answer exactly the code its caller should get: readers cannot write; only admins reach the
+//! provider API and set quotas; a missing or bad token is UNAUTHENTICATED, a missing right
+//! PERMISSION_DENIED; another project's objects are NOT_FOUND to reads and writes alike and absent
+//! from its lists.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -28,25 +30,52 @@ enum Who {
     Nobody,
     Expired,
     WrongKey,
+    WrongIssuer,
+    WrongAudience,
     Reader,
     OtherProject,
     Member,
     Admin,
 }
 
-/// What a method is.
+/// What a method is, and so what each caller gets from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Reads an object of the test project by id.
+    /// Reads an object of the test project by id: NOT_FOUND to anyone outside the project.
     Read,
-    /// Lists (another project sees an empty list, not an error).
+    /// Lists, or reads the caller's own: OK to everyone signed in (another project's lists are
+    /// empty: checked after the matrix).
     List,
-    /// Changes something of the test project.
+    /// Creates something in the caller's own project.
+    Create,
+    /// Changes something of the test project: NOT_FOUND to anyone outside the project.
     Write,
+    /// Reads the test project's quota by project id: other projects are refused.
+    QuotaRead,
     /// Quota administration.
     QuotaAdmin,
-    /// The scheduler's provider API.
-    Provider,
+    /// The scheduler's provider API, with the code an admin gets for the request sent.
+    Provider(Code),
+}
+
+/// The code `who` must get from a method of `kind`. The admin's token is for another project
+/// ("ops"): admins administer, but reach a project's objects only through their own project.
+fn expected(who: Who, kind: Kind) -> Code {
+    use Kind::*;
+    match (who, kind) {
+        (Who::Nobody | Who::Expired | Who::WrongKey | Who::WrongIssuer | Who::WrongAudience, _) => {
+            Code::Unauthenticated
+        }
+        (Who::Admin, Provider(code)) => code,
+        (Who::Admin, QuotaAdmin | QuotaRead | List | Create) => Code::Ok,
+        (Who::Admin | Who::OtherProject, Read | Write) => Code::NotFound,
+        (_, QuotaAdmin | Provider(_)) => Code::PermissionDenied,
+        (Who::OtherProject, QuotaRead) => Code::PermissionDenied,
+        (Who::OtherProject, List | Create) => Code::Ok,
+        (Who::Reader, Create | Write) => Code::PermissionDenied,
+        (Who::Reader | Who::Member, Read | List | QuotaRead) => Code::Ok,
+        (Who::Member, Create | Write) => Code::Ok,
+    }
 }
 
 type Call = Box<dyn Fn(String) -> Pin<Box<dyn Future<Output = Code> + Send>> + Send + Sync>;
@@ -96,6 +125,22 @@ async fn role_method_matrix(db: Db) {
         match who {
             Who::Nobody => String::new(),
             Who::Expired => support::sign_jwt(key, &project, "member", -600),
+            Who::WrongIssuer => support::sign_jwt_for(
+                key,
+                "someone-else",
+                support::JWT_AUDIENCE,
+                &project,
+                "admin",
+                600,
+            ),
+            Who::WrongAudience => support::sign_jwt_for(
+                key,
+                support::JWT_ISSUER,
+                "another-service",
+                &project,
+                "admin",
+                600,
+            ),
             Who::WrongKey => {
                 let stranger = rcgen::KeyPair::generate().unwrap();
                 support::sign_jwt(&stranger.serialize_pem(), &project, "admin", 600)
@@ -179,6 +224,22 @@ async fn role_method_matrix(db: Db) {
         .unwrap()
         .into_inner()
         .id;
+    // A second pool, without a monitor, for the matrix's monitor create (one monitor per pool).
+    let bare_pool_id = api
+        .create_pool(with(
+            &member,
+            pb::CreatePoolRequest {
+                pool: Some(pb::Pool {
+                    loadbalancer_id: lb.id.clone(),
+                    ..support::http_pool(vec![])
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
     let policy = api
         .create_l7_policy(with(
             &member,
@@ -238,7 +299,7 @@ async fn role_method_matrix(db: Db) {
     rpc!(
         table,
         api,
-        Write,
+        Create,
         create_load_balancer,
         pb::CreateLoadBalancerRequest {
             load_balancer: Some(support::populated("more", 81, vec![])),
@@ -463,7 +524,7 @@ async fn role_method_matrix(db: Db) {
         create_health_monitor,
         pb::CreateHealthMonitorRequest {
             health_monitor: Some(pb::HealthMonitor {
-                pool_id: pid.clone(),
+                pool_id: bare_pool_id.clone(),
                 r#type: pb::HealthMonitorType::Tcp as i32,
                 delay_s: 5,
                 timeout_s: 2,
@@ -599,7 +660,7 @@ async fn role_method_matrix(db: Db) {
     rpc!(
         table,
         certs,
-        Write,
+        Create,
         create_certificate,
         pb::CreateCertificateRequest {
             certificate: Some(certificate.clone()),
@@ -625,6 +686,15 @@ async fn role_method_matrix(db: Db) {
         List,
         get_quota,
         pb::GetQuotaRequest::default()
+    );
+    rpc!(
+        table,
+        quotas,
+        QuotaRead,
+        get_quota,
+        pb::GetQuotaRequest {
+            project_id: p.clone()
+        }
     );
     rpc!(
         table,
@@ -715,123 +785,163 @@ async fn role_method_matrix(db: Db) {
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::Ok),
         list_devices,
         sched::ListDevicesRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::NotFound),
         get_device,
         sched::GetDeviceRequest { id: "none".into() }
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::InvalidArgument),
         register_device,
         sched::RegisterDeviceRequest { device: None }
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::InvalidArgument),
         update_device,
         sched::UpdateDeviceRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::NotFound),
         drain_device,
         sched::DrainDeviceRequest { id: "none".into() }
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::NotFound),
         delete_device,
         sched::DeleteDeviceRequest { id: "none".into() }
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::InvalidArgument),
         create_service_type,
         sched::CreateServiceTypeRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::NotFound),
         get_service_type,
         sched::GetServiceTypeRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::Ok),
         list_service_types,
         sched::ListServiceTypesRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::NotFound),
         delete_service_type,
         sched::DeleteServiceTypeRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::InvalidArgument),
         create_network,
         sched::CreateNetworkRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::Ok),
         list_networks,
         sched::ListNetworksRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::NotFound),
         delete_network,
         sched::DeleteNetworkRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::Ok),
         list_agents,
         sched::ListAgentsRequest::default()
     );
     rpc!(
         table,
         devices,
-        Provider,
+        Provider(Code::Ok),
         explain_placement,
         sched::ExplainPlacementRequest::default()
     );
 
     // The methods of the tenant services and the provider API, all in the table.
     // LoadBalancerService 42, CertificateService 4, QuotaService 3, DeviceService 15.
+    let methods: std::collections::BTreeSet<&str> = table.iter().map(|(n, _, _)| *n).collect();
     assert_eq!(
-        table.len(),
+        methods.len(),
         42 + 4 + 3 + 15,
         "a method is missing from the matrix"
     );
 
-    let refused = [Code::Unauthenticated, Code::PermissionDenied];
+    // Another project lists none of the project's objects.
+    let other = token(Who::OtherProject);
+    let seen = api
+        .list_load_balancers(with(&other, pb::ListLoadBalancersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .load_balancers;
+    assert!(
+        seen.iter().all(|l| l.id != lb.id),
+        "another project listed it"
+    );
+    let pools = api
+        .list_pools(with(&other, pb::ListPoolsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .pools;
+    let policies = api
+        .list_l7_policies(with(&other, pb::ListL7PoliciesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .l7policies;
+    let certificates = certs
+        .clone()
+        .list_certificates(with(&other, pb::ListCertificatesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates;
+    assert!(
+        pools.is_empty() && policies.is_empty() && certificates.is_empty(),
+        "another project sees objects of the project"
+    );
+
+    // Callers in this order: another project's writes come before the member's, so one that
+    // got through would show twice (its own code, then the member's NOT_FOUND).
     let mut failures = Vec::new();
     for who in [
         Who::Nobody,
         Who::Expired,
         Who::WrongKey,
+        Who::WrongIssuer,
+        Who::WrongAudience,
         Who::Reader,
         Who::OtherProject,
         Who::Member,
@@ -840,19 +950,9 @@ async fn role_method_matrix(db: Db) {
         let token = token(who);
         for (name, kind, call) in &table {
             let got = call(token.clone()).await;
-            let ok = match (who, kind) {
-                (Who::Nobody | Who::Expired | Who::WrongKey, _) => got == Code::Unauthenticated,
-                (Who::Reader, Read | List) => !refused.contains(&got),
-                (Who::Reader | Who::Member | Who::OtherProject, QuotaAdmin | Provider) => {
-                    got == Code::PermissionDenied
-                }
-                (Who::Reader, Write) => got == Code::PermissionDenied,
-                (Who::OtherProject, Read) => got == Code::NotFound,
-                (Who::OtherProject, List | Write) => !refused.contains(&got),
-                (Who::Member | Who::Admin, _) => !refused.contains(&got),
-            };
-            if !ok {
-                failures.push(format!("{who:?} {name}: {got:?}"));
+            let want = expected(who, *kind);
+            if got != want {
+                failures.push(format!("{who:?} {name}: got {got:?}, want {want:?}"));
             }
         }
     }
@@ -862,8 +962,7 @@ async fn role_method_matrix(db: Db) {
         failures.join("\n")
     );
 
-    // Another project's writes never touched the project's objects: its deletes were NOT_FOUND
-    // (checked above through Read); the static token file still works beside JWTs.
+    // The static token file still works beside JWTs.
     let mut admin_devices = support::admin_devices(stack.scheduler).await;
     admin_devices
         .list_devices(sched::ListDevicesRequest::default())
