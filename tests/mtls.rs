@@ -60,6 +60,7 @@ impl Ca {
             cert: Some(dir.join(format!("{name}.pem"))),
             key: Some(dir.join(format!("{name}.key"))),
             plaintext: false,
+            health_listen: None,
         }
     }
 }
@@ -119,6 +120,13 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
         api_listener.local_addr().unwrap(),
         agent_listener.local_addr().unwrap(),
     );
+    // Plaintext health-only ports for probes that cannot speak TLS (a port the system picked,
+    // freed for the service to take).
+    let free_port = || async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let (scheduler_health, agent_health) = (free_port().await, free_port().await);
     let scheduler_task = tokio::spawn(lbaas_scheduler::run(
         lbaas_scheduler::SchedulerConfig {
             listen: scheduler,
@@ -132,7 +140,10 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
             token_file: None,
             jwt: Default::default(),
             metrics_listen: None,
-            tls: scheduler_tls.clone(),
+            tls: TlsConfig {
+                health_listen: Some(scheduler_health),
+                ..scheduler_tls.clone()
+            },
         },
         scheduler_listener,
         stopped(stop_rx.clone()),
@@ -176,7 +187,10 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
             stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
             metrics_listen: None,
-            tls: agent_tls.clone(),
+            tls: TlsConfig {
+                health_listen: Some(agent_health),
+                ..agent_tls.clone()
+            },
         },
         agent_listener,
         stopped(stop_rx.clone()),
@@ -191,6 +205,74 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
         .await;
     }
 
+    // The health-only ports answer probes in plaintext, and serve nothing else.
+    for addr in [scheduler_health, agent_health] {
+        support::poll_until(Duration::from_secs(20), "plaintext health", || async move {
+            serving(addr, &TlsConfig::plaintext()).await.ok()
+        })
+        .await;
+        let channel = endpoint(&format!("http://{addr}"), &TlsConfig::plaintext())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let other =
+            lbaas::agent::v1::agent_service_client::AgentServiceClient::new(channel.clone())
+                .discover(lbaas::agent::v1::DiscoverRequest::default())
+                .await
+                .unwrap_err();
+        assert_eq!(
+            other.code(),
+            tonic::Code::Unimplemented,
+            "{addr}: {other:?}"
+        );
+        let other = lbaas::scheduler::v1::device_service_client::DeviceServiceClient::new(channel)
+            .list_devices(lbaas::scheduler::v1::ListDevicesRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            other.code(),
+            tonic::Code::Unimplemented,
+            "{addr}: {other:?}"
+        );
+    }
+
+    // Our clients refuse a server whose certificate comes from another CA: the api (dialling the
+    // scheduler) and an agent (dialling the scheduler) would not talk to an impostor.
+    let impostor_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let impostor = impostor_listener.local_addr().unwrap();
+    let impostor_task = {
+        let (_, health) = tonic_health::server::health_reporter();
+        let tls = stranger_tls.server(false).unwrap().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
+                    impostor_listener,
+                )),
+        )
+    };
+    // The impostor answers a client that trusts its CA, so it is up and only trust refuses it.
+    let trusting = TlsConfig {
+        ca: Some(dir.join("stranger-ca.pem")),
+        ..api_tls.clone()
+    };
+    support::poll_until(Duration::from_secs(10), "the impostor to answer", || {
+        let trusting = trusting.clone();
+        async move { serving(impostor, &trusting).await.ok() }
+    })
+    .await;
+    for (who, tls) in [("api", &api_tls), ("agent", &agent_tls)] {
+        let refused = serving(impostor, tls).await;
+        assert!(
+            refused.is_err(),
+            "the {who}'s client trusted an impostor scheduler"
+        );
+    }
+    impostor_task.abort();
+
     // Strangers are refused by the scheduler and the agent: another CA's certificate, no
     // certificate, plaintext.
     let no_certificate = TlsConfig {
@@ -198,6 +280,7 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
         cert: None,
         key: None,
         plaintext: false,
+        health_listen: None,
     };
     for addr in [scheduler, agent] {
         let foreign = serving(addr, &stranger_tls).await;

@@ -58,6 +58,35 @@ pub async fn health_not_serving(
     (reporter, server)
 }
 
+/// Serves `health` alone, in plaintext, on `addr` when one is given (`--health-listen`), until
+/// the returned guard is dropped. The service's own port may speak TLS; this one lets probes that
+/// cannot (Kubernetes' gRPC probe) ask grpc.health.v1 and nothing else.
+pub async fn serve_health_port<H>(
+    addr: Option<std::net::SocketAddr>,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+) -> anyhow::Result<Option<AbortOnDrop>>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for health probes on {addr}: {e}"))?;
+    tracing::info!(address = %addr, "health probes listening (plaintext, grpc.health.v1 only)");
+    let task = tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming(listener))
+            .await
+        {
+            tracing::warn!(error = %e, "the health probe port stopped");
+        }
+    });
+    Ok(Some(AbortOnDrop(task)))
+}
+
 /// Marks the whole server and each named service SERVING.
 pub async fn mark_serving(reporter: &HealthReporter, services: &[&str]) {
     reporter

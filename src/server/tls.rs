@@ -21,6 +21,10 @@ pub struct TlsConfig {
     /// given, so that plaintext is never an accident.
     #[arg(long, env = "LBAAS_PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set)]
     pub plaintext: bool,
+    /// Also serve grpc.health.v1, alone and in plaintext, on this address: Kubernetes' gRPC
+    /// probes cannot speak TLS, so with TLS on they probe here. Nothing else is served on it.
+    #[arg(long = "health-listen", env = "LBAAS_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {

@@ -129,6 +129,8 @@ pub async fn run(
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, "api listening");
     let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
+    let _health_port =
+        lbaas::server::serve_health_port(config.tls.health_listen, health_service.clone()).await?;
     let mut server = tonic::transport::Server::builder();
     // Tenants reach the api with server-side TLS; mutual TLS is between the services.
     if let Some(tls) = config.tls.server(false)? {

@@ -140,6 +140,8 @@ pub async fn run(
     lbaas::server::mark_serving(&health, SERVICES).await;
     tracing::info!(address = %local, database = %redact(&config.database_url), "scheduler listening");
     let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
+    let _health_port =
+        lbaas::server::serve_health_port(config.tls.health_listen, health_service.clone()).await?;
     let mut server = tonic::transport::Server::builder();
     // Mutual TLS: the api, agents and admins present certificates from the CA.
     if let Some(tls) = config.tls.server(true)? {
