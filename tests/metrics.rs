@@ -1,7 +1,8 @@
 //! Metrics: the Prometheus text every service serves parses with a real Prometheus parser
 //! (`promtool check metrics`, Debian's `prometheus` package), and its counters move with what the
-//! services do: RPCs by method and code, placements, deploys, driver applies, device load, member
-//! health and each load balancer's traffic as its agent counts it.
+//! services do: RPCs by method and code, placements, deploys, driver applies, HAProxy reloads and
+//! runtime changes, device load, member health (a member going DOWN) and each load balancer's
+//! traffic as its agent counts it. On both drivers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -73,12 +74,25 @@ fn promtool_check(text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_parse_and_move_with_traffic() {
+async fn metrics_move_on_native() {
+    metrics_parse_and_move_with_traffic("native").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_on_haproxy() {
+    if !support::haproxy_available() {
+        return;
+    }
+    metrics_parse_and_move_with_traffic("haproxy").await;
+}
+
+async fn metrics_parse_and_move_with_traffic(driver: &'static str) {
     let stack = Stack::start(StackOptions {
-        driver: "native",
+        driver,
         ..Default::default()
     })
     .await;
+    let device = format!("device=\"{}-{driver}-0\"", stack.agent_config.agent_id);
     // The services of this process share one registry: serve it as `--metrics-listen` does.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = listener.local_addr().unwrap();
@@ -197,8 +211,95 @@ async fn metrics_parse_and_move_with_traffic() {
     assert!(sample(&after, "lbaas_device_load", &[]) >= 1.0);
     assert!(sample(&after, "lbaas_device_capacity", &[]) >= 1.0);
     assert!(
-        sample(&after, "lbaas_members", &["health=\"NO_CHECK\""]) >= 2.0,
+        sample(&after, "lbaas_members", &[&device, "health=\"NO_CHECK\""]) >= 2.0,
         "members by health"
     );
+
+    // Member health: with a TCP monitor both members are UP; one backend stopped goes DOWN.
+    let pool_id = lb.pool_ids[0].clone();
+    api.create_health_monitor(in_project(
+        &project,
+        pb::CreateHealthMonitorRequest {
+            health_monitor: Some(pb::HealthMonitor {
+                pool_id: pool_id.clone(),
+                r#type: pb::HealthMonitorType::Tcp as i32,
+                delay_s: 1,
+                timeout_s: 1,
+                max_retries: 1,
+                max_retries_down: 1,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    support::poll_until(Duration::from_secs(20), "two members UP", || async {
+        let text = scrape(metrics).await;
+        (sample(&text, "lbaas_members", &[&device, "health=\"UP\""]) >= 2.0).then_some(())
+    })
+    .await;
+    drop(b);
+    let text = support::poll_until(Duration::from_secs(20), "one member DOWN", || async {
+        let text = scrape(metrics).await;
+        (sample(&text, "lbaas_members", &[&device, "health=\"DOWN\""]) >= 1.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "lbaas_members", &[&device, "health=\"UP\""]),
+        1.0
+    );
+
+    if driver == "haproxy" {
+        // The structural changes so far went through reloads (or the first start); a member's
+        // weight goes through the runtime API, with no reload.
+        let reloads = |text: &str, kind: &str| {
+            sample(
+                text,
+                "lbaas_agent_reloads_total",
+                &[&device, &format!("kind=\"{kind}\"")],
+            )
+        };
+        assert!(reloads(&text, "reload") + reloads(&text, "start") >= 1.0);
+        let (reloaded, runtime) = (reloads(&text, "reload"), reloads(&text, "runtime"));
+        let member_id = api
+            .list_members(in_project(
+                &project,
+                pb::ListMembersRequest {
+                    pool_id,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .members[0]
+            .id
+            .clone();
+        api.update_member(in_project(
+            &project,
+            pb::UpdateMemberRequest {
+                member: Some(pb::Member {
+                    id: member_id,
+                    weight: Some(5),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["weight".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+        support::wait_settled(&api, &project, &lb.id).await;
+        let text = scrape(metrics).await;
+        promtool_check(&text);
+        assert_eq!(reloads(&text, "runtime"), runtime + 1.0, "{text}");
+        assert_eq!(
+            reloads(&text, "reload"),
+            reloaded,
+            "a weight change reloaded"
+        );
+    }
     stack.stop().await;
 }

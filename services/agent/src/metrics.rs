@@ -1,4 +1,4 @@
-//! The agent's metrics: driver applies (each a reload or runtime change) by device and result,
+//! The agent's metrics: driver applies by device and result, HAProxy reloads and runtime changes,
 //! members by health, and every listener's traffic counters labelled with its load balancer.
 use std::{collections::HashMap, sync::LazyLock};
 
@@ -13,6 +13,14 @@ static APPLIES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
         "lbaas_agent_applies_total",
         "Driver applies (a data plane reload or runtime change) by device and result",
         &["device", "result"],
+    )
+});
+static DATA_PLANE_CHANGES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter_vec(
+        "lbaas_agent_reloads_total",
+        "How HAProxy took each change, by device: a seamless reload, a runtime API change (no \
+         reload) or a start (HAProxy was not running)",
+        &["device", "kind"],
     )
 });
 static APPLY_DURATION: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
@@ -51,6 +59,13 @@ pub fn record_apply(device: &str, ok: bool, seconds: f64) {
     }
     if let Some(h) = &*APPLY_DURATION {
         h.with_label_values(&[device]).observe(seconds);
+    }
+}
+
+/// One change reached the data plane by `kind`: "reload", "runtime" or "start".
+pub fn record_data_plane_change(device: &str, kind: &str) {
+    if let Some(c) = &*DATA_PLANE_CHANGES {
+        c.with_label_values(&[device, kind]).inc();
     }
 }
 

@@ -39,6 +39,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Drives one HAProxy instance (one device).
 pub struct HaproxyDriver {
+    /// The device this instance is, for metrics.
+    device: String,
     bin: PathBuf,
     dir: PathBuf,
     /// Serialises starts, reloads and runtime changes of this instance.
@@ -59,6 +61,7 @@ struct Live {
 impl HaproxyDriver {
     pub fn new(options: &DriverOptions) -> Self {
         Self {
+            device: options.device_id.clone(),
             bin: options.haproxy_bin.clone(),
             dir: options.state_dir.clone(),
             lock: Mutex::new(()),
@@ -308,12 +311,18 @@ impl HaproxyDriver {
         self.write_cert_files(&rendered.cert_files).await?;
         self.install(&rendered.text).await?;
         match running {
-            Ok(before) => master
-                .reload(&before, READY_TIMEOUT)
-                .await
-                .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}")))?,
+            Ok(before) => {
+                master
+                    .reload(&before, READY_TIMEOUT)
+                    .await
+                    .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}")))?;
+                crate::metrics::record_data_plane_change(&self.device, "reload");
+            }
             // HAProxy is gone (killed, crashed): start it on the new config.
-            Err(_) => self.spawn_master().await?,
+            Err(_) => {
+                self.spawn_master().await?;
+                crate::metrics::record_data_plane_change(&self.device, "start");
+            }
         }
         self.remove_stale_cert_files(&rendered.cert_files).await;
         Ok(())
@@ -351,6 +360,7 @@ impl Driver for HaproxyDriver {
         let _guard = self.lock.lock().await;
         // A runtime change touches members only, so the certificate files stay as they are.
         if self.apply_at_runtime(desired, &rendered).await {
+            crate::metrics::record_data_plane_change(&self.device, "runtime");
             return Ok(());
         }
         let result = self.reload_with(&rendered).await;
