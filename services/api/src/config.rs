@@ -36,8 +36,9 @@ pub struct ApiConfig {
     /// JWT verification (keys, issuer, audience).
     #[command(flatten)]
     pub jwt: lbaas::server::jwt::JwtConfig,
-    /// Accept `x-project-id` metadata without a token (local use only).
-    #[arg(long, env = "LBAAS_ALLOW_PROJECT_HEADER", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Accept `x-project-id` metadata without a token (local use only: anyone may then claim any
+    /// project). Off unless chosen; `lbctl stack` chooses it.
+    #[arg(long, env = "LBAAS_ALLOW_PROJECT_HEADER", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_project_header: bool,
     /// How long a change may stay PENDING_* before it goes to ERROR.
     #[arg(long, env = "LBAAS_DEPLOY_DEADLINE_MS", default_value_t = 60_000)]
@@ -93,8 +94,11 @@ impl ApiConfig {
         if let Some(file) = self.token_file.as_ref().filter(|f| !f.is_file()) {
             problems.push(format!("token_file {} does not exist", file.display()));
         }
-        if self.token_file.is_none() && !self.allow_project_header {
-            problems.push("with allow_project_header off, a token_file is required".to_owned());
+        if self.token_file.is_none() && self.jwt.keys.is_none() && !self.allow_project_header {
+            problems.push(
+                "no way to authenticate callers: give --jwt-keys or --token-file, or choose --allow-project-header true for local use"
+                    .to_owned(),
+            );
         }
         if let Some(file) = &self.secret_key_file
             && let Err(e) = crate::certs::SecretKey::read(file)
