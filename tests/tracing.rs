@@ -1,6 +1,7 @@
 //! Tracing across the services: a test OTLP receiver gets one trace for one create, with spans
 //! from the api (the tenant's CreateLoadBalancer and its deploy), the scheduler (Deploy) and the
-//! agent (Apply), the W3C trace context carried between them in gRPC metadata.
+//! agent (Apply), the W3C trace context carried between them in gRPC metadata; and the log lines
+//! each service writes while serving that create carry the same trace id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -62,11 +63,16 @@ async fn one_create_is_one_trace_across_the_services() {
             .add_service(TraceServiceServer::new(Receiver(tx)))
             .serve_with_incoming(lbaas::server::incoming(listener)),
     );
-    let telemetry = lbaas::server::Telemetry::init(&lbaas::server::TelemetryConfig {
-        service_name: "lbaas-e2e".into(),
-        otlp_endpoint: Some(format!("http://{receiver}")),
-        json_logs: false,
-    })
+    // The services' own subscriber (as `Telemetry::init` builds it), logging into a buffer.
+    let logs = Logs::default();
+    let telemetry = lbaas::server::Telemetry::init_with_writer(
+        &lbaas::server::TelemetryConfig {
+            service_name: "lbaas-e2e".into(),
+            otlp_endpoint: Some(format!("http://{receiver}")),
+            json_logs: true,
+        },
+        logs.clone(),
+    )
     .unwrap();
 
     let stack = Stack::start(StackOptions {
@@ -125,5 +131,65 @@ async fn one_create_is_one_trace_across_the_services() {
         .filter(|s| s.parent_span_id.is_empty() || !ids.contains(&&s.parent_span_id))
         .count();
     assert_eq!(roots, 1, "the trace is not one tree");
+
+    // The log lines written inside the create's requests carry its trace id, on every service.
+    let trace_id: String = found[0]
+        .trace_id
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = logs.text();
+    let mut services = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(spans) = entry.get("spans").and_then(|s| s.as_array()) else {
+            continue;
+        };
+        for span in spans {
+            if span.get("trace_id").and_then(|t| t.as_str()) == Some(trace_id.as_str())
+                && let Some(service) = span.get("lbaas.service").and_then(|s| s.as_str())
+            {
+                services.insert(service.to_owned());
+            }
+        }
+    }
+    assert_eq!(
+        services.into_iter().collect::<Vec<_>>(),
+        vec!["agent", "api", "scheduler"],
+        "log lines with trace id {trace_id}:\n{}",
+        text.lines()
+            .filter(|l| l.contains(&trace_id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     stack.stop().await;
+}
+
+/// A log sink the test can read: every line the services write.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }

@@ -42,9 +42,17 @@ impl Telemetry {
         }
     }
 
-    /// Installs the global subscriber. A second call in the same process (tests run several
-    /// services in one) keeps the first subscriber and is not an error.
+    /// Installs the global subscriber, logging to standard output. A second call in the same
+    /// process (tests run several services in one) keeps the first subscriber and is not an error.
     pub fn init(config: &TelemetryConfig) -> anyhow::Result<Self> {
+        Self::init_with_writer(config, std::io::stdout)
+    }
+
+    /// Like `init`, with logs written to `writer` (tests read what the services log).
+    pub fn init_with_writer<W>(config: &TelemetryConfig, writer: W) -> anyhow::Result<Self>
+    where
+        W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    {
         let filter = EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn"));
         opentelemetry::global::set_text_map_propagator(
@@ -69,11 +77,18 @@ impl Telemetry {
             tracing_opentelemetry::layer().with_tracer(p.tracer(config.service_name.clone()))
         });
         let (json, plain) = if config.json_logs {
-            (Some(tracing_subscriber::fmt::layer().json()), None)
+            (
+                Some(tracing_subscriber::fmt::layer().json().with_writer(writer)),
+                None,
+            )
         } else {
             (
                 None,
-                Some(tracing_subscriber::fmt::layer().with_target(false)),
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_target(false)
+                        .with_writer(writer),
+                ),
             )
         };
         let _ = tracing_subscriber::registry()

@@ -76,64 +76,69 @@ impl AgentService for AgentApi {
         let generation = request.generation;
         let (tx, rx) = mpsc::channel(4);
         // The apply runs to completion even if the caller goes away: the device must converge.
-        tokio::spawn(async move {
-            let _ = tx
-                .send(Ok(event(
-                    &lb,
-                    generation,
-                    ApplyPhase::Accepted,
-                    String::new(),
-                    started,
-                )))
-                .await;
-            let _ = tx
-                .send(Ok(event(
-                    &lb,
-                    generation,
-                    ApplyPhase::Applying,
-                    String::new(),
-                    started,
-                )))
-                .await;
-            let last = match device.apply(generation, config).await {
-                Ok(ApplyOutcome::Applied) => event(
-                    &lb,
-                    generation,
-                    ApplyPhase::Active,
-                    "applied".into(),
-                    started,
-                ),
-                Ok(ApplyOutcome::AlreadyApplied) => event(
-                    &lb,
-                    generation,
-                    ApplyPhase::Active,
-                    "already applied".into(),
-                    started,
-                ),
-                Ok(ApplyOutcome::Superseded { by }) => event(
-                    &lb,
-                    generation,
-                    ApplyPhase::Superseded,
-                    format!("superseded by generation {by}"),
-                    started,
-                ),
-                Err(e) => {
-                    tracing::warn!(loadbalancer = %lb, generation, error = %e, "apply failed");
-                    let retryable = !matches!(
-                        e,
-                        ReconcileError::Driver(
-                            DriverError::Rejected(_) | DriverError::Unsupported { .. }
-                        )
-                    );
-                    ApplyEvent {
-                        retryable,
-                        ..event(&lb, generation, ApplyPhase::Error, e.to_string(), started)
+        // It stays in the request's span, so its logs carry the caller's trace id.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = tx
+                    .send(Ok(event(
+                        &lb,
+                        generation,
+                        ApplyPhase::Accepted,
+                        String::new(),
+                        started,
+                    )))
+                    .await;
+                let _ = tx
+                    .send(Ok(event(
+                        &lb,
+                        generation,
+                        ApplyPhase::Applying,
+                        String::new(),
+                        started,
+                    )))
+                    .await;
+                let last = match device.apply(generation, config).await {
+                    Ok(ApplyOutcome::Applied) => event(
+                        &lb,
+                        generation,
+                        ApplyPhase::Active,
+                        "applied".into(),
+                        started,
+                    ),
+                    Ok(ApplyOutcome::AlreadyApplied) => event(
+                        &lb,
+                        generation,
+                        ApplyPhase::Active,
+                        "already applied".into(),
+                        started,
+                    ),
+                    Ok(ApplyOutcome::Superseded { by }) => event(
+                        &lb,
+                        generation,
+                        ApplyPhase::Superseded,
+                        format!("superseded by generation {by}"),
+                        started,
+                    ),
+                    Err(e) => {
+                        tracing::warn!(loadbalancer = %lb, generation, error = %e, "apply failed");
+                        let retryable = !matches!(
+                            e,
+                            ReconcileError::Driver(
+                                DriverError::Rejected(_) | DriverError::Unsupported { .. }
+                            )
+                        );
+                        ApplyEvent {
+                            retryable,
+                            ..event(&lb, generation, ApplyPhase::Error, e.to_string(), started)
+                        }
                     }
-                }
-            };
-            tracing::info!(loadbalancer = %lb, generation, phase = ?last.phase(), elapsed_ms = last.elapsed_ms, "apply finished");
-            let _ = tx.send(Ok(last)).await;
-        });
+                };
+                tracing::info!(loadbalancer = %lb, generation, phase = ?last.phase(), elapsed_ms = last.elapsed_ms, "apply finished");
+                let _ = tx.send(Ok(last)).await;
+            },
+            span,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
