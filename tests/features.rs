@@ -802,7 +802,7 @@ async fn l7_routing(driver: &'static str) {
                 Rule::Path,
                 Cmp::Regex,
                 "",
-                "^/api/v[0-9]+/items$",
+                "^/api/v\\d+/items(\\.json)?$",
                 false,
             )],
         ),
@@ -892,6 +892,9 @@ async fn l7_routing(driver: &'static str) {
     );
     expect(get(&vip, "/api/v2/items", &[]).await, 200, "b");
     expect(get(&vip, "/api/vx/items", &[]).await, 200, "a");
+    // The backslashes reach the regex engine: `\.` is a dot, not any character.
+    expect(get(&vip, "/api/v2/items.json", &[]).await, 200, "b");
+    expect(get(&vip, "/api/v2/itemsXjson", &[]).await, 200, "a");
     expect(get(&vip, "/private/x", &[]).await, 403, "");
     expect(
         get(&vip, "/private/x", &[("x-token", "secret")]).await,

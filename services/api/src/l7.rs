@@ -51,6 +51,12 @@ pub fn safe_text(s: &str) -> bool {
         .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '#'))
 }
 
+/// What a REGEX rule's value may hold: `safe_text` and backslashes.
+pub fn safe_regex(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '#'))
+}
+
 /// An HTTP token (header and cookie names).
 fn token(s: &str) -> bool {
     !s.is_empty()
@@ -234,12 +240,24 @@ fn rule_fields(v: &mut Violations, f: &str, input: &pb::L7Rule) -> NewL7Rule {
     } else if !keyed && !input.key.is_empty() {
         v.add(format!("{f}.key"), format!("does not apply to {rule_type}"));
     }
-    if input.value.is_empty() || input.value.len() > MAX_VALUE || !safe_text(&input.value) {
+    // Regular expressions may use '\\' (`\\d`, `\\.`): the data plane takes them strongly quoted,
+    // where a backslash is just a backslash. Other values are single words without one.
+    let regex = compare_type == "REGEX";
+    let text_ok = if regex {
+        safe_regex(&input.value)
+    } else {
+        safe_text(&input.value)
+    };
+    if input.value.is_empty() || input.value.len() > MAX_VALUE || !text_ok {
         v.add(
             format!("{f}.value"),
-            "is required: 1-255 visible ASCII characters without spaces, quotes, '#' or '\\'",
+            if regex {
+                "is required: 1-255 visible ASCII characters without spaces, quotes or '#'"
+            } else {
+                "is required: 1-255 visible ASCII characters without spaces, quotes, '#' or '\\'"
+            },
         );
-    } else if compare_type == "REGEX" && regex::Regex::new(&input.value).is_err() {
+    } else if regex && regex::Regex::new(&input.value).is_err() {
         v.add(format!("{f}.value"), "is not a valid regular expression");
     }
     check_tags(v, &format!("{f}.tags"), &input.tags);
@@ -363,6 +381,22 @@ mod tests {
             assert_eq!(
                 fields(validate_l7rule(&rule).unwrap_err()),
                 vec!["rule.value"]
+            );
+        }
+        // Regular expressions may use backslashes, and nothing else more.
+        let regex = |value: &str| pb::L7Rule {
+            l7policy_id: uuid::Uuid::new_v4().to_string(),
+            r#type: pb::L7RuleType::Path as i32,
+            compare_type: pb::L7RuleCompareType::Regex as i32,
+            value: value.into(),
+            ..Default::default()
+        };
+        assert!(validate_l7rule(&regex("^/v\\d+\\.json$")).is_ok());
+        for value in ["a b", "a'b", "x\"y", "a\nb", "#c", "(", ""] {
+            assert_eq!(
+                fields(validate_l7rule(&regex(value)).unwrap_err()),
+                vec!["rule.value"],
+                "{value:?}"
             );
         }
     }

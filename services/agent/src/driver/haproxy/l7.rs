@@ -179,7 +179,14 @@ fn action(
 
 /// What follows `acl <name>`: the sample to read and how to compare it with the rule's value.
 fn rule_match(rule: &L7RuleConfig, field: &str) -> Result<String, RenderError> {
-    let value = check_text(&rule.value, &format!("{field}.value"))?;
+    // A regular expression is written strongly quoted ('...'), where HAProxy reads a backslash as
+    // itself, so `\d` reaches PCRE intact; other values are plain words.
+    let value = if rule.compare_type() == L7CompareType::Regex {
+        format!("'{}'", check_regex(&rule.value, &format!("{field}.value"))?)
+    } else {
+        check_text(&rule.value, &format!("{field}.value"))?.to_owned()
+    };
+    let value = value.as_str();
     let compare = match rule.compare_type() {
         L7CompareType::EqualTo => "str",
         L7CompareType::StartsWith => "beg",
@@ -230,6 +237,27 @@ fn check_text<'a>(text: &'a str, field: &str) -> Result<&'a str, RenderError> {
         return Err(reject(
             field,
             "must be visible ASCII without space, quotes, '\\' or '#'",
+        ));
+    }
+    Ok(text)
+}
+
+/// A regular expression written inside single quotes: like `check_text`, but a backslash is
+/// allowed (nothing is interpreted inside single quotes, and a single quote cannot appear).
+fn check_regex<'a>(text: &'a str, field: &str) -> Result<&'a str, RenderError> {
+    if text.is_empty() || text.len() > MAX_TEXT_LEN {
+        return Err(reject(
+            field,
+            format!("must be 1-{MAX_TEXT_LEN} characters"),
+        ));
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'#'))
+    {
+        return Err(reject(
+            field,
+            "must be visible ASCII without space, quotes or '#'",
         ));
     }
     Ok(text)

@@ -1206,7 +1206,7 @@ mod tests {
             acl l7p_pol-url var(txn.l7p) -m str pol-url\n    \
             acl r_r-hdr req.hdr(X-Forwarded-Host) -m sub -- -f\n    \
             acl l7p_pol-prefix var(txn.l7p) -m str pol-prefix\n    \
-            acl r_r-cookie req.cook(session) -m reg -- ^(a|b)[0-9]+$\n    \
+            acl r_r-cookie req.cook(session) -m reg -- '^(a|b)[0-9]+$'\n    \
             acl l7p_pol-deny var(txn.l7p) -m str pol-deny\n    \
             http-request set-var(txn.l7ext) path,regsub(^.*/,),regsub(^.*[.],) if { path -m reg [.][^/]*$ }\n    \
             http-request set-var(txn.l7p) str(pol-pool) if !l7_decided r_r-host !r_r-path\n    \
@@ -1254,6 +1254,25 @@ mod tests {
                 "{value:?}"
             );
         }
+        // A regular expression may hold a backslash (it is written strongly quoted), but nothing
+        // that could end the quotes or the line.
+        for value in ["a b", "a'b", "a\"b", "a#b", "a\nb", "é"] {
+            assert_eq!(
+                with_rule(rule("r", Path, Regex, "", value, false)),
+                "listeners[0].l7_policies[0].rules[0].value",
+                "{value:?}"
+            );
+        }
+        let text = render(&[with_policies(vec![policy(
+            "pol",
+            L7Action::Reject,
+            vec![rule("r", Path, Regex, "", "^/v\\d+\\.json$", false)],
+        )])])
+        .unwrap();
+        assert!(
+            text.contains("acl r_r path -m reg -- '^/v\\d+\\.json$'\n"),
+            "{text}"
+        );
         for key in ["", "X-A)", "X(A", "a,b", "a b", "a#", "a'"] {
             assert_eq!(
                 with_rule(rule("r", Header, EqualTo, key, "v", false)),
