@@ -428,9 +428,35 @@ async fn silent_member() -> (u16, tokio::task::JoinHandle<()>) {
     (port, task)
 }
 
+/// A member that never completes a TCP handshake: a listener whose accept queue is full (it
+/// never accepts), so the kernel drops further SYNs and a connect hangs. Keep what it returns.
+async fn unreachable_member() -> (u16, tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(e)) => panic!("filling the accept queue: {e}"),
+            // A connect that hangs: the queue is full.
+            Err(_) => break,
+        }
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+    (addr.port(), listener, fillers)
+}
+
 async fn timeouts(driver: &'static str) {
     let (stack, mut api, project) = start(driver).await;
     let (port, task) = silent_member().await;
+    let (unreachable, _queue_full, _fillers) = unreachable_member().await;
     let member = || vec![member_at(i32::from(port))];
     let created = support::create_active(
         &mut api,
@@ -452,6 +478,18 @@ async fn timeouts(driver: &'static str) {
                     ..http(
                         9002,
                         pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, member()),
+                    )
+                },
+                pb::Listener {
+                    timeout_member_connect_ms: 300,
+                    timeout_member_data_ms: 60_000,
+                    ..http(
+                        9003,
+                        pool(
+                            pb::Protocol::Http,
+                            pb::LbAlgorithm::RoundRobin,
+                            vec![member_at(i32::from(unreachable))],
+                        ),
                     )
                 },
             ],
@@ -477,6 +515,21 @@ async fn timeouts(driver: &'static str) {
     .expect("no answer within 15 s")
     .unwrap();
     assert_eq!(reply.status, 504, "{driver}: {reply:?}");
+    // A member that never accepts: 503 once the connect timeout (and the retries) ran out; the
+    // kernel alone would keep trying for about two minutes, the data timeout is a minute.
+    let asked = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        get_from(&format!("{}:9003", created.vip_address), "/", &[], None),
+    )
+    .await
+    .expect("no answer within 15 s: the connect timeout was not applied")
+    .unwrap();
+    assert_eq!(reply.status, 503, "{driver}: {reply:?}");
+    eprintln!(
+        "{driver}: 503 {} ms after asking a member that never accepts (connect timeout 300 ms)",
+        asked.elapsed().as_millis()
+    );
     task.abort();
     stack.stop().await;
 }
@@ -1490,6 +1543,122 @@ async fn re_encryption(driver: &'static str) {
     stack.stop().await;
 }
 on_each_driver!(re_encryption);
+
+/// Health monitors that speak TLS, on HTTPS (passthrough) pools: an HTTPS monitor (TLS, then an
+/// HTTP request) and a TLS-HELLO monitor see TLS members ONLINE, a plain-HTTP member ERROR (a TCP
+/// check would have passed it), and a TLS member that stops ERROR while the other stays ONLINE.
+async fn tls_health_monitors(driver: &'static str) {
+    let (stack, mut api, project) = start(driver).await;
+    let (x_port, x_task) = tls_backend("x").await;
+    let (y_port, y_task) = tls_backend("y").await;
+    let plain = Backend::start("z").await;
+    let members = || {
+        vec![
+            member_at(i32::from(x_port)),
+            member_at(i32::from(y_port)),
+            member_at(plain.port()),
+        ]
+    };
+    let monitored = |kind: pb::HealthMonitorType| pb::Pool {
+        healthmonitor: Some(pb::HealthMonitor {
+            r#type: kind as i32,
+            delay_s: 1,
+            timeout_s: 1,
+            max_retries: 1,
+            max_retries_down: 1,
+            url_path: if kind == pb::HealthMonitorType::Https {
+                "/".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        }),
+        ..pool(pb::Protocol::Https, pb::LbAlgorithm::RoundRobin, members())
+    };
+    let created = support::create_active(
+        &mut api,
+        &project,
+        lb(
+            "tls-checked",
+            vec![
+                listener(
+                    pb::Protocol::Https,
+                    8443,
+                    monitored(pb::HealthMonitorType::Https),
+                ),
+                listener(
+                    pb::Protocol::Https,
+                    8444,
+                    monitored(pb::HealthMonitorType::TlsHello),
+                ),
+            ],
+        ),
+    )
+    .await;
+    // Each pool's members: port -> operating status.
+    let statuses = |api: &Api| {
+        let mut api = api.clone();
+        let (project, pools) = (project.clone(), created.pool_ids.clone());
+        async move {
+            let mut all = Vec::new();
+            for pool_id in pools {
+                let members = api
+                    .list_members(in_project(
+                        &project,
+                        pb::ListMembersRequest {
+                            pool_id,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .members;
+                all.push(
+                    members
+                        .iter()
+                        .map(|m| (m.protocol_port, m.operating_status()))
+                        .collect::<BTreeMap<_, _>>(),
+                );
+            }
+            all
+        }
+    };
+    let want = |x, y, z| {
+        BTreeMap::from([
+            (i32::from(x_port), x),
+            (i32::from(y_port), y),
+            (plain.port(), z),
+        ])
+    };
+    use pb::OperatingStatus::{Error, Online};
+    support::poll_until(Duration::from_secs(20), "x, y ONLINE and z ERROR", || {
+        let expected = vec![want(Online, Online, Error); 2];
+        let api = api.clone();
+        async move { (statuses(&api).await == expected).then_some(()) }
+    })
+    .await;
+    y_task.abort();
+    support::poll_until(Duration::from_secs(20), "y ERROR too", || {
+        let expected = vec![want(Online, Error, Error); 2];
+        let api = api.clone();
+        async move { (statuses(&api).await == expected).then_some(()) }
+    })
+    .await;
+    // Traffic goes to the one healthy member.
+    for _ in 0..4 {
+        let (_, reply) = tls_get(
+            &format!("{}:8443", created.vip_address),
+            "member.example.com",
+            "/",
+        )
+        .await;
+        assert_eq!(reply.body, "x", "{driver}: {reply:?}");
+    }
+    x_task.abort();
+    stack.stop().await;
+}
+on_each_driver!(tls_health_monitors);
 
 // ---- UDP ----
 

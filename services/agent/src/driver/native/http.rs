@@ -8,10 +8,12 @@
 //! sets, or the application's cookie learnt from member responses); the listener's
 //! X-Forwarded-* headers are added; the response carries the persistence cookie when one is due.
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{Arc, RwLock, atomic::Ordering},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http_body_util::{BodyExt as _, Empty, Full, combinators::BoxBody};
@@ -51,20 +53,46 @@ pub struct Front {
 }
 
 /// The clients every HTTP listener forwards through (connections to members are pooled): plain
-/// HTTP, and TLS for pools with `tls_enabled`.
+/// HTTP, and TLS for pools with `tls_enabled`. A connect timeout belongs to a hyper client's
+/// connector, and each listener sets its own, so there is a pair of clients per connect timeout
+/// in use; listeners with the same timeout share pooled connections.
 #[derive(Clone)]
 pub struct Upstream {
+    member_tls: Option<Arc<rustls::ClientConfig>>,
+    clients: Arc<std::sync::Mutex<HashMap<Duration, Clients>>>,
+}
+
+#[derive(Clone)]
+struct Clients {
     plain: Client<HttpConnector, Incoming>,
     tls: Client<tls::MemberConnector, Incoming>,
 }
 
 pub fn upstream(member_tls: Option<Arc<rustls::ClientConfig>>) -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(super::DEFAULT_CONNECT_TIMEOUT));
     Upstream {
-        plain: Client::builder(TokioExecutor::new()).build(connector),
-        tls: Client::builder(TokioExecutor::new()).build(tls::MemberConnector::new(member_tls)),
+        member_tls,
+        clients: Arc::default(),
+    }
+}
+
+impl Upstream {
+    fn clients(&self, connect_timeout: Duration) -> Clients {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(connect_timeout));
+                Clients {
+                    plain: Client::builder(TokioExecutor::new()).build(connector),
+                    tls: Client::builder(TokioExecutor::new()).build(tls::MemberConnector::new(
+                        self.member_tls.clone(),
+                        connect_timeout,
+                    )),
+                }
+            })
+            .clone()
     }
 }
 
@@ -181,11 +209,12 @@ async fn forward(
 
     member.state.active.fetch_add(1, Ordering::Relaxed);
     let _active = Active(member.state.clone());
+    let clients = upstream.clients(route.connect_timeout);
     let sent = async {
         if pool.tls {
-            upstream.tls.request(request).await
+            clients.tls.request(request).await
         } else {
-            upstream.plain.request(request).await
+            clients.plain.request(request).await
         }
     };
     match tokio::time::timeout(route.connect_timeout + route.data_timeout, sent).await {
@@ -209,6 +238,15 @@ async fn forward(
                 _ => {}
             }
             Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        // No connection within the connect timeout (or refused): 503, as HAProxy answers.
+        Ok(Err(e)) if e.is_connect() => {
+            tracing::debug!(member = %member.id, error = %e, "member connect failed");
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no member could be reached\n",
+            )
         }
         Ok(Err(e)) => {
             tracing::debug!(member = %member.id, error = %e, "member request failed");

@@ -247,11 +247,11 @@ pub struct MemberConnector {
 }
 
 impl MemberConnector {
-    pub fn new(config: Option<Arc<ClientConfig>>) -> Self {
+    pub fn new(config: Option<Arc<ClientConfig>>, connect_timeout: std::time::Duration) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(super::DEFAULT_CONNECT_TIMEOUT));
+        http.set_connect_timeout(Some(connect_timeout));
         Self {
             http,
             tls: config.map(tokio_rustls::TlsConnector::from),
