@@ -14,10 +14,13 @@ with existing Secrets, one with chart-made Secrets, a minimal one):
      the ServiceMonitor (a Prometheus Operator CRD, not in the core schemas) is validated against a
      structural schema of the fields the chart uses, built on the core ObjectMeta/LabelSelector;
   3. cross-checks what schemas cannot see: duplicate YAML keys, names, selectors that match their
-     pods, probes and Service targetPorts that name real container ports, Secret/ConfigMap
-     references (and their keys) that resolve, hooks that use only hook or pre-existing Secrets,
-     the generated sealing key (64 hex digits) and token file, and every LBAAS_* variable being
-     one the service's own flags read (from services/*/src/{config,main}.rs).
+     pods, probes and Service targetPorts that name real container ports, gRPC probes on the
+     gRPC port or, under TLS, on the plaintext health port LBAAS_HEALTH_LISTEN binds (the
+     kubelet's gRPC probe cannot speak TLS), Secret/ConfigMap references (and their keys) that
+     resolve, file paths in LBAAS_* variables that a mounted volume provides, hooks that use only
+     hook or pre-existing Secrets, the generated sealing key (64 hex digits), token file and JWT
+     public keys, every LBAAS_* variable being one the service's own flags read (from
+     services/*/src/{config,main}.rs), and the variables each scenario must (not) set.
   4. checks that every value is documented with a "# --" comment in values.yaml and has a row in
      README.md's values table (values.schema.json, which Helm applies to every render, refuses
      unknown keys).
@@ -79,6 +82,17 @@ LISTEN_ENV = {"api": "LBAAS_API_LISTEN", "scheduler": "LBAAS_SCHEDULER_LISTEN",
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+# Real public keys (Ed25519 and ECDSA P-256), concatenated as auth.jwt.publicKeys takes them.
+JWT_KEYS = """-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAK5/Hs/2Kzr9iLdgGLhDItLjndRzyqvZ76HuoHrqnXJQ=
+-----END PUBLIC KEY-----
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfEw6n1soV8wHHJ833gm6xbFG6OMk
+hVSzLO6cJcm7T1rOMKT7GcSKuK3gfD4v5MXbpNWnBJvmGikmmA3szasiHQ==
+-----END PUBLIC KEY-----
+"""
+# Variables whose value is a file the container must see through a volume mount.
+FILE_ENV = {"LBAAS_TLS_CA", "LBAAS_TLS_CERT", "LBAAS_TLS_KEY", "LBAAS_JWT_KEYS"}
 
 # Every optional feature on, with pre-existing Secrets instead of chart-made ones.
 EVERYTHING = {
@@ -93,7 +107,9 @@ EVERYTHING = {
         "existingSecret": "lbaas-db",
         "existingSecretKeys": {"api": "api-url", "scheduler": "scheduler-url"},
     },
-    "auth": {"existingSecret": "lbaas-auth", "existingSecretKey": "tokens.txt"},
+    "auth": {"existingSecret": "lbaas-auth", "existingSecretKey": "tokens.txt",
+             "jwt": {"enabled": True, "issuer": "https://id.example.com", "audience": "lbaas-prod",
+                     "existingSecret": "lbaas-jwt", "existingSecretKey": "keys.pem"}},
     "secretKey": {"existingSecret": "lbaas-sealing", "existingSecretKey": "key"},
     "mtls": {"enabled": True, "secretName": "lbaas-mtls"},
     "migration": {
@@ -178,13 +194,14 @@ INLINE = {
         {"token": "tenant-b-reader", "project": "tenant-b", "role": "reader"},
         {"token": "ops-admin-token", "project": "ops", "role": "admin"},
         {"token": "default-role-token", "project": "tenant-c"},
-    ], "allowProjectHeader": True, "schedulerRequiresAdminToken": False},
+    ], "allowProjectHeader": True, "schedulerRequiresAdminToken": False,
+        "jwt": {"enabled": True, "publicKeys": JWT_KEYS}},
     "secretKey": {"value": "0123456789abcdef" * 4, "keepOnUninstall": False},
     "mtls": {"enabled": True, "ca": PEM, "cert": PEM, "key": PEM_KEY},
     "agent": {"privileged": True, "capabilities": [], "stateDir": {"sizeLimit": "1Gi"},
-              "port": 65535},
+              "port": 65535, "healthPort": 65534},
     "api": {"service": {"type": "NodePort", "externalTrafficPolicy": "Cluster"},
-            "podAntiAffinity": ""},
+            "podAntiAffinity": "", "healthPort": 9201},
     "metrics": {"enabled": True, "port": 9100, "serviceMonitor": {"enabled": False}},
 }
 
@@ -203,10 +220,30 @@ MINIMAL = {
 SCENARIOS = {
     "defaults": ({}, set()),
     "everything": (EVERYTHING, {"Secret/lbaas-db", "Secret/lbaas-auth", "Secret/lbaas-sealing",
-                                "Secret/lbaas-mtls", "Secret/regcred",
+                                "Secret/lbaas-mtls", "Secret/lbaas-jwt", "Secret/regcred",
                                 "ServiceAccount/lbaas-runtime", "ServiceAccount/lbaas-migrator"}),
     "inline-secrets": (INLINE, set()),
     "minimal": (MINIMAL, set()),
+}
+
+# What each scenario must (True) or must not (False) give each service, so that a template that
+# drops a feature fails here rather than passing quietly.
+HEALTH_AND_JWT = {"LBAAS_HEALTH_LISTEN": True, "LBAAS_JWT_KEYS": True, "LBAAS_JWT_ISSUER": True,
+                  "LBAAS_JWT_AUDIENCE": True}
+NEITHER = {"LBAAS_HEALTH_LISTEN": False, "LBAAS_JWT_KEYS": False, "LBAAS_JWT_ISSUER": False,
+           "LBAAS_JWT_AUDIENCE": False}
+EXPECTED_ENV: dict[str, dict[str, dict[str, bool]]] = {
+    "defaults": {"api": NEITHER, "scheduler": {**NEITHER, "LBAAS_SCHEDULER_TOKEN_FILE": True},
+                 "agent": NEITHER},
+    "everything": {"api": HEALTH_AND_JWT,
+                   "scheduler": {**HEALTH_AND_JWT, "LBAAS_SCHEDULER_TOKEN_FILE": True},
+                   "agent": {"LBAAS_HEALTH_LISTEN": True, "LBAAS_JWT_KEYS": False}},
+    # schedulerRequiresAdminToken off: the scheduler gets neither the token file nor the JWT keys.
+    "inline-secrets": {"api": HEALTH_AND_JWT,
+                       "scheduler": {"LBAAS_HEALTH_LISTEN": True, "LBAAS_SCHEDULER_TOKEN_FILE": False,
+                                     "LBAAS_JWT_KEYS": False, "LBAAS_JWT_ISSUER": False},
+                       "agent": {"LBAAS_HEALTH_LISTEN": True, "LBAAS_JWT_KEYS": False}},
+    "minimal": {"api": NEITHER, "scheduler": NEITHER},
 }
 
 # Values the chart must refuse: (values, what Helm says with values.schema.json, what the
@@ -228,6 +265,20 @@ MUST_FAIL = [
     ({"api": {"podAntiAffinity": "always"}}, "/api/podAntiAffinity", "podAntiAffinity"),
     ({"api": {"port": 70000}}, "/api/port", "between 1 and 65535"),
     ({"api": {"replica": 3}}, "additional properties 'replica'", None),
+    ({"auth": {"jwt": {"enabled": True}}}, "auth.jwt.publicKeys", "auth.jwt.publicKeys"),
+    ({"auth": {"jwt": {"enabled": True, "publicKeys": "not a key"}}}, "PEM public keys",
+     "PEM public keys"),
+    ({"auth": {"jwt": {"enabled": True, "publicKeys": JWT_KEYS + PEM_KEY}}}, "private key",
+     "private key"),
+    ({"auth": {"jwt": {"enabled": True, "publicKeys": PEM}}}, "public keys only", "public keys only"),
+    ({"auth": {"jwt": {"enabled": True, "publicKeys": JWT_KEYS, "audience": ""}}},
+     "/auth/jwt/audience", "auth.jwt.audience"),
+    ({"auth": {"jwt": {"enabled": True, "keys": JWT_KEYS}}}, "additional properties 'keys'", None),
+    ({"mtls": {"enabled": True, "secretName": "tls"}, "api": {"healthPort": 9001}},
+     "api.healthPort", "api.healthPort"),
+    ({"mtls": {"enabled": True, "secretName": "tls"}, "metrics": {"enabled": True},
+      "agent": {"healthPort": 9090}}, "agent.healthPort", "agent.healthPort"),
+    ({"scheduler": {"healthPort": 0}}, "/scheduler/healthPort", "between 1 and 65535"),
     ({"agent": {"capacity": 0}}, "/agent/capacity", None),
 ]
 
@@ -444,7 +495,8 @@ def is_hook(doc: dict) -> bool:
 
 
 def cross_check(docs: list[tuple[str, dict]], external: set[str], where: str,
-                failures: Failures, env_vars: dict[str, set[str]] | None) -> None:
+                failures: Failures, env_vars: dict[str, set[str]] | None,
+                expected_env: dict[str, dict[str, bool]] | None = None) -> None:
     by_kind_name: dict[tuple[str, str], dict] = {}
     for template, doc in docs:
         meta = doc.get("metadata") or {}
@@ -491,6 +543,14 @@ def cross_check(docs: list[tuple[str, dict]], external: set[str], where: str,
             for fields in lines:
                 if len(fields) not in (2, 3) or (len(fields) == 3 and fields[2] not in ("reader", "member", "admin")):
                     failures.add(here, f"token line {' '.join(fields)!r} is not TOKEN PROJECT [ROLE]")
+        if "jwt-keys" in decoded:
+            blocks = re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", decoded["jwt-keys"], re.S)
+            if not blocks:
+                failures.add(here, "jwt-keys holds no PEM block")
+            if any(not b.endswith("PUBLIC KEY") for b in blocks):
+                failures.add(here, f"jwt-keys holds other PEM blocks than public keys: {blocks}")
+            if decoded["jwt-keys"].count("-----BEGIN") != len(blocks):
+                failures.add(here, "jwt-keys holds an unterminated PEM block")
         for k, v in decoded.items():
             if k.endswith("database-url") and not re.match(r"^postgres(ql)?://", v):
                 failures.add(here, f"{k} is not a postgres:// URL")
@@ -573,6 +633,64 @@ def cross_check(docs: list[tuple[str, dict]], external: set[str], where: str,
             # name twice in env is a mistake.
             if dupes:
                 failures.add(chere, f"env sets {', '.join(dupes)} more than once")
+            for what, seen in (("number", [p["containerPort"] for p in c.get("ports") or []]),
+                               ("name", [p["name"] for p in c.get("ports") or [] if p.get("name")])):
+                twice = [str(x) for x, count in collections.Counter(seen).items() if count > 1]
+                if twice:
+                    failures.add(chere, f"declares container port {what} {', '.join(twice)} more than once")
+            # Files the variables name come from a mounted volume that holds them.
+            mounts = c.get("volumeMounts") or []
+            for var, value in values.items():
+                if not (var in FILE_ENV or var.endswith("_FILE")) or not value:
+                    continue
+                mount = next((m for m in mounts if value.startswith(m["mountPath"].rstrip("/") + "/")), None)
+                if mount is None:
+                    failures.add(chere, f"{var}={value!r} is in no mounted volume")
+                    continue
+                volume = volumes.get(mount["name"]) or {}
+                items = (volume.get("secret") or volume.get("configMap") or {}).get("items")
+                rest = value[len(mount["mountPath"].rstrip("/")) + 1:]
+                if items is not None and rest not in {i["path"] for i in items}:
+                    failures.add(chere, f"{var}={value!r}: volume {mount['name']} holds no {rest!r}")
+            if values.get("LBAAS_JWT_KEYS"):
+                for var in ("LBAAS_JWT_ISSUER", "LBAAS_JWT_AUDIENCE"):
+                    if var in values and not values[var]:
+                        failures.add(chere, f"{var} is empty: every JWT would be refused")
+            command = " ".join(c.get("command") or [])
+            component = next((s for s in ("api", "scheduler", "agent") if f"lbaas-{s}" in command), None)
+            if kind != "Job" and component is not None:
+                # The kubelet's gRPC health probe, on the gRPC port; under TLS, which that probe
+                # cannot speak, on the plaintext port LBAAS_HEALTH_LISTEN binds (container port
+                # "health", serving grpc.health.v1 alone).
+                by_name = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+                health_listen = values.get("LBAAS_HEALTH_LISTEN")
+                if health_listen is not None:
+                    probe_port, port_name = by_name.get("health"), "health"
+                    if probe_port is None:
+                        failures.add(chere, "sets LBAAS_HEALTH_LISTEN but declares no 'health' container port")
+                    elif health_listen != f"0.0.0.0:{probe_port}":
+                        failures.add(chere, f"LBAAS_HEALTH_LISTEN={health_listen!r}, expected 0.0.0.0 on "
+                                     f"the health containerPort {probe_port}")
+                else:
+                    probe_port, port_name = by_name.get("grpc"), "grpc"
+                    if values.get("LBAAS_TLS_CERT"):
+                        failures.add(chere, "serves TLS without LBAAS_HEALTH_LISTEN: the kubelet's gRPC "
+                                     "probes cannot reach its health service")
+                    if "health" in by_name:
+                        failures.add(chere, "declares a 'health' port nothing listens on (no LBAAS_HEALTH_LISTEN)")
+                for probe_name in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    probe = c.get(probe_name)
+                    if not probe:
+                        continue
+                    if "grpc" not in probe:
+                        failures.add(chere, f"{probe_name} is not a gRPC health probe: {sorted(probe)}")
+                    elif probe_port is not None and probe["grpc"]["port"] != probe_port:
+                        failures.add(chere, f"{probe_name} probes port {probe['grpc']['port']}, expected the "
+                                     f"{port_name} port {probe_port}")
+                for var, wanted in ((expected_env or {}).get(component) or {}).items():
+                    if bool(values.get(var)) != wanted:
+                        failures.add(chere, f"{var} is {'not ' if wanted else ''}set; this scenario "
+                                     f"expects it {'set' if wanted else 'unset'}")
             if env_vars is not None:
                 command = " ".join(c.get("command") or [])
                 component = next((s for s in ("api", "scheduler", "agent") if f"lbaas-{s}" in command), None)
@@ -764,7 +882,7 @@ def main() -> int:
             for template, doc in docs:
                 validate_schema(doc, version, f"{where} {template} {doc.get('kind')}/"
                                 f"{(doc.get('metadata') or {}).get('name')}", failures, per_kind)
-            cross_check(docs, external, where, failures, env_vars)
+            cross_check(docs, external, where, failures, env_vars, EXPECTED_ENV.get(scenario))
         kinds = ", ".join(f"{k} {n // len(versions)}" for k, n in sorted(per_kind.items()))
         status = "ok" if len(failures.items) == before else "FAILED"
         print(f"  {status}: {sum(per_kind.values()) // len(versions)} manifests per render, "

@@ -116,6 +116,12 @@ imagePullSecrets:
 {{- define "lbaas.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "lbaas.fullname" .)) .Values.mtls.secretName -}}
 {{- end -}}
+{{- define "lbaas.jwtSecretName" -}}
+{{- default (printf "%s-jwt-keys" (include "lbaas.fullname" .)) .Values.auth.jwt.existingSecret -}}
+{{- end -}}
+{{- define "lbaas.jwtSecretKey" -}}
+{{- if .Values.auth.jwt.existingSecret -}}{{ .Values.auth.jwt.existingSecretKey }}{{- else -}}jwt-keys{{- end -}}
+{{- end -}}
 
 {{/* The scheme of the URLs between the services. */}}
 {{- define "lbaas.scheme" -}}
@@ -128,21 +134,65 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-A probe on a port: the kubelet's native gRPC health check (grpc.health.v1), or a TCP check when
-mTLS is on (the kubelet's gRPC probe cannot speak TLS).
-(dict "ctx" $ "port" 9001 "probe" .Values.api.livenessProbe)
+The port a component's probes use: its gRPC port, or with mTLS its health port. The kubelet's
+gRPC probe cannot speak TLS, so with mTLS each service also serves grpc.health.v1 alone, in
+plaintext, on LBAAS_HEALTH_LISTEN (0.0.0.0:healthPort, container port "health").
+(dict "ctx" $ "component" "api")
+*/}}
+{{- define "lbaas.probePort" -}}
+{{- $values := index .ctx.Values .component -}}
+{{- if .ctx.Values.mtls.enabled -}}{{ $values.healthPort }}{{- else -}}{{ $values.port }}{{- end -}}
+{{- end -}}
+
+{{/*
+A probe of a component: the kubelet's native gRPC health check (grpc.health.v1) on
+"lbaas.probePort". (dict "ctx" $ "component" "api" "probe" .Values.api.livenessProbe)
 */}}
 {{- define "lbaas.probe" -}}
-{{- if .ctx.Values.mtls.enabled }}
-tcpSocket:
-  port: {{ .port }}
-{{- else }}
 grpc:
-  port: {{ .port }}
-{{- end }}
+  port: {{ include "lbaas.probePort" (dict "ctx" .ctx "component" .component) }}
 {{- with .probe }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* The plaintext health port of a component's container, with mTLS: (dict "ctx" $ "component" "api"). */}}
+{{- define "lbaas.healthContainerPort" -}}
+{{- if .ctx.Values.mtls.enabled }}
+- name: health
+  containerPort: {{ (index .ctx.Values .component).healthPort }}
+  protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{/*
+Whether a component verifies JWTs ("true" or ""): the api with auth.jwt.enabled; the scheduler
+too when it also gets the token file (auth.schedulerRequiresAdminToken), since off means its
+provider API is meant to be open. (dict "ctx" $ "component" "api")
+*/}}
+{{- define "lbaas.jwtEnabled" -}}
+{{- $auth := .ctx.Values.auth -}}
+{{- if and $auth.jwt.enabled (or (eq .component "api") (and (eq .component "scheduler") $auth.schedulerRequiresAdminToken)) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The JWT keys' path, volume and mount (use with "lbaas.jwtEnabled"). */}}
+{{- define "lbaas.jwtEnv" -}}
+- name: LBAAS_JWT_KEYS
+  value: /etc/lbaas/jwt/keys.pem
+{{- end -}}
+{{- define "lbaas.jwtVolume" -}}
+- name: jwt-keys
+  secret:
+    secretName: {{ include "lbaas.jwtSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "lbaas.jwtSecretKey" . }}
+        path: keys.pem
+{{- end -}}
+{{- define "lbaas.jwtVolumeMount" -}}
+- name: jwt-keys
+  mountPath: /etc/lbaas/jwt
+  readOnly: true
 {{- end -}}
 
 {{/* The environment every service container shares. */}}
@@ -265,7 +315,7 @@ minAvailable: {{ required (printf "%s.pdb.minAvailable or maxUnavailable is requ
 
 {{/* Checks of values that would otherwise only fail at run time. */}}
 {{- define "lbaas.validate" -}}
-{{- range $component, $port := dict "api" .Values.api.port "scheduler" .Values.scheduler.port "agent" .Values.agent.port "metrics" .Values.metrics.port }}
+{{- range $component, $port := dict "api" .Values.api.port "scheduler" .Values.scheduler.port "agent" .Values.agent.port "metrics" .Values.metrics.port "api health" .Values.api.healthPort "scheduler health" .Values.scheduler.healthPort "agent health" .Values.agent.healthPort }}
 {{- if or (lt (int $port) 1) (gt (int $port) 65535) }}
 {{- fail (printf "%s port %v must be between 1 and 65535" $component $port) }}
 {{- end }}
@@ -273,6 +323,17 @@ minAvailable: {{ required (printf "%s.pdb.minAvailable or maxUnavailable is requ
 {{- if .Values.metrics.enabled }}
 {{- if has (int .Values.metrics.port) (list (int .Values.api.port) (int .Values.scheduler.port) (int .Values.agent.port)) }}
 {{- fail (printf "metrics.port %v must differ from the services' gRPC ports" .Values.metrics.port) }}
+{{- end }}
+{{- end }}
+{{- if .Values.mtls.enabled }}
+{{- range $component := list "api" "scheduler" "agent" }}
+{{- $v := index $.Values $component }}
+{{- if eq (int $v.healthPort) (int $v.port) }}
+{{- fail (printf "%s.healthPort %v must differ from %s.port" $component $v.healthPort $component) }}
+{{- end }}
+{{- if and $.Values.metrics.enabled (eq (int $v.healthPort) (int $.Values.metrics.port)) }}
+{{- fail (printf "%s.healthPort %v must differ from metrics.port" $component $v.healthPort) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if not .Values.database.existingSecret }}
@@ -307,6 +368,30 @@ minAvailable: {{ required (printf "%s.pdb.minAvailable or maxUnavailable is requ
 {{- end }}
 {{- end }}
 {{- end }}
+{{- with .Values.auth.jwt }}
+{{- if .enabled }}
+{{- if not (or .existingSecret .publicKeys) }}
+{{- fail "auth.jwt.enabled needs auth.jwt.publicKeys (PEM public keys) or auth.jwt.existingSecret" }}
+{{- end }}
+{{- if not (and .issuer .audience) }}
+{{- fail "auth.jwt.issuer and auth.jwt.audience must not be empty (the services refuse JWTs without them)" }}
+{{- end }}
+{{- if not .existingSecret }}
+{{- $blocks := regexFindAll "-----BEGIN [A-Z0-9 ]+-----" (toString .publicKeys) -1 }}
+{{- if not $blocks }}
+{{- fail "auth.jwt.publicKeys must hold PEM public keys (-----BEGIN PUBLIC KEY----- blocks)" }}
+{{- end }}
+{{- range $blocks }}
+{{- if contains "PRIVATE KEY" . }}
+{{- fail "auth.jwt.publicKeys holds a private key: give the public keys only (openssl pkey -in KEY -pubout)" }}
+{{- end }}
+{{- if not (hasSuffix "PUBLIC KEY-----" .) }}
+{{- fail (printf "auth.jwt.publicKeys may hold public keys only, not %s" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range .Values.auth.tokens }}
 {{- if not (and .token .project) }}
 {{- fail "every auth.tokens entry needs a token and a project" }}
@@ -331,8 +416,8 @@ Pod annotations that roll a component's pods when its configuration or secrets c
 {{- $ctx := .ctx -}}
 checksum/config: {{ include (printf "lbaas.configmap.%s" .component) $ctx | sha256sum }}
 {{- $secrets := list "tls" }}
-{{- if eq .component "api" }}{{ $secrets = list "database" "tokens" "secretKey" "tls" }}{{ end }}
-{{- if eq .component "scheduler" }}{{ $secrets = list "database" "tokens" "tls" }}{{ end }}
+{{- if eq .component "api" }}{{ $secrets = list "database" "tokens" "secretKey" "jwt" "tls" }}{{ end }}
+{{- if eq .component "scheduler" }}{{ $secrets = list "database" "tokens" "jwt" "tls" }}{{ end }}
 {{- $text := "" }}
 {{- range $secrets }}{{ $text = print $text (include (printf "lbaas.secret.%s" .) $ctx) }}{{ end }}
 checksum/secret: {{ $text | sha256sum }}
