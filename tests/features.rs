@@ -391,7 +391,7 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
     ))
     .await
     .unwrap();
-    wait_settled(&mut api, &project, &created.id).await;
+    wait_settled(&api, &project, &created.id).await;
     assert_eq!(counts(&vip(8086), 10, &[]).await, split(&[("b", 10)]));
     // Once a's connections end, the two share again.
     drop(held);
