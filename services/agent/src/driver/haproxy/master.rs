@@ -32,6 +32,10 @@ pub enum MasterError {
 /// A master that does not answer within this is treated as gone.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a master that answers may go without showing a reload it was asked for before it is
+/// asked again.
+const RELOAD_RESEND_AFTER: Duration = Duration::from_secs(3);
+
 pub struct MasterCli {
     socket: PathBuf,
 }
@@ -65,9 +69,38 @@ impl MasterCli {
     /// Reloads and waits until the master has re-executed and forked a new worker, and every
     /// older worker has begun its soft stop (so it takes no new connection with the old config).
     pub async fn reload(&self, before: &ProcState, timeout: Duration) -> Result<(), MasterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         // The master closes the CLI connection when it re-executes; an empty answer is normal.
         let _ = self.command("reload").await;
-        self.wait_for_worker(Some(before), timeout).await?;
+        let mut sent = tokio::time::Instant::now();
+        // A reload command can be lost (the master busy, the exchange timed out before it was
+        // read): a master that answers with the same reload count well after it was asked gets
+        // asked again. Without this, a lost command cost the whole timeout and failed the apply.
+        loop {
+            if let Ok(state) = self.show_proc().await {
+                if state.failed > before.failed {
+                    return Err(MasterError::ReloadFailed);
+                }
+                if state.reloads > before.reloads {
+                    break;
+                }
+                if sent.elapsed() >= RELOAD_RESEND_AFTER {
+                    tracing::warn!(
+                        socket = %self.socket.display(),
+                        "the master has not reloaded; asking again"
+                    );
+                    let _ = self.command("reload").await;
+                    sent = tokio::time::Instant::now();
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MasterError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_for_worker(Some(before), left.max(Duration::from_secs(1)))
+            .await?;
         self.wait_for_old_workers_to_stop(timeout).await
     }
 
