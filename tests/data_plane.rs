@@ -48,18 +48,7 @@ async fn changes_under_load_drop_nothing(db: Db, driver: &'static str) {
     )
     .await;
     let pool_id = lb.pool_ids[0].clone();
-    let members = api
-        .list_members(in_project(
-            &project,
-            pb::ListMembersRequest {
-                pool_id: pool_id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = support::pool_members(&api, &project, &pool_id).await;
     let member_a = members
         .iter()
         .find(|m| m.protocol_port == a.port())

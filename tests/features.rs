@@ -1597,23 +1597,12 @@ async fn tls_health_monitors(driver: &'static str) {
     .await;
     // Each pool's members: port -> operating status.
     let statuses = |api: &Api| {
-        let mut api = api.clone();
+        let api = api.clone();
         let (project, pools) = (project.clone(), created.pool_ids.clone());
         async move {
             let mut all = Vec::new();
             for pool_id in pools {
-                let members = api
-                    .list_members(in_project(
-                        &project,
-                        pb::ListMembersRequest {
-                            pool_id,
-                            ..Default::default()
-                        },
-                    ))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .members;
+                let members = support::pool_members(&api, &project, &pool_id).await;
                 all.push(
                     members
                         .iter()

@@ -262,18 +262,7 @@ async fn metrics_parse_and_move_with_traffic(driver: &'static str) {
         };
         assert!(reloads(&text, "reload") + reloads(&text, "start") >= 1.0);
         let (reloaded, runtime) = (reloads(&text, "reload"), reloads(&text, "runtime"));
-        let member_id = api
-            .list_members(in_project(
-                &project,
-                pb::ListMembersRequest {
-                    pool_id,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .members[0]
+        let member_id = support::pool_members(&api, &project, &pool_id).await[0]
             .id
             .clone();
         api.update_member(in_project(

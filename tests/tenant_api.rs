@@ -2012,22 +2012,11 @@ async fn member_health_drives_operating_status(db: Db, driver: &'static str) {
     let lb = active(&api, &project, &lb.id).await;
     let pool_id = lb.pool_ids[0].clone();
     let member_status = |api: &Api, port: i32| {
-        let mut api = api.clone();
+        let api = api.clone();
         let (project, pool_id) = (project.clone(), pool_id.clone());
         async move {
-            let members = api
-                .list_members(in_project(
-                    &project,
-                    pb::ListMembersRequest {
-                        pool_id,
-                        ..Default::default()
-                    },
-                ))
+            support::pool_members(&api, &project, &pool_id)
                 .await
-                .unwrap()
-                .into_inner()
-                .members;
-            members
                 .into_iter()
                 .find(|m| m.protocol_port == port)
                 .unwrap()

@@ -739,6 +739,26 @@ pub async fn wait_settled(
     .await
 }
 
+/// The members of a pool (the first page, which holds them all in tests).
+pub async fn pool_members(
+    api: &LoadBalancerServiceClient<Channel>,
+    project: &str,
+    pool_id: &str,
+) -> Vec<pb::Member> {
+    api.clone()
+        .list_members(in_project(
+            project,
+            pb::ListMembersRequest {
+                pool_id: pool_id.to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+}
+
 /// An HTTP backend that answers every request with its name and counts what it served.
 pub struct Backend {
     pub name: String,

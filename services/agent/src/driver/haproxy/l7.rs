@@ -224,40 +224,33 @@ fn rule_match(rule: &L7RuleConfig, field: &str) -> Result<String, RenderError> {
 
 /// A value written as one word: visible ASCII without space, quotes, '\' or '#'.
 fn check_text<'a>(text: &'a str, field: &str) -> Result<&'a str, RenderError> {
-    if text.is_empty() || text.len() > MAX_TEXT_LEN {
-        return Err(reject(
-            field,
-            format!("must be 1-{MAX_TEXT_LEN} characters"),
-        ));
-    }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\' | b'#'))
-    {
-        return Err(reject(
-            field,
-            "must be visible ASCII without space, quotes, '\\' or '#'",
-        ));
-    }
-    Ok(text)
+    check_word(text, field, false)
 }
 
 /// A regular expression written inside single quotes: like `check_text`, but a backslash is
 /// allowed (nothing is interpreted inside single quotes, and a single quote cannot appear).
 fn check_regex<'a>(text: &'a str, field: &str) -> Result<&'a str, RenderError> {
+    check_word(text, field, true)
+}
+
+fn check_word<'a>(text: &'a str, field: &str, backslash: bool) -> Result<&'a str, RenderError> {
     if text.is_empty() || text.len() > MAX_TEXT_LEN {
         return Err(reject(
             field,
             format!("must be 1-{MAX_TEXT_LEN} characters"),
         ));
     }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'#'))
-    {
+    let allowed = |b: u8| {
+        b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'#') && (backslash || b != b'\\')
+    };
+    if !text.bytes().all(allowed) {
         return Err(reject(
             field,
-            "must be visible ASCII without space, quotes or '#'",
+            if backslash {
+                "must be visible ASCII without space, quotes or '#'"
+            } else {
+                "must be visible ASCII without space, quotes, '\\' or '#'"
+            },
         ));
     }
     Ok(text)
