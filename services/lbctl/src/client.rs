@@ -1,12 +1,16 @@
 //! The connection to the tenant API: the three services with the caller's credentials on every
 //! request, gRPC errors turned into readable ones, names resolved to ids, and every page of a list.
+//! Also the connection to the scheduler's provider API, for the operator commands.
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lbaas::api::v1::{
-    self as pb, certificate_service_client::CertificateServiceClient,
-    load_balancer_service_client::LoadBalancerServiceClient,
-    quota_service_client::QuotaServiceClient,
+use lbaas::{
+    api::v1::{
+        self as pb, certificate_service_client::CertificateServiceClient,
+        load_balancer_service_client::LoadBalancerServiceClient,
+        quota_service_client::QuotaServiceClient,
+    },
+    scheduler::v1::{self as spb, device_service_client::DeviceServiceClient},
 };
 use tonic::{
     metadata::{Ascii, AsciiMetadataValue, MetadataKey},
@@ -166,6 +170,16 @@ fn pick(kind: &str, arg: &str, candidates: Vec<(String, String)>) -> anyhow::Res
 
 const PAGE: i32 = 1000;
 
+/// A channel to `url`, or an error naming `what` could not be reached.
+async fn channel(url: &str, what: &str) -> anyhow::Result<Channel> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("{url:?} is not a URL"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the {what} at {url}"))
+}
+
 #[derive(Clone)]
 pub struct Api {
     pub lb: LoadBalancerServiceClient<Authed>,
@@ -176,12 +190,7 @@ pub struct Api {
 impl Api {
     pub async fn connect(api: &str, project: &str, token: Option<&str>) -> anyhow::Result<Self> {
         let credentials = Credentials::new(project, token)?;
-        let channel = tonic::transport::Endpoint::from_shared(api.to_owned())
-            .with_context(|| format!("{api:?} is not a URL"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the api at {api}"))?;
+        let channel = channel(api, "api").await?;
         Ok(Self {
             lb: LoadBalancerServiceClient::with_interceptor(channel.clone(), credentials.clone()),
             certs: CertificateServiceClient::with_interceptor(channel.clone(), credentials.clone()),
@@ -549,6 +558,68 @@ impl Api {
             .get_listener(&policy.listener_id)
             .await?
             .loadbalancer_id)
+    }
+}
+
+/// The scheduler's provider API (devices, service types, networks, agents, placement explained):
+/// admin only when the scheduler has credentials, so the caller sends its `--token`.
+#[derive(Clone)]
+pub struct Provider {
+    pub devices: DeviceServiceClient<Authed>,
+}
+
+impl Provider {
+    pub async fn connect(
+        scheduler: &str,
+        project: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let credentials = Credentials::new(project, token)?;
+        let channel = channel(scheduler, "scheduler").await?;
+        Ok(Self {
+            devices: DeviceServiceClient::with_interceptor(channel, credentials),
+        })
+    }
+
+    /// Every device (of one agent, when `agent_id` is not empty).
+    pub async fn list_devices(&self, agent_id: &str) -> anyhow::Result<Vec<spb::Device>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .devices
+                .clone()
+                .list_devices(spb::ListDevicesRequest {
+                    page_size: PAGE,
+                    page_token: token,
+                    agent_id: agent_id.to_owned(),
+                })
+                .await
+                .api()?;
+            out.extend(page.devices);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub async fn get_device(&self, id: &str) -> anyhow::Result<spb::Device> {
+        Ok(self
+            .devices
+            .clone()
+            .get_device(spb::GetDeviceRequest { id: id.to_owned() })
+            .await
+            .api()?)
+    }
+
+    pub async fn list_agents(&self) -> anyhow::Result<spb::ListAgentsResponse> {
+        Ok(self
+            .devices
+            .clone()
+            .list_agents(spb::ListAgentsRequest {})
+            .await
+            .api()?)
     }
 }
 

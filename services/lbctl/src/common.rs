@@ -1,16 +1,28 @@
 //! What the resource commands share: the options every kind has (`--enable`/`--disable`, tags),
 //! the `update_mask` a `set` builds, parsers for option values (`--insert-headers`,
-//! `--session-persistence`, `ADDRESS:PORT`), and the printing context.
+//! `--session-persistence`, `ADDRESS:PORT`, labels), and the printing contexts.
 use std::collections::HashMap;
 
 use anyhow::Context as _;
 use lbaas::api::v1 as pb;
 
-use crate::{client::Api, enums, output::Printer};
+use crate::{
+    client::{Api, Provider},
+    enums,
+    output::Printer,
+};
 
 /// What a command runs with: the API and how to print.
 pub struct Ctx {
     pub api: Api,
+    pub out: Printer,
+}
+
+/// What an operator command runs with: the scheduler's provider API, the project placement is
+/// explained for (the global --project), and how to print.
+pub struct OperatorCtx {
+    pub provider: Provider,
+    pub project: String,
     pub out: Printer,
 }
 
@@ -162,6 +174,41 @@ pub fn key_values(s: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// One `KEY=VALUE` (a label).
+pub fn key_value(s: &str) -> Result<(String, String), String> {
+    match key_values(s)?.as_slice() {
+        [pair] => Ok(pair.clone()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Labels on set: added to (or replacing) those it has; `--no-label` first clears them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SetLabels {
+    /// A label KEY=VALUE to add (or change); repeat for more.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Remove every label (before adding those of --label).
+    #[arg(long)]
+    pub no_label: bool,
+}
+
+impl SetLabels {
+    /// The new labels, or `None` when unchanged.
+    pub fn apply(&self, current: &HashMap<String, String>) -> Option<HashMap<String, String>> {
+        if self.labels.is_empty() && !self.no_label {
+            return None;
+        }
+        let mut labels = if self.no_label {
+            HashMap::new()
+        } else {
+            current.clone()
+        };
+        labels.extend(self.labels.iter().cloned());
+        Some(labels)
+    }
+}
+
 /// `--insert-headers X-Forwarded-For=true,X-Forwarded-Port=true` (repeatable).
 pub fn insert_headers(values: &[String]) -> anyhow::Result<HashMap<String, String>> {
     let mut out = HashMap::new();
@@ -269,6 +316,32 @@ mod tests {
             all_tag: false,
         };
         assert_eq!(unset.apply(&now).unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn labels_on_set() {
+        assert_eq!(
+            key_value("tier=gold").unwrap(),
+            ("tier".to_owned(), "gold".to_owned())
+        );
+        assert!(key_value("tier").is_err());
+        assert!(key_value("a=1,b=2").is_err());
+        let now: HashMap<String, String> = [("tier".to_owned(), "gold".to_owned())].into();
+        let set = SetLabels {
+            labels: vec![("zone".into(), "a".into())],
+            no_label: false,
+        };
+        let labels = set.apply(&now).unwrap();
+        assert_eq!(
+            (labels["tier"].as_str(), labels["zone"].as_str()),
+            ("gold", "a")
+        );
+        let replace = SetLabels {
+            labels: vec![("zone".into(), "b".into())],
+            no_label: true,
+        };
+        assert_eq!(replace.apply(&now).unwrap().len(), 1);
+        assert!(SetLabels::default().apply(&now).is_none());
     }
 
     #[test]

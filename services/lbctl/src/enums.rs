@@ -1,6 +1,6 @@
 //! The proto enums by their short names (`HTTP`, `ACTIVE`, `ROUND_ROBIN`): printing them and
 //! parsing command line values into them.
-use lbaas::api::v1 as pb;
+use lbaas::{api::v1 as pb, scheduler::v1 as spb};
 
 use crate::output::Val;
 
@@ -12,8 +12,8 @@ pub trait ProtoEnum: Sized + Copy + TryFrom<i32> + Into<i32> + Send + Sync + 'st
 }
 
 macro_rules! proto_enums {
-    ($($ty:ident => $prefix:literal),* $(,)?) => {
-        $(impl ProtoEnum for pb::$ty {
+    ($($ty:ty => $prefix:literal),* $(,)?) => {
+        $(impl ProtoEnum for $ty {
             const PREFIX: &'static str = $prefix;
             fn full_name(self) -> &'static str {
                 self.as_str_name()
@@ -26,15 +26,23 @@ macro_rules! proto_enums {
 }
 
 proto_enums! {
-    ProvisioningStatus => "PROVISIONING_STATUS_",
-    OperatingStatus => "OPERATING_STATUS_",
-    Protocol => "PROTOCOL_",
-    LbAlgorithm => "LB_ALGORITHM_",
-    HealthMonitorType => "HEALTH_MONITOR_TYPE_",
-    SessionPersistenceType => "SESSION_PERSISTENCE_TYPE_",
-    L7PolicyAction => "L7_POLICY_ACTION_",
-    L7RuleType => "L7_RULE_TYPE_",
-    L7RuleCompareType => "L7_RULE_COMPARE_TYPE_",
+    pb::ProvisioningStatus => "PROVISIONING_STATUS_",
+    pb::OperatingStatus => "OPERATING_STATUS_",
+    pb::Protocol => "PROTOCOL_",
+    pb::LbAlgorithm => "LB_ALGORITHM_",
+    pb::HealthMonitorType => "HEALTH_MONITOR_TYPE_",
+    pb::SessionPersistenceType => "SESSION_PERSISTENCE_TYPE_",
+    pb::L7PolicyAction => "L7_POLICY_ACTION_",
+    pb::L7RuleType => "L7_RULE_TYPE_",
+    pb::L7RuleCompareType => "L7_RULE_COMPARE_TYPE_",
+    spb::DeviceState => "DEVICE_STATE_",
+    spb::DeviceKind => "DEVICE_KIND_",
+}
+
+/// Whether a value is the "not set" one (`PROTOCOL_UNSPECIFIED`); a zero value with a real
+/// meaning (`DEVICE_KIND_ANY`) is not.
+fn unspecified<E: ProtoEnum>(e: E) -> bool {
+    e.full_name().ends_with("_UNSPECIFIED")
 }
 
 /// The short name of a value (`HTTP`); the number when the value is unknown to this build.
@@ -56,8 +64,9 @@ pub fn val<E: ProtoEnum>(value: i32) -> Val {
 
 /// Every short name but UNSPECIFIED, in proto order.
 pub fn names<E: ProtoEnum>() -> Vec<String> {
-    (1..)
+    (0..)
         .map_while(|i| E::try_from(i).ok())
+        .filter(|e: &E| !unspecified(*e))
         .map(|e: E| name::<E>(e.into()))
         .collect()
 }
@@ -66,7 +75,7 @@ pub fn names<E: ProtoEnum>() -> Vec<String> {
 pub fn parse<E: ProtoEnum>(s: &str) -> Result<E, String> {
     let wanted = s.trim().to_ascii_uppercase().replace('-', "_");
     E::from_full_name(&format!("{}{wanted}", E::PREFIX))
-        .filter(|e| (*e).into() != 0)
+        .filter(|e| !unspecified(*e))
         .ok_or_else(|| format!("{s:?} is not one of {}", names::<E>().join(", ")))
 }
 
@@ -93,5 +102,13 @@ mod tests {
             "\"RANDOM\" is not one of ROUND_ROBIN, LEAST_CONNECTIONS, SOURCE_IP"
         );
         assert!(parse::<pb::LbAlgorithm>("UNSPECIFIED").is_err());
+        // A zero value with a meaning of its own parses and is listed.
+        assert_eq!(
+            parse::<spb::DeviceKind>("any").unwrap(),
+            spb::DeviceKind::Any
+        );
+        assert_eq!(names::<spb::DeviceKind>(), ["ANY", "PHYSICAL", "VIRTUAL"]);
+        assert_eq!(names::<spb::DeviceState>(), ["ACTIVE", "DRAINING", "DOWN"]);
+        assert_eq!(name::<spb::DeviceState>(2), "DRAINING");
     }
 }

@@ -1,19 +1,27 @@
 //! `lbctl`: runs the whole lbaas stack on one machine (`lbctl stack`) and talks to the tenant API
 //! the way `openstack loadbalancer ...` talks to Octavia (`lbctl loadbalancer ...`, alias `lb`;
-//! `lbctl certificate ...`).
+//! `lbctl certificate ...`), and to the scheduler's provider API the way Octavia's operators do
+//! (`lbctl loadbalancer flavor|device|network|agent|provider|explain ...`).
 
+mod agent;
 mod certificate;
 mod client;
 mod common;
+mod device;
 mod enums;
+mod explain;
+mod flavor;
 mod healthmonitor;
 mod l7policy;
 mod l7rule;
 mod listener;
 mod loadbalancer;
 mod member;
+mod network;
+mod operator;
 mod output;
 mod pool;
+mod provider;
 mod quota;
 mod render;
 mod stack;
@@ -30,7 +38,11 @@ use clap::{Parser, Subcommand};
         lbctl loadbalancer listener create --protocol HTTP --protocol-port 80 web\n  \
         lbctl loadbalancer pool create --protocol HTTP --lb-algorithm ROUND_ROBIN --listener LISTENER\n  \
         lbctl loadbalancer member create --address 10.0.0.5 --protocol-port 8080 POOL\n  \
-        lbctl loadbalancer list -o json"
+        lbctl loadbalancer list -o json\n\n\
+        Operator commands use the scheduler (--scheduler) and an admin --token: e.g.\n  \
+        lbctl loadbalancer flavor create --name gold --driver haproxy --required-label tier=gold\n  \
+        lbctl loadbalancer device list\n  \
+        lbctl loadbalancer explain --flavor gold"
 )]
 struct Cli {
     /// The tenant API.
@@ -42,6 +54,16 @@ struct Cli {
         default_value = "http://127.0.0.1:9001"
     )]
     api: String,
+    /// The scheduler, for the operator commands (flavor, device, network, agent, provider,
+    /// explain).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "LBAAS_SCHEDULER_URL",
+        default_value = "http://127.0.0.1:9002"
+    )]
+    scheduler: String,
     /// The project to act in (sent as x-project-id).
     #[arg(
         long,
@@ -87,27 +109,51 @@ struct Cli {
 enum Command {
     /// Run the api, scheduler and a local agent in one process, with SQLite under --data-dir.
     Stack(stack::StackArgs),
-    /// Load balancers and everything under them.
+    /// Load balancers and everything under them; for operators, flavors, devices and placement.
     #[command(subcommand, visible_alias = "lb")]
-    Loadbalancer(loadbalancer::Command),
+    Loadbalancer(Loadbalancer),
     /// TLS certificates for TERMINATED_HTTPS listeners.
     #[command(subcommand)]
     Certificate(certificate::Command),
 }
 
+/// `lbctl loadbalancer ...`: the tenant commands, which use the api, and the operator ones, which
+/// use the scheduler; each connects only to its own.
+#[derive(Subcommand, Debug)]
+enum Loadbalancer {
+    #[command(flatten)]
+    Tenant(loadbalancer::Command),
+    #[command(flatten)]
+    Operator(operator::Command),
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = output::Printer {
+        format: cli.output.unwrap_or(output::Format::Table),
+        explicit: cli.output.is_some(),
+        columns: cli.columns.clone(),
+    };
     let ctx = |api| common::Ctx {
         api,
-        out: output::Printer {
-            format: cli.output.unwrap_or(output::Format::Table),
-            explicit: cli.output.is_some(),
-            columns: cli.columns.clone(),
-        },
+        out: out.clone(),
     };
     let connect = || client::Api::connect(&cli.api, &cli.project, cli.token.as_deref());
+    let operator_ctx = async || -> anyhow::Result<common::OperatorCtx> {
+        Ok(common::OperatorCtx {
+            provider: client::Provider::connect(&cli.scheduler, &cli.project, cli.token.as_deref())
+                .await?,
+            project: cli.project.clone(),
+            out: out.clone(),
+        })
+    };
     match cli.command {
         Command::Stack(args) => stack::run(args).await,
-        Command::Loadbalancer(command) => loadbalancer::run(&ctx(connect().await?), command).await,
+        Command::Loadbalancer(Loadbalancer::Tenant(command)) => {
+            loadbalancer::run(&ctx(connect().await?), command).await
+        }
+        Command::Loadbalancer(Loadbalancer::Operator(command)) => {
+            operator::run(&operator_ctx().await?, command).await
+        }
         Command::Certificate(command) => certificate::run(&ctx(connect().await?), command).await,
     }
 }
@@ -129,7 +175,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use clap::CommandFactory as _;
-    use lbaas::api::v1 as pb;
+    use lbaas::{api::v1 as pb, scheduler::v1 as spb};
 
     fn parse(line: &str) -> Cli {
         Cli::try_parse_from(std::iter::once("lbctl").chain(line.split_whitespace()))
@@ -153,7 +199,9 @@ mod tests {
         let cli =
             parse("lb create --name web --vip-address 127.0.10.5 --tag a --tag b --wait -o json");
         assert_eq!(cli.output, Some(output::Format::Json));
-        let Command::Loadbalancer(loadbalancer::Command::Create(c)) = cli.command else {
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Create(c))) =
+            cli.command
+        else {
             panic!("not a create");
         };
         assert_eq!(c.name.as_deref(), Some("web"));
@@ -166,7 +214,9 @@ mod tests {
             "loadbalancer create web --listener HTTP:8080 --member 127.0.0.1:8001 --member 127.0.0.1:8002 -f yaml",
         );
         assert_eq!(cli.output, Some(output::Format::Yaml));
-        let Command::Loadbalancer(loadbalancer::Command::Create(c)) = cli.command else {
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Create(c))) =
+            cli.command
+        else {
             panic!("not a create");
         };
         assert_eq!(c.positional_name.as_deref(), Some("web"));
@@ -183,8 +233,9 @@ mod tests {
              --timeout-client-data 5000 --connection-limit -1 \
              --default-tls-container-ref c1 --sni-container-refs c2 c3 --wait-timeout 10 LB",
         );
-        let Command::Loadbalancer(loadbalancer::Command::Listener(listener::Command::Create(c))) =
-            cli.command
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Listener(
+            listener::Command::Create(c),
+        ))) = cli.command
         else {
             panic!("not a listener create");
         };
@@ -206,8 +257,9 @@ mod tests {
             "lb pool create --protocol HTTP --lb-algorithm least_connections --listener L \
              --session-persistence type=APP_COOKIE,cookie_name=JSESSIONID --enable-tls",
         );
-        let Command::Loadbalancer(loadbalancer::Command::Pool(pool::Command::Create(c))) =
-            cli.command
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Pool(
+            pool::Command::Create(c),
+        ))) = cli.command
         else {
             panic!("not a pool create");
         };
@@ -232,8 +284,9 @@ mod tests {
         let cli = parse(
             "lb member create --address 10.0.0.5 --protocol-port 8080 --weight 5 --backup --disable POOL",
         );
-        let Command::Loadbalancer(loadbalancer::Command::Member(member::Command::Create(c))) =
-            cli.command
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Member(
+            member::Command::Create(c),
+        ))) = cli.command
         else {
             panic!("not a member create");
         };
@@ -244,8 +297,9 @@ mod tests {
         assert!(c.backup.enable_backup);
         assert_eq!(c.admin.value(), Some(false));
         let cli = parse("lb member set --weight 0 POOL M");
-        let Command::Loadbalancer(loadbalancer::Command::Member(member::Command::Set(s))) =
-            cli.command
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Member(
+            member::Command::Set(s),
+        ))) = cli.command
         else {
             panic!("not a member set");
         };
@@ -258,9 +312,9 @@ mod tests {
         let cli = parse(
             "lb healthmonitor create --type TLS-HELLO --delay 5 --timeout 3 --max-retries 2 POOL",
         );
-        let Command::Loadbalancer(loadbalancer::Command::Healthmonitor(
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::Healthmonitor(
             healthmonitor::Command::Create(c),
-        )) = cli.command
+        ))) = cli.command
         else {
             panic!("not a healthmonitor create");
         };
@@ -269,8 +323,9 @@ mod tests {
         let cli = parse(
             "lb l7policy create --action REDIRECT_TO_URL --redirect-url http://x/ --redirect-http-code 301 --position 1 LISTENER",
         );
-        let Command::Loadbalancer(loadbalancer::Command::L7policy(l7policy::Command::Create(c))) =
-            cli.command
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::L7policy(
+            l7policy::Command::Create(c),
+        ))) = cli.command
         else {
             panic!("not an l7policy create");
         };
@@ -279,8 +334,9 @@ mod tests {
         let cli = parse(
             "lb l7rule create --type HEADER --compare-type STARTS_WITH --key X-Env --value prod --invert POLICY",
         );
-        let Command::Loadbalancer(loadbalancer::Command::L7rule(l7rule::Command::Create(c))) =
-            cli.command
+        let Command::Loadbalancer(Loadbalancer::Tenant(loadbalancer::Command::L7rule(
+            l7rule::Command::Create(c),
+        ))) = cli.command
         else {
             panic!("not an l7rule create");
         };
@@ -307,5 +363,56 @@ mod tests {
         assert!(
             fails("certificate create --certificate-file c.pem").contains("--private-key-file")
         );
+    }
+
+    #[test]
+    fn operator_commands_and_the_amphora_alias() {
+        let cli = parse(
+            "lb flavor create --name gold --provider noop --strategy least-loaded \
+             --required-label tier=gold --device-kind virtual --on-demand --on-demand-capacity 5 \
+             --scheduler http://127.0.0.1:1",
+        );
+        assert_eq!(cli.scheduler, "http://127.0.0.1:1");
+        let Command::Loadbalancer(Loadbalancer::Operator(operator::Command::Flavor(
+            flavor::Command::Create(c),
+        ))) = cli.command
+        else {
+            panic!("not a flavor create");
+        };
+        assert_eq!(c.driver.as_deref(), Some("noop"));
+        assert_eq!(c.device_kind, Some(spb::DeviceKind::Virtual));
+        assert_eq!(c.required_labels, [("tier".to_owned(), "gold".to_owned())]);
+        assert_eq!(c.on_demand_capacity, Some(5));
+        assert!(fails("lb flavor create --name x --on-demand-capacity 5").contains("--on-demand"));
+        assert!(fails("lb flavor create --name x --required-label tier").contains("KEY=VALUE"));
+        let cli = parse("lb amphora set --capacity 20 --label a=b --no-label --state draining D");
+        let Command::Loadbalancer(Loadbalancer::Operator(operator::Command::Device(
+            device::Command::Set(s),
+        ))) = cli.command
+        else {
+            panic!("not a device set");
+        };
+        assert_eq!(s.device, "D");
+        assert_eq!(s.capacity, Some(20));
+        assert_eq!(s.state, Some(spb::DeviceState::Draining));
+        assert!(s.labels.no_label);
+        assert!(fails("lb device set --state UNSPECIFIED D").contains("ACTIVE, DRAINING, DOWN"));
+        let cli = parse("lb explain --project p --flavor gold --member 10.0.0.5 --member 10.0.0.6");
+        assert_eq!(cli.project, "p");
+        let Command::Loadbalancer(Loadbalancer::Operator(operator::Command::Explain(e))) =
+            cli.command
+        else {
+            panic!("not an explain");
+        };
+        assert_eq!(e.flavor.as_deref(), Some("gold"));
+        assert_eq!(e.members, ["10.0.0.5", "10.0.0.6"]);
+        parse("lb device list --agent a1 -o json");
+        parse("lb device drain D");
+        parse("lb network create --cidr 127.0.20.0/24 n1");
+        parse("lb network delete n1");
+        parse("lb agent list");
+        parse("lb provider list -f value");
+        parse("lb provider capability list haproxy");
+        assert!(fails("lb network create n1").contains("--cidr"));
     }
 }

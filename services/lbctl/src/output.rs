@@ -10,6 +10,7 @@ pub enum Val {
     Bool(bool),
     Int(i64),
     UInt(u64),
+    Float(f64),
     /// Unix milliseconds: a number in JSON and YAML, a UTC date in tables (empty when 0).
     Time(i64),
     Str(String),
@@ -69,6 +70,12 @@ impl From<u64> for Val {
     }
 }
 
+impl From<f64> for Val {
+    fn from(n: f64) -> Self {
+        Val::Float(n)
+    }
+}
+
 impl<T: Into<Val>> From<Option<T>> for Val {
     fn from(v: Option<T>) -> Self {
         v.map_or(Val::Null, Into::into)
@@ -114,6 +121,7 @@ impl serde::Serialize for Val {
             Val::Bool(b) => s.serialize_bool(*b),
             Val::Int(n) | Val::Time(n) => s.serialize_i64(*n),
             Val::UInt(n) => s.serialize_u64(*n),
+            Val::Float(n) => s.serialize_f64(*n),
             Val::Str(v) => s.serialize_str(v),
             Val::List(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
@@ -180,6 +188,7 @@ pub fn cell(v: &Val) -> String {
         Val::Bool(false) => "False".to_owned(),
         Val::Int(n) => n.to_string(),
         Val::UInt(n) => n.to_string(),
+        Val::Float(n) => n.to_string(),
         Val::Time(ms) => format_time(*ms),
         Val::Str(s) => s.clone(),
         Val::List(items) => items.iter().map(cell).collect::<Vec<_>>().join("\n"),
@@ -288,6 +297,11 @@ fn yaml_scalar(v: &Val) -> String {
         Val::Bool(b) => b.to_string(),
         Val::Int(n) | Val::Time(n) => n.to_string(),
         Val::UInt(n) => n.to_string(),
+        // YAML spells what JSON cannot hold (serde_json writes null for them).
+        Val::Float(n) if n.is_nan() => ".nan".to_owned(),
+        Val::Float(n) if n.is_infinite() => if *n > 0.0 { ".inf" } else { "-.inf" }.to_owned(),
+        Val::Float(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{n:.1}"),
+        Val::Float(n) => n.to_string(),
         Val::Str(s) if needs_quotes(s) => {
             serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
         }
@@ -658,6 +672,19 @@ mod tests {
              pem: |\n  -----BEGIN-----\n  AAA\n  -----END-----\n\
              message: \"a: b\"\n"
         );
+    }
+
+    #[test]
+    fn floats_in_every_format() {
+        let v = obj().field("score", 1.0).field("value", 0.637384).build();
+        assert_eq!(cell(&Val::Float(1.0)), "1");
+        assert_eq!(cell(&Val::Float(0.637384)), "0.637384");
+        assert_eq!(to_yaml(&v), "score: 1.0\nvalue: 0.637384\n");
+        assert_eq!(
+            printer(Format::Json).show_string(&v),
+            "{\n  \"score\": 1.0,\n  \"value\": 0.637384\n}\n"
+        );
+        assert_eq!(yaml_scalar(&Val::Float(f64::NAN)), ".nan");
     }
 
     #[test]

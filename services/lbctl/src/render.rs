@@ -1,14 +1,16 @@
 //! Every API object as a printable [`Val`]: the proto's fields under the proto's names, in proto
 //! order, enums by name; input-only fields (the tree parts of create requests, private keys) left
-//! out. Also the columns each `list` shows, after the openstack CLI's.
-use lbaas::api::v1 as pb;
+//! out. Also the columns each `list` shows, after the openstack CLI's. The provider API's objects
+//! (devices, service types, networks, agents, placement explained) are at the end.
+use lbaas::{api::v1 as pb, scheduler::v1 as spb};
 
 use crate::{
     enums::{self, val},
     output::{Val, obj},
 };
 
-fn headers(map: &std::collections::HashMap<String, String>) -> Val {
+/// A string map (headers, labels) as an object, sorted by key.
+fn string_map(map: &std::collections::HashMap<String, String>) -> Val {
     let mut fields: Vec<(String, Val)> = map
         .iter()
         .map(|(k, v)| (k.clone(), Val::Str(v.clone())))
@@ -93,7 +95,7 @@ pub fn listener(l: &pb::Listener) -> Val {
         .field("timeout_member_data_ms", l.timeout_member_data_ms)
         .field("etag", &l.etag)
         .field("allowed_cidrs", &l.allowed_cidrs)
-        .field("insert_headers", headers(&l.insert_headers))
+        .field("insert_headers", string_map(&l.insert_headers))
         .field("default_tls_container_ref", &l.default_tls_container_ref)
         .field("sni_container_refs", &l.sni_container_refs)
         .field("l7policy_ids", &l.l7policy_ids)
@@ -449,4 +451,183 @@ pub fn status_outline(t: &pb::LoadBalancerStatusTree) -> String {
         pool(&mut out, 1, p);
     }
     out
+}
+
+// The provider API.
+
+pub const DEVICE_COLUMNS: &[&str] = &[
+    "id", "agent_id", "driver", "state", "load", "capacity", "vip_cidr",
+];
+
+pub fn device(d: &spb::Device) -> Val {
+    obj()
+        .field("id", &d.id)
+        .field("driver", &d.driver)
+        .field("agent_id", &d.agent_id)
+        .field("capacity", d.capacity)
+        .field("load", d.load)
+        .field("vip_cidr", &d.vip_cidr)
+        .field("virtual", d.r#virtual)
+        .field("state", val::<spb::DeviceState>(d.state))
+        .field("labels", string_map(&d.labels))
+        .field("networks", &d.networks)
+        .field("on_demand", d.on_demand)
+        .field("capabilities", &d.capabilities)
+        .build()
+}
+
+pub const FLAVOR_COLUMNS: &[&str] = &[
+    "name",
+    "driver",
+    "strategy",
+    "device_kind",
+    "required_labels",
+    "on_demand",
+];
+
+/// A service type, which the openstack CLI calls a flavor.
+pub fn flavor(t: &spb::ServiceType) -> Val {
+    obj()
+        .field("name", &t.name)
+        .field("description", &t.description)
+        .field("driver", &t.driver)
+        .field("strategy", &t.strategy)
+        .field("required_labels", string_map(&t.required_labels))
+        .field("device_kind", val::<spb::DeviceKind>(t.device_kind))
+        .field("on_demand", t.on_demand)
+        .field("on_demand_capacity", t.on_demand_capacity)
+        .build()
+}
+
+pub const NETWORK_COLUMNS: &[&str] = &["name", "cidr"];
+
+pub fn network(n: &spb::Network) -> Val {
+    obj().field("name", &n.name).field("cidr", &n.cidr).build()
+}
+
+pub const AGENT_COLUMNS: &[&str] = &[
+    "id",
+    "address",
+    "alive",
+    "silent_for_ms",
+    "device_ids",
+    "drivers",
+];
+
+pub fn agent(a: &spb::AgentInfo) -> Val {
+    obj()
+        .field("id", &a.id)
+        .field("address", &a.address)
+        .field("alive", a.alive)
+        .field("last_heartbeat_ms", Val::Time(a.last_heartbeat_ms))
+        .field("silent_for_ms", a.silent_for_ms)
+        .field("device_ids", &a.device_ids)
+        .field("drivers", &a.drivers)
+        .build()
+}
+
+pub fn agents(r: &spb::ListAgentsResponse) -> Val {
+    obj()
+        .field("agents", Val::List(r.agents.iter().map(agent).collect()))
+        .field("failover_held", r.failover_held)
+        .field("failover_status", &r.failover_status)
+        .build()
+}
+
+pub const PROVIDER_COLUMNS: &[&str] = &["name", "agents", "devices"];
+
+/// A driver (provider) as `provider list` derives it: the live agents offering it on demand, the
+/// devices running it, and what those can do.
+pub fn provider(name: &str, agents: &[String], devices: &[String], capabilities: &[String]) -> Val {
+    obj()
+        .field("name", name)
+        .field("agents", agents)
+        .field("devices", devices)
+        .field("capabilities", capabilities)
+        .build()
+}
+
+pub const CAPABILITY_COLUMNS: &[&str] = &["name", "devices"];
+
+/// A capability of a provider, and the devices offering it.
+pub fn capability(name: &str, devices: &[String]) -> Val {
+    obj().field("name", name).field("devices", devices).build()
+}
+
+fn candidate(c: &spb::CandidateScore) -> Val {
+    obj()
+        .field("device_id", &c.device_id)
+        .field("eligible", c.eligible)
+        .field("rejected_by", &c.rejected_by)
+        .field("reason", &c.reason)
+        .field("score", c.score)
+        .field(
+            "weights",
+            Val::List(
+                c.weights
+                    .iter()
+                    .map(|w| {
+                        obj()
+                            .field("weigher", &w.weigher)
+                            .field("value", w.value)
+                            .field("multiplier", w.multiplier)
+                            .build()
+                    })
+                    .collect(),
+            ),
+        )
+        .build()
+}
+
+pub fn explanation(e: &spb::Explanation) -> Val {
+    obj()
+        .field("strategy", &e.strategy)
+        .field("seed", e.seed)
+        .field(
+            "candidates",
+            Val::List(e.candidates.iter().map(candidate).collect()),
+        )
+        .field("chosen_device_id", &e.chosen_device_id)
+        .field("why", &e.why)
+        .field("networks", &e.networks)
+        .build()
+}
+
+pub const CANDIDATE_COLUMNS: &[&str] = &[
+    "chosen",
+    "device_id",
+    "eligible",
+    "score",
+    "weights",
+    "rejected_by",
+    "reason",
+];
+
+/// A candidate as a row of the `explain` table: `*` marks the winner, the score is left out for
+/// refused devices, and each weigher is `name value*multiplier`.
+pub fn candidate_row(c: &spb::CandidateScore, chosen: &str) -> Val {
+    obj()
+        .field("chosen", if c.device_id == chosen { "*" } else { "" })
+        .field("device_id", &c.device_id)
+        .field("eligible", c.eligible)
+        .field(
+            "score",
+            if c.eligible {
+                Val::Float(c.score)
+            } else {
+                Val::Str(String::new())
+            },
+        )
+        .field(
+            "weights",
+            Val::List(
+                c.weights
+                    .iter()
+                    .map(|w| Val::Str(format!("{} {}*{}", w.weigher, w.value, w.multiplier)))
+                    .collect(),
+            ),
+        )
+        .field("rejected_by", &c.rejected_by)
+        .field("reason", &c.reason)
+        .build()
 }

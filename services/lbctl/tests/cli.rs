@@ -1,7 +1,8 @@
 //! End to end: the real api, scheduler and agent (noop driver) on 127.0.0.1:0 with SQLite in a
 //! temporary directory, driven only through the built `lbctl` binary: every object kind created,
 //! listed and shown in table, JSON and YAML, changed with `--wait`, a field violation reported,
-//! and the load balancer deleted with `--cascade --wait`.
+//! and the load balancer deleted with `--cascade --wait`. Then the operator commands against the
+//! scheduler's provider API: devices, flavors, networks, agents, providers and placement explained.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{net::SocketAddr, path::PathBuf, process::Output, time::Duration};
@@ -9,9 +10,12 @@ use std::{net::SocketAddr, path::PathBuf, process::Output, time::Duration};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 const ADMIN_TOKEN: &str = "admin-secret";
+/// A member's token: the tenant API takes it, the provider API does not.
+const MEMBER_TOKEN: &str = "member-secret";
 
 struct Stack {
     api: SocketAddr,
+    scheduler: SocketAddr,
     dir: PathBuf,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -58,7 +62,11 @@ impl Stack {
         let dir = std::env::temp_dir().join(format!("lbctl-e2e-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let tokens = dir.join("tokens");
-        std::fs::write(&tokens, format!("{ADMIN_TOKEN} ops admin\n")).unwrap();
+        std::fs::write(
+            &tokens,
+            format!("{ADMIN_TOKEN} ops admin\n{MEMBER_TOKEN} someone member\n"),
+        )
+        .unwrap();
         let secret_key = dir.join("secret.key");
         std::fs::write(&secret_key, lbaas_api::certs::SecretKey::generate_hex()).unwrap();
         let sqlite = |name: &str| format!("sqlite://{}", dir.join(name).display());
@@ -168,6 +176,7 @@ impl Stack {
         }
         Self {
             api,
+            scheduler,
             dir,
             stop,
             tasks,
@@ -201,6 +210,7 @@ impl Run {
 
 struct Cli {
     api: String,
+    scheduler: String,
     project: String,
 }
 
@@ -210,11 +220,14 @@ impl Cli {
         command
             .arg("--api")
             .arg(&self.api)
+            .arg("--scheduler")
+            .arg(&self.scheduler)
             .arg("--project")
             .arg(&self.project)
             .args(extra)
             .args(args)
             .env_remove("LBAAS_TOKEN")
+            .env_remove("LBAAS_SCHEDULER_URL")
             .kill_on_drop(true);
         let Output {
             status,
@@ -245,6 +258,17 @@ impl Cli {
         );
         run
     }
+
+    /// Runs with the admin token and expects success.
+    async fn admin(&self, args: &[&str]) -> Run {
+        let run = self.run_with(&["--token", ADMIN_TOKEN], args).await;
+        assert!(
+            run.ok,
+            "lbctl --token ADMIN {args:?} failed\nstdout: {}\nstderr: {}",
+            run.stdout, run.stderr
+        );
+        run
+    }
 }
 
 fn write_temp(dir: &std::path::Path, name: &str, text: &str) -> String {
@@ -258,6 +282,7 @@ async fn lbctl_manages_every_object_kind() {
     let stack = Stack::start().await;
     let cli = Cli {
         api: format!("http://{}", stack.api),
+        scheduler: format!("http://{}", stack.scheduler),
         project: format!("lbctl{}", std::process::id()),
     };
 
@@ -749,6 +774,530 @@ async fn lbctl_manages_every_object_kind() {
     assert_eq!(
         cli.ok(&["certificate", "list", "-o", "yaml"]).await.stdout,
         "[]\n"
+    );
+
+    stack.stop().await;
+}
+
+/// The cells of a table's header row.
+fn header(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The one element of a JSON array whose `key` is `value`.
+fn find<'a>(list: &'a serde_json::Value, key: &str, value: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .find(|v| v[key] == value)
+        .unwrap_or_else(|| panic!("no {key} {value} in {list}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lbctl_operates_the_provider_api() {
+    let stack = Stack::start().await;
+    let cli = Cli {
+        api: format!("http://{}", stack.api),
+        scheduler: format!("http://{}", stack.scheduler),
+        project: format!("ops{}", std::process::id()),
+    };
+
+    // The provider API is the admin's: no token, or a member's, is refused.
+    let anonymous = cli.run(&["lb", "device", "list"]).await;
+    assert!(!anonymous.ok);
+    assert!(anonymous.stdout.is_empty(), "{}", anonymous.stdout);
+    assert!(
+        anonymous.stderr.starts_with("error: UNAUTHENTICATED: "),
+        "{}",
+        anonymous.stderr
+    );
+    let member = cli
+        .run_with(&["--token", MEMBER_TOKEN], &["lb", "flavor", "list"])
+        .await;
+    assert!(!member.ok);
+    assert!(
+        member.stderr.starts_with("error: PERMISSION_DENIED: ")
+            && member.stderr.trim_end().ends_with("needs the admin role"),
+        "{}",
+        member.stderr
+    );
+
+    // Devices: the agent's one, as JSON and in a table (alias amphora).
+    let devices = cli
+        .admin(&["lb", "device", "list", "-o", "json"])
+        .await
+        .json();
+    let device = find(&devices, "agent_id", "lbctl-e2e").clone();
+    let device_id = device["id"].as_str().unwrap().to_owned();
+    assert_eq!(device["driver"], "noop");
+    assert_eq!(device["state"], "ACTIVE");
+    assert_eq!(device["capacity"], 10);
+    assert_eq!(device["load"], 0);
+    assert_eq!(device["vip_cidr"], "127.0.201.0/24");
+    let table = cli.admin(&["lb", "amphora", "list"]).await.stdout;
+    assert_eq!(
+        header(&table),
+        [
+            "id", "agent_id", "driver", "state", "load", "capacity", "vip_cidr"
+        ]
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("| {device_id} ")) && l.contains("| ACTIVE ")),
+        "{table}"
+    );
+    let mine = cli
+        .admin(&["lb", "device", "list", "--agent", "nobody", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(mine, serde_json::json!([]));
+
+    // device set: only what is given changes; read back.
+    let run = cli
+        .admin(&[
+            "lb",
+            "device",
+            "set",
+            "--capacity",
+            "20",
+            "--label",
+            "tier=gold",
+            &device_id,
+        ])
+        .await;
+    assert!(run.stdout.is_empty(), "set prints nothing unless asked");
+    let shown = cli
+        .admin(&["lb", "device", "show", &device_id, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(shown["capacity"], 20);
+    assert_eq!(shown["labels"], serde_json::json!({"tier": "gold"}));
+    assert_eq!(shown["state"], "ACTIVE");
+    assert_eq!(shown["driver"], "noop");
+    let capacity = cli
+        .admin(&[
+            "lb", "device", "show", &device_id, "-f", "value", "-c", "capacity",
+        ])
+        .await
+        .stdout;
+    assert_eq!(capacity, "20\n");
+    let nothing = cli
+        .run_with(
+            &["--token", ADMIN_TOKEN],
+            &["lb", "device", "set", &device_id],
+        )
+        .await;
+    assert!(!nothing.ok);
+    assert!(
+        nothing.stderr.contains("nothing to change"),
+        "{}",
+        nothing.stderr
+    );
+    let missing = cli
+        .run_with(
+            &["--token", ADMIN_TOKEN],
+            &["lb", "device", "delete", "nope"],
+        )
+        .await;
+    assert!(!missing.ok);
+    assert!(
+        missing.stderr.starts_with("error: NOT_FOUND: ") && missing.stderr.contains("nope"),
+        "{}",
+        missing.stderr
+    );
+
+    // Flavors: one the device fits, one it does not, and a bad one.
+    let flavor = cli
+        .admin(&[
+            "lb",
+            "flavor",
+            "create",
+            "--name",
+            "gold",
+            "--description",
+            "the gold devices",
+            "--driver",
+            "noop",
+            "--strategy",
+            "least-loaded",
+            "--required-label",
+            "tier=gold",
+            "--device-kind",
+            "virtual",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        flavor,
+        serde_json::json!({
+            "name": "gold",
+            "description": "the gold devices",
+            "driver": "noop",
+            "strategy": "least-loaded",
+            "required_labels": {"tier": "gold"},
+            "device_kind": "VIRTUAL",
+            "on_demand": false,
+            "on_demand_capacity": 0,
+        })
+    );
+    cli.admin(&[
+        "lb",
+        "flavor",
+        "create",
+        "--name",
+        "platinum",
+        "--required-label",
+        "tier=platinum",
+    ])
+    .await;
+    let bad = cli
+        .run_with(
+            &["--token", ADMIN_TOKEN],
+            &[
+                "lb",
+                "flavor",
+                "create",
+                "--name",
+                "no good",
+                "--strategy",
+                "fastest",
+            ],
+        )
+        .await;
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr.starts_with("error: INVALID_ARGUMENT: "),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr
+            .lines()
+            .any(|l| l == "  service_type.name: must be 1-64 letters, digits, '-' or '_'"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr
+            .lines()
+            .any(|l| l.starts_with("  service_type.strategy: unknown weigher \"fastest\"")),
+        "{}",
+        bad.stderr
+    );
+    let show = cli.admin(&["lb", "flavor", "show", "gold"]).await.stdout;
+    assert!(show.contains("| Field "), "{show}");
+    for (field, value) in [
+        ("driver", "noop"),
+        ("device_kind", "VIRTUAL"),
+        ("required_labels", "tier=gold"),
+        ("strategy", "least-loaded"),
+    ] {
+        assert!(
+            show.lines().any(
+                |l| l.starts_with(&format!("| {field} ")) && l.contains(&format!("| {value} "))
+            ),
+            "{field}: {show}"
+        );
+    }
+    let flavors = cli
+        .admin(&["lb", "flavor", "list", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(flavors.as_array().unwrap().len(), 2, "{flavors}");
+    assert_eq!(find(&flavors, "name", "gold")["driver"], "noop");
+    assert_eq!(
+        find(&flavors, "name", "platinum")["required_labels"],
+        serde_json::json!({"tier": "platinum"})
+    );
+    let table = cli.admin(&["lb", "flavor", "list"]).await.stdout;
+    assert_eq!(
+        header(&table),
+        [
+            "name",
+            "driver",
+            "strategy",
+            "device_kind",
+            "required_labels",
+            "on_demand"
+        ]
+    );
+
+    // Placement explained: gold goes to the device, platinum nowhere, and why.
+    let explained = cli
+        .admin(&["lb", "explain", "--flavor", "gold", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(explained["chosen_device_id"], device_id.as_str());
+    assert_eq!(explained["strategy"], "load");
+    let candidate = find(&explained["candidates"], "device_id", &device_id);
+    assert_eq!(candidate["eligible"], true);
+    assert!(candidate["score"].is_f64(), "{candidate}");
+    assert_eq!(candidate["weights"][0]["weigher"], "load");
+    let table = cli
+        .admin(&["lb", "explain", "--flavor", "gold", "--project", "p1"])
+        .await
+        .stdout;
+    assert!(
+        table.starts_with("project p1 strategy load (seed "),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("| * ") && l.contains(&format!("| {device_id} "))),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("\nchosen {device_id}: ")),
+        "{table}"
+    );
+    let refused = cli
+        .admin(&["lb", "explain", "--flavor", "platinum", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(refused["chosen_device_id"], "");
+    let candidate = find(&refused["candidates"], "device_id", &device_id);
+    assert_eq!(candidate["eligible"], false);
+    assert_eq!(candidate["rejected_by"], "labels");
+    assert_eq!(candidate["reason"], "label tier=platinum missing");
+    let table = cli
+        .admin(&["lb", "explain", "--flavor", "platinum"])
+        .await
+        .stdout;
+    assert!(
+        table.lines().any(|l| l.contains(&format!("| {device_id} "))
+            && l.contains("| labels ")
+            && l.contains("| label tier=platinum missing ")),
+        "{table}"
+    );
+    assert!(table.contains("\nno device fits: "), "{table}");
+    let unknown = cli
+        .run_with(
+            &["--token", ADMIN_TOKEN],
+            &["lb", "explain", "--flavor", "nope"],
+        )
+        .await;
+    assert!(!unknown.ok);
+    assert!(
+        unknown.stderr.starts_with("error: INVALID_ARGUMENT: ")
+            && unknown
+                .stderr
+                .lines()
+                .any(|l| l == "  flavor: no service type is named \"nope\""),
+        "{}",
+        unknown.stderr
+    );
+
+    // A tenant's load balancer on the flavor: placed on the device, which now carries it.
+    let lb = cli
+        .ok(&[
+            "lb", "create", "--name", "fast", "--flavor", "gold", "--wait", "-o", "json",
+        ])
+        .await
+        .json();
+    assert_eq!(lb["provisioning_status"], "ACTIVE");
+    assert_eq!(lb["flavor"], "gold");
+    let vip: std::net::Ipv4Addr = lb["vip_address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(vip.octets()[..3], [127, 0, 201]);
+    let load = cli
+        .admin(&[
+            "lb", "device", "show", &device_id, "-f", "value", "-c", "load",
+        ])
+        .await
+        .stdout;
+    assert_eq!(load, "1\n");
+
+    // Networks.
+    let network = cli
+        .admin(&[
+            "lb",
+            "network",
+            "create",
+            "--cidr",
+            "127.0.230.7/24",
+            "blue",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        network,
+        serde_json::json!({"name": "blue", "cidr": "127.0.230.0/24"})
+    );
+    let table = cli.admin(&["lb", "network", "list"]).await.stdout;
+    assert_eq!(header(&table), ["name", "cidr"]);
+    assert!(
+        table.lines().any(|l| l == "| blue | 127.0.230.0/24 |"),
+        "{table}"
+    );
+    let taken = cli
+        .run_with(
+            &["--token", ADMIN_TOKEN],
+            &["lb", "network", "create", "--cidr", "10.0.0.0/8", "blue"],
+        )
+        .await;
+    assert!(
+        !taken.ok && taken.stderr.starts_with("error: ALREADY_EXISTS: "),
+        "{}",
+        taken.stderr
+    );
+    cli.admin(&["lb", "network", "delete", "blue"]).await;
+    let networks = cli
+        .admin(&["lb", "network", "list", "-o", "json"])
+        .await
+        .json();
+    assert!(
+        !networks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "blue"),
+        "{networks}"
+    );
+
+    // Agents and providers.
+    let agents = cli
+        .admin(&["lb", "agent", "list", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(agents["failover_held"], false);
+    let agent = find(&agents["agents"], "id", "lbctl-e2e");
+    assert_eq!(agent["alive"], true);
+    assert_eq!(agent["device_ids"], serde_json::json!([device_id]));
+    assert_eq!(agent["drivers"], serde_json::json!(["noop"]));
+    assert!(agent["silent_for_ms"].as_i64().unwrap() < 2000, "{agent}");
+    let table = cli.admin(&["lb", "agent", "list"]).await.stdout;
+    assert_eq!(
+        header(&table),
+        [
+            "id",
+            "address",
+            "alive",
+            "silent_for_ms",
+            "device_ids",
+            "drivers"
+        ]
+    );
+    assert!(
+        table.lines().any(|l| l.starts_with("| lbctl-e2e ")
+            && l.contains("| True ")
+            && l.contains(&format!("| {device_id} "))
+            && l.contains("| noop ")),
+        "{table}"
+    );
+    assert!(
+        table.lines().last().unwrap().starts_with("failover: armed"),
+        "{table}"
+    );
+    let providers = cli
+        .admin(&["lb", "provider", "list", "-o", "json"])
+        .await
+        .json();
+    let noop = find(&providers, "name", "noop");
+    assert_eq!(noop["agents"], serde_json::json!(["lbctl-e2e"]));
+    assert_eq!(noop["devices"], serde_json::json!([device_id]));
+    let mut capabilities: Vec<&str> = device["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    capabilities.sort_unstable();
+    assert!(capabilities.contains(&"protocol:HTTP"), "{capabilities:?}");
+    assert_eq!(noop["capabilities"], serde_json::json!(capabilities));
+    let table = cli.admin(&["lb", "provider", "list"]).await.stdout;
+    assert_eq!(header(&table), ["name", "agents", "devices"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("| noop ")
+            && l.contains("| lbctl-e2e ")
+            && l.contains(&format!("| {device_id} "))),
+        "{table}"
+    );
+    let table = cli
+        .admin(&["lb", "provider", "capability", "list", "noop"])
+        .await
+        .stdout;
+    assert_eq!(header(&table), ["name", "devices"]);
+    for capability in &capabilities {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&format!("| {capability} "))
+                    && l.contains(&format!("| {device_id} "))),
+            "{capability}: {table}"
+        );
+    }
+    let none = cli
+        .run_with(
+            &["--token", ADMIN_TOKEN],
+            &["lb", "provider", "capability", "list", "octavia"],
+        )
+        .await;
+    assert!(!none.ok);
+    assert_eq!(
+        none.stderr.trim_end(),
+        "error: no live agent runs the provider \"octavia\" (providers: noop)"
+    );
+
+    // Each side connects only to its own service.
+    let apart = Cli {
+        scheduler: "http://127.0.0.1:1".into(),
+        ..cli
+    };
+    let listed = apart.ok(&["lb", "list", "-o", "json"]).await.json();
+    assert_eq!(listed[0]["name"], "fast");
+    let unreachable = apart
+        .run_with(&["--token", ADMIN_TOKEN], &["lb", "agent", "list"])
+        .await;
+    assert!(!unreachable.ok);
+    assert!(
+        unreachable
+            .stderr
+            .starts_with("error: cannot reach the scheduler at http://127.0.0.1:1"),
+        "{}",
+        unreachable.stderr
+    );
+    let cli = Cli {
+        scheduler: format!("http://{}", stack.scheduler),
+        ..apart
+    };
+
+    // Clean up: the load balancer leaves the device, then the flavors go.
+    cli.ok(&["lb", "delete", "--wait", "fast"]).await;
+    let load = cli
+        .admin(&[
+            "lb", "device", "show", &device_id, "-f", "value", "-c", "load",
+        ])
+        .await
+        .stdout;
+    assert_eq!(load, "0\n");
+    cli.admin(&["lb", "flavor", "delete", "gold"]).await;
+    cli.admin(&["lb", "flavor", "delete", "platinum"]).await;
+    assert_eq!(
+        cli.admin(&["lb", "flavor", "list", "-o", "yaml"])
+            .await
+            .stdout,
+        "[]\n"
+    );
+    let gone = cli
+        .run_with(&["--token", ADMIN_TOKEN], &["lb", "flavor", "show", "gold"])
+        .await;
+    assert!(
+        !gone.ok && gone.stderr.starts_with("error: NOT_FOUND: "),
+        "{}",
+        gone.stderr
     );
 
     stack.stop().await;

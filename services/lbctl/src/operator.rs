@@ -1,0 +1,36 @@
+//! `lbctl loadbalancer flavor|device|network|agent|provider|explain`: the operator side, as
+//! `openstack loadbalancer flavor|amphora|provider ...` has it, over the scheduler's provider API
+//! (`--scheduler`; it takes an admin `--token` when the scheduler has credentials).
+use crate::{agent, common::OperatorCtx, device, explain, flavor, network, provider};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Flavors (the scheduler's service types), which `loadbalancer create --flavor` names.
+    #[command(subcommand)]
+    Flavor(flavor::Command),
+    /// Devices (amphorae): where load balancers are placed.
+    #[command(subcommand, visible_alias = "amphora")]
+    Device(device::Command),
+    /// Networks VIPs are allocated from.
+    #[command(subcommand)]
+    Network(network::Command),
+    /// Agents: the processes that run devices.
+    #[command(subcommand)]
+    Agent(agent::Command),
+    /// Providers: the drivers live agents run.
+    #[command(subcommand)]
+    Provider(provider::Command),
+    /// Where a load balancer would be placed, and why (a dry run: nothing is bound).
+    Explain(explain::Explain),
+}
+
+pub async fn run(ctx: &OperatorCtx, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Flavor(command) => flavor::run(ctx, command).await,
+        Command::Device(command) => device::run(ctx, command).await,
+        Command::Network(command) => network::run(ctx, command).await,
+        Command::Agent(command) => agent::run(ctx, command).await,
+        Command::Provider(command) => provider::run(ctx, command).await,
+        Command::Explain(args) => explain::run(ctx, args).await,
+    }
+}
