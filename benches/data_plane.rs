@@ -1,7 +1,9 @@
 //! The native data plane against HAProxy on the same backends, in the same run: requests per
 //! second and latency with a new connection per request and with keep-alive connections, 16
-//! clients each, next to the backends reached directly. Run: `cargo bench --bench data_plane`
-//! (`LBAAS_BENCH_SECONDS` sets each phase's length, 5 by default).
+//! clients each, next to the backends reached directly; then the same over TLS terminated by each
+//! (a TERMINATED_HTTPS listener: a full handshake per request, and keep-alive). Run:
+//! `cargo bench --bench data_plane` (`LBAAS_BENCH_SECONDS` sets each phase's length, 5 by
+//! default).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -18,9 +20,40 @@ use std::{
 use lbaas::api::v1 as pb;
 use support::{Stack, StackOptions, in_project};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
+
+/// The name the TERMINATED_HTTPS listeners' certificate is for.
+const TLS_NAME: &str = "bench.example.com";
+
+/// A client connection, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How clients reach a target: plain TCP, or TLS (verifying the listener's certificate).
+#[derive(Clone)]
+enum Dial {
+    Plain(String),
+    Tls(String, tokio_rustls::TlsConnector),
+}
+
+impl Dial {
+    async fn connect(&self) -> Option<Box<dyn Stream>> {
+        let addr = match self {
+            Dial::Plain(a) | Dial::Tls(a, _) => a,
+        };
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let _ = tcp.set_nodelay(true);
+        match self {
+            Dial::Plain(_) => Some(Box::new(tcp)),
+            Dial::Tls(_, connector) => {
+                let name = rustls_pki_types::ServerName::try_from(TLS_NAME).ok()?;
+                Some(Box::new(connector.connect(name, tcp).await.ok()?))
+            }
+        }
+    }
+}
 
 const CLIENTS: usize = 16;
 
@@ -63,7 +96,7 @@ async fn keep_alive_backend(name: &'static str) -> u16 {
 }
 
 /// Reads one response with a content-length body; false on any error.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn read_response<S: AsyncRead + Unpin + ?Sized>(stream: &mut S, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -93,24 +126,39 @@ struct Phase {
     errors: usize,
 }
 
-async fn run(addr: String, keep_alive: bool, length: Duration) -> Phase {
+/// One request on a new connection that the server closes after answering (as
+/// `support::http_get` does, over TLS too): the response, then the close.
+async fn one_shot(dial: &Dial) -> bool {
+    let Some(mut s) = dial.connect().await else {
+        return false;
+    };
+    let mut buf = Vec::new();
+    if s.write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        .await
+        .is_err()
+        || !read_response(&mut s, &mut buf).await
+    {
+        return false;
+    }
+    let mut rest = [0u8; 256];
+    matches!(s.read(&mut rest).await, Ok(0) | Err(_))
+}
+
+async fn run(dial: Dial, keep_alive: bool, length: Duration) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (stop, addr) = (stop.clone(), addr.clone());
+            let (stop, dial) = (stop.clone(), dial.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
-                let mut conn: Option<(TcpStream, Vec<u8>)> = None;
+                let mut conn: Option<(Box<dyn Stream>, Vec<u8>)> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     let ok = if keep_alive {
                         if conn.is_none() {
-                            conn = TcpStream::connect(&addr).await.ok().map(|s| {
-                                let _ = s.set_nodelay(true);
-                                (s, Vec::new())
-                            });
+                            conn = dial.connect().await.map(|s| (s, Vec::new()));
                         }
                         match conn.as_mut() {
                             Some((s, buf)) => {
@@ -122,7 +170,10 @@ async fn run(addr: String, keep_alive: bool, length: Duration) -> Phase {
                             None => false,
                         }
                     } else {
-                        support::http_get(&addr).await.is_ok()
+                        match &dial {
+                            Dial::Plain(addr) => support::http_get(addr).await.is_ok(),
+                            Dial::Tls(..) => one_shot(&dial).await,
+                        }
                     };
                     if ok {
                         latencies.push(t.elapsed());
@@ -155,25 +206,56 @@ async fn run(addr: String, keep_alive: bool, length: Duration) -> Phase {
     }
 }
 
-async fn load_balancer(driver: &'static str, ports: [u16; 2]) -> (Stack, String) {
+/// A load balancer over `ports` with an HTTP listener on 8080 and a TERMINATED_HTTPS one on 8443
+/// (certificate `cert`), on a stack of its own with `driver`. Returns the stack and the VIP.
+async fn load_balancer(
+    driver: &'static str,
+    ports: [u16; 2],
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+) -> (Stack, String) {
     let stack = Stack::start(StackOptions {
         driver,
         ..Default::default()
     })
     .await;
     let mut api = stack.api_client().await;
+    let cert_id = stack
+        .certificate_client()
+        .await
+        .create_certificate(in_project(
+            "bench",
+            pb::CreateCertificateRequest {
+                certificate: Some(pb::Certificate {
+                    name: "bench".into(),
+                    certificate_pem: cert.cert.pem(),
+                    private_key_pem: cert.signing_key.serialize_pem(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let members = || {
+        ports
+            .iter()
+            .map(|p| support::member_at(i32::from(*p)))
+            .collect()
+    };
+    let mut spec = support::populated("bench", 8080, members());
+    spec.listeners.push(pb::Listener {
+        protocol: pb::Protocol::TerminatedHttps as i32,
+        protocol_port: 8443,
+        default_tls_container_ref: cert_id,
+        default_pool: Some(support::http_pool(members())),
+        ..Default::default()
+    });
     let lb = api
         .create_load_balancer(in_project(
             "bench",
             pb::CreateLoadBalancerRequest {
-                load_balancer: Some(support::populated(
-                    "bench",
-                    8080,
-                    ports
-                        .iter()
-                        .map(|p| support::member_at(i32::from(*p)))
-                        .collect(),
-                )),
+                load_balancer: Some(spec),
                 request_id: String::new(),
             },
         ))
@@ -187,7 +269,7 @@ async fn load_balancer(driver: &'static str, ports: [u16; 2]) -> (Stack, String)
         "{}",
         lb.status_reason
     );
-    (stack, format!("{}:8080", lb.vip_address))
+    (stack, lb.vip_address)
 }
 
 #[tokio::main]
@@ -203,24 +285,52 @@ async fn main() {
         keep_alive_backend("one").await,
         keep_alive_backend("two").await,
     ];
-    let (haproxy_stack, haproxy_vip) = load_balancer("haproxy", ports).await;
-    let (native_stack, native_vip) = load_balancer("native", ports).await;
-    let direct = format!("127.0.0.1:{}", ports[0]);
+    let cert = rcgen::generate_simple_self_signed(vec![TLS_NAME.to_owned()]).unwrap();
+    let (haproxy_stack, haproxy_vip) = load_balancer("haproxy", ports, &cert).await;
+    let (native_stack, native_vip) = load_balancer("native", ports, &cert).await;
+    // Clients trust the listeners' certificate and verify it, as a browser would.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let plain = |addr: String| Dial::Plain(addr);
+    let direct = plain(format!("127.0.0.1:{}", ports[0]));
     println!("| mode | target | requests/s | p50 | p99 | errors |");
     println!("|---|---|---|---|---|---|");
-    for keep_alive in [false, true] {
-        let mode = if keep_alive {
-            "keep-alive"
+    for (tls_mode, keep_alive) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mode = match (tls_mode, keep_alive) {
+            (false, false) => "new connection per request",
+            (false, true) => "keep-alive",
+            (true, false) => "TLS, new connection (full handshake) per request",
+            (true, true) => "TLS keep-alive",
+        };
+        let targets: Vec<(&str, Dial)> = if tls_mode {
+            vec![
+                (
+                    "HAProxy 2.6",
+                    Dial::Tls(format!("{haproxy_vip}:8443"), tls.clone()),
+                ),
+                (
+                    "native",
+                    Dial::Tls(format!("{native_vip}:8443"), tls.clone()),
+                ),
+            ]
         } else {
-            "new connection per request"
+            vec![
+                ("backend directly", direct.clone()),
+                ("HAProxy 2.6", plain(format!("{haproxy_vip}:8080"))),
+                ("native", plain(format!("{native_vip}:8080"))),
+            ]
         };
         let mut rates = Vec::new();
-        for (name, addr) in [
-            ("backend directly", &direct),
-            ("HAProxy 2.6", &haproxy_vip),
-            ("native", &native_vip),
-        ] {
-            let phase = run(addr.clone(), keep_alive, length).await;
+        for (name, dial) in targets {
+            let phase = run(dial, keep_alive, length).await;
             println!(
                 "| {mode} | {name} | {:.0} | {:.2} ms | {:.2} ms | {} |",
                 phase.per_second,
@@ -230,9 +340,10 @@ async fn main() {
             );
             rates.push(phase.per_second);
         }
+        let n = rates.len();
         println!(
             "| {mode} | native / HAProxy | {:.2}x | | | |",
-            rates[2] / rates[1]
+            rates[n - 1] / rates[n - 2]
         );
     }
     haproxy_stack.stop().await;
