@@ -91,6 +91,21 @@ fn lb(name: &str, listeners: Vec<pb::Listener>) -> pb::LoadBalancer {
     }
 }
 
+/// A load balancer with one `protocol` listener on `port` and a round-robin pool (of the
+/// protocol the listener takes) over members on `ports`.
+fn single(name: &str, protocol: pb::Protocol, port: i32, ports: &[u16]) -> pb::LoadBalancer {
+    let pool_protocol = pool_protocol_for(protocol);
+    let members = ports.iter().map(|p| member_at(i32::from(*p))).collect();
+    lb(
+        name,
+        vec![listener(
+            protocol,
+            port,
+            pool(pool_protocol, pb::LbAlgorithm::RoundRobin, members),
+        )],
+    )
+}
+
 /// One HTTP/1.1 response: status, headers (names lower-cased) and body.
 #[derive(Debug)]
 struct Reply {
@@ -1481,18 +1496,7 @@ async fn https_passthrough(driver: &'static str) {
     let created = support::create_active(
         &mut api,
         &project,
-        lb(
-            "passthrough",
-            vec![listener(
-                pb::Protocol::Https,
-                8443,
-                pool(
-                    pb::Protocol::Https,
-                    pb::LbAlgorithm::RoundRobin,
-                    vec![member_at(i32::from(x_port)), member_at(i32::from(y_port))],
-                ),
-            )],
-        ),
+        single("passthrough", pb::Protocol::Https, 8443, &[x_port, y_port]),
     )
     .await;
     let vip = format!("{}:8443", created.vip_address);
@@ -1706,18 +1710,7 @@ async fn udp_is_balanced_on_native() {
     let created = support::create_active(
         &mut api,
         &project,
-        lb(
-            "datagrams",
-            vec![listener(
-                pb::Protocol::Udp,
-                5353,
-                pool(
-                    pb::Protocol::Udp,
-                    pb::LbAlgorithm::RoundRobin,
-                    vec![member_at(i32::from(port_a)), member_at(i32::from(port_b))],
-                ),
-            )],
-        ),
+        single("datagrams", pb::Protocol::Udp, 5353, &[port_a, port_b]),
     )
     .await;
     let vip = format!("{}:5353", created.vip_address);
@@ -1750,18 +1743,7 @@ async fn udp_is_refused_where_no_driver_supports_it() {
         .create_load_balancer(in_project(
             &project,
             pb::CreateLoadBalancerRequest {
-                load_balancer: Some(lb(
-                    "datagrams",
-                    vec![listener(
-                        pb::Protocol::Udp,
-                        5353,
-                        pool(
-                            pb::Protocol::Udp,
-                            pb::LbAlgorithm::RoundRobin,
-                            vec![member_at(53)],
-                        ),
-                    )],
-                )),
+                load_balancer: Some(single("datagrams", pb::Protocol::Udp, 5353, &[53])),
                 request_id: String::new(),
             },
         ))
@@ -1808,20 +1790,7 @@ async fn placement_follows_capabilities() {
     let native_net: ipnet::IpNet = native_cidr.parse().unwrap();
     let haproxy_net: ipnet::IpNet = stack.vip_cidr.parse().unwrap();
     let (port_a, a) = udp_member("a").await;
-    let udp = |name: &str| {
-        lb(
-            name,
-            vec![listener(
-                pb::Protocol::Udp,
-                5353,
-                pool(
-                    pb::Protocol::Udp,
-                    pb::LbAlgorithm::RoundRobin,
-                    vec![member_at(i32::from(port_a))],
-                ),
-            )],
-        )
-    };
+    let udp = |name: &str| single(name, pb::Protocol::Udp, 5353, &[port_a]);
     let mut vips = Vec::new();
     for i in 0..3 {
         let created = support::create_active(&mut api, &project, udp(&format!("udp-{i}"))).await;
@@ -1839,17 +1808,7 @@ async fn placement_follows_capabilities() {
     let web = support::create_active(
         &mut api,
         &project,
-        lb(
-            "web",
-            vec![http(
-                8080,
-                pool(
-                    pb::Protocol::Http,
-                    pb::LbAlgorithm::RoundRobin,
-                    vec![member_at(backend.port())],
-                ),
-            )],
-        ),
+        single("web", pb::Protocol::Http, 8080, &[backend.addr.port()]),
     )
     .await;
     let vip: IpAddr = web.vip_address.parse().unwrap();
