@@ -221,14 +221,7 @@ async fn algorithms_weights_and_backups(driver: &'static str) {
     );
     let two = || vec![member_at(a.port()), member_at(b.port())];
     let monitored = pb::Pool {
-        healthmonitor: Some(pb::HealthMonitor {
-            r#type: pb::HealthMonitorType::Tcp as i32,
-            delay_s: 1,
-            timeout_s: 1,
-            max_retries: 1,
-            max_retries_down: 1,
-            ..Default::default()
-        }),
+        healthmonitor: Some(support::quick_monitor(pb::HealthMonitorType::Tcp)),
         ..pool(
             pb::Protocol::Http,
             pb::LbAlgorithm::RoundRobin,
@@ -1565,17 +1558,12 @@ async fn tls_health_monitors(driver: &'static str) {
     };
     let monitored = |kind: pb::HealthMonitorType| pb::Pool {
         healthmonitor: Some(pb::HealthMonitor {
-            r#type: kind as i32,
-            delay_s: 1,
-            timeout_s: 1,
-            max_retries: 1,
-            max_retries_down: 1,
             url_path: if kind == pb::HealthMonitorType::Https {
                 "/".into()
             } else {
                 String::new()
             },
-            ..Default::default()
+            ..support::quick_monitor(kind)
         }),
         ..pool(pb::Protocol::Https, pb::LbAlgorithm::RoundRobin, members())
     };

@@ -222,12 +222,7 @@ async fn metrics_parse_and_move_with_traffic(driver: &'static str) {
         pb::CreateHealthMonitorRequest {
             health_monitor: Some(pb::HealthMonitor {
                 pool_id: pool_id.clone(),
-                r#type: pb::HealthMonitorType::Tcp as i32,
-                delay_s: 1,
-                timeout_s: 1,
-                max_retries: 1,
-                max_retries_down: 1,
-                ..Default::default()
+                ..support::quick_monitor(pb::HealthMonitorType::Tcp)
             }),
             request_id: String::new(),
         },

@@ -739,6 +739,18 @@ pub async fn wait_settled(
     .await
 }
 
+/// A health monitor of `kind` that decides fast: every second, one try to go down or up.
+pub fn quick_monitor(kind: pb::HealthMonitorType) -> pb::HealthMonitor {
+    pb::HealthMonitor {
+        r#type: kind as i32,
+        delay_s: 1,
+        timeout_s: 1,
+        max_retries: 1,
+        max_retries_down: 1,
+        ..Default::default()
+    }
+}
+
 /// The members of a pool (the first page, which holds them all in tests).
 pub async fn pool_members(
     api: &LoadBalancerServiceClient<Channel>,

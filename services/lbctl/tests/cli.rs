@@ -202,6 +202,24 @@ struct Run {
 }
 
 impl Run {
+    /// The command failed with `error: CODE: ...` on stderr, and stderr holds each of `lines`
+    /// (field violations, as lbctl prints them) as a whole line.
+    fn assert_refused(&self, code: &str, lines: &[&str]) {
+        assert!(!self.ok, "{}", self.stdout);
+        assert!(
+            self.stderr.starts_with(&format!("error: {code}: ")),
+            "{}",
+            self.stderr
+        );
+        for want in lines {
+            assert!(
+                self.stderr.lines().any(|l| l == *want),
+                "{want:?} missing from:\n{}",
+                self.stderr
+            );
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
@@ -726,27 +744,14 @@ async fn lbctl_manages_every_object_kind() {
             "p1",
         ])
         .await;
-    assert!(!bad.ok);
+    bad.assert_refused(
+        "INVALID_ARGUMENT",
+        &[
+            "  member.address: is not an IP address",
+            "  member.protocol_port: must be between 1 and 65535",
+        ],
+    );
     assert!(bad.stdout.is_empty());
-    assert!(
-        bad.stderr.starts_with("error: INVALID_ARGUMENT: "),
-        "{}",
-        bad.stderr
-    );
-    assert!(
-        bad.stderr
-            .lines()
-            .any(|l| l == "  member.address: is not an IP address"),
-        "{}",
-        bad.stderr
-    );
-    assert!(
-        bad.stderr
-            .lines()
-            .any(|l| l == "  member.protocol_port: must be between 1 and 65535"),
-        "{}",
-        bad.stderr
-    );
     let missing = cli.run(&["lb", "show", "nope"]).await;
     assert!(!missing.ok);
     assert!(missing.stderr.starts_with("error: "), "{}", missing.stderr);
@@ -975,18 +980,9 @@ async fn lbctl_operates_the_provider_api() {
             ],
         )
         .await;
-    assert!(!bad.ok);
-    assert!(
-        bad.stderr.starts_with("error: INVALID_ARGUMENT: "),
-        "{}",
-        bad.stderr
-    );
-    assert!(
-        bad.stderr
-            .lines()
-            .any(|l| l == "  service_type.name: must be 1-64 letters, digits, '-' or '_'"),
-        "{}",
-        bad.stderr
+    bad.assert_refused(
+        "INVALID_ARGUMENT",
+        &["  service_type.name: must be 1-64 letters, digits, '-' or '_'"],
     );
     assert!(
         bad.stderr
@@ -1088,15 +1084,9 @@ async fn lbctl_operates_the_provider_api() {
             &["lb", "explain", "--flavor", "nope"],
         )
         .await;
-    assert!(!unknown.ok);
-    assert!(
-        unknown.stderr.starts_with("error: INVALID_ARGUMENT: ")
-            && unknown
-                .stderr
-                .lines()
-                .any(|l| l == "  flavor: no service type is named \"nope\""),
-        "{}",
-        unknown.stderr
+    unknown.assert_refused(
+        "INVALID_ARGUMENT",
+        &["  flavor: no service type is named \"nope\""],
     );
 
     // A tenant's load balancer on the flavor: placed on the device, which now carries it.
