@@ -1237,6 +1237,40 @@ fn generate(names: &[&str]) -> Generated {
     }
 }
 
+/// The files under `root` holding `key_pem`'s body: each with its mode and the modes of the
+/// folders from `root` down to it.
+fn private_key_files(
+    root: &std::path::Path,
+    key_pem: &str,
+) -> Vec<(std::path::PathBuf, u32, Vec<(std::path::PathBuf, u32)>)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let body = key_pem.lines().nth(1).unwrap().as_bytes().to_vec();
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if std::fs::read(&path)
+                .unwrap_or_default()
+                .windows(body.len())
+                .any(|w| w == body.as_slice())
+            {
+                let above = path
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|a| a.starts_with(root))
+                    .map(|a| (a.to_path_buf(), mode(a)))
+                    .collect();
+                found.push((path.clone(), mode(&path), above));
+            }
+        }
+    }
+    found
+}
+
 /// Connects with TLS (SNI `name`, or none for an IP address) and returns the certificate served
 /// and the reply to a GET of `path`.
 async fn tls_get(addr: &str, name: &str, path: &str) -> (Vec<u8>, Reply) {
@@ -1404,6 +1438,18 @@ async fn tls_termination_with_sni(driver: &'static str) {
         );
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.body, "plain");
+    }
+    // On the agent's disk, every file holding a key is 0600 and every folder above it 0700.
+    let key_files = private_key_files(&stack.agent_config.state_dir, &one.key_pem);
+    assert!(
+        !key_files.is_empty(),
+        "{driver}: no file of the agent holds the key"
+    );
+    for (file, mode, folders) in &key_files {
+        assert_eq!(*mode, 0o600, "{driver}: {} is {mode:o}", file.display());
+        for (folder, mode) in folders {
+            assert_eq!(*mode, 0o700, "{driver}: {} is {mode:o}", folder.display());
+        }
     }
     let (_, seen) = tls_get(&vip, "one.example.com", "/headers").await;
     assert!(

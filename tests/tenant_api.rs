@@ -916,12 +916,15 @@ async fn errors_have_reasons_and_recover(db: Db) {
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
     let backend = Backend::start("ok").await;
-    let taken = i32::from(stack.api.port());
+    // The last address of the stack's VIP range, its port held by a socket of ours.
+    let last = last_host(&stack.vip_cidr);
+    let holder = tokio::net::TcpListener::bind((last, 0)).await.unwrap();
+    let taken = i32::from(holder.local_addr().unwrap().port());
     let doomed = create(
         &mut api,
         &project,
         pb::LoadBalancer {
-            vip_address: "127.0.0.1".into(),
+            vip_address: last.to_string(),
             ..populated("doomed", taken, vec![member_at(backend.port())])
         },
     )
@@ -1040,6 +1043,170 @@ async fn errors_have_reasons_and_recover(db: Db) {
     stack.stop().await;
 }
 on_both_databases!(errors_have_reasons_and_recover, haproxy = true);
+
+/// The last host address of an IPv4 range.
+fn last_host(cidr: &str) -> std::net::IpAddr {
+    let net: ipnet::IpNet = cidr.parse().unwrap();
+    net.hosts().last().unwrap()
+}
+
+/// A requested VIP must be a host address of the device's range and free; members cannot be at
+/// unspecified, broadcast, multicast or reserved addresses; a negative page size is refused.
+/// Nothing refused is stored.
+async fn addresses_are_checked(db: Db) {
+    let mut stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let net: ipnet::IpNet = stack.vip_cidr.parse().unwrap();
+    let with_vip = |vip: String| pb::CreateLoadBalancerRequest {
+        load_balancer: Some(pb::LoadBalancer {
+            vip_address: vip,
+            ..populated("vip", 8080, vec![member_at(9)])
+        }),
+        request_id: String::new(),
+    };
+    for vip in [
+        "8.8.8.8".to_owned(),
+        "127.0.0.1".to_owned(),
+        net.network().to_string(),
+        net.broadcast().to_string(),
+        "::1".to_owned(),
+    ] {
+        let refused = api
+            .create_load_balancer(in_project(&project, with_vip(vip.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{vip}: {refused:?}");
+        assert_eq!(
+            support::violations(&refused),
+            vec!["load_balancer.vip_address".to_owned()],
+            "{vip}"
+        );
+    }
+    // A host address of the range is taken; asking for it again is refused at once.
+    let chosen = net.hosts().nth(9).unwrap().to_string();
+    let first = api
+        .create_load_balancer(in_project(&project, with_vip(chosen.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.vip_address, chosen);
+    for other in [project.clone(), support::fresh_project()] {
+        let held = api
+            .create_load_balancer(in_project(&other, with_vip(chosen.clone())))
+            .await
+            .unwrap_err();
+        assert_eq!(held.code(), Code::AlreadyExists, "{held:?}");
+    }
+    let first = active(&api, &project, &first.id).await;
+    assert_eq!(first.vip_address, chosen);
+    let held = api
+        .create_load_balancer(in_project(&project, with_vip(chosen.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), Code::AlreadyExists, "{held:?}");
+
+    // Members: whole-tree, pool, member and batch creates all refuse these addresses.
+    let pool_id = first.pool_ids[0].clone();
+    for address in [
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "224.0.0.1",
+        "ff02::1",
+        "169.254.169.254",
+    ] {
+        let member = pb::Member {
+            address: address.into(),
+            ..member_at(80)
+        };
+        let tree = api
+            .create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(populated("m", 8081, vec![member.clone()])),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(tree.code(), Code::InvalidArgument, "{address}: {tree:?}");
+        assert_eq!(
+            support::violations(&tree),
+            vec!["load_balancer.listeners[0].default_pool.members[0].address".to_owned()],
+            "{address}"
+        );
+        let single = api
+            .create_member(in_project(
+                &project,
+                pb::CreateMemberRequest {
+                    member: Some(pb::Member {
+                        pool_id: pool_id.clone(),
+                        ..member.clone()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(single.code(), Code::InvalidArgument, "{address}");
+        assert_eq!(
+            support::violations(&single),
+            vec!["member.address".to_owned()],
+            "{address}"
+        );
+        let batch = api
+            .batch_update_members(in_project(
+                &project,
+                pb::BatchUpdateMembersRequest {
+                    pool_id: pool_id.clone(),
+                    members: vec![member_at(81), member.clone()],
+                    additive_only: true,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(batch.code(), Code::InvalidArgument, "{address}");
+        assert_eq!(
+            support::violations(&batch),
+            vec!["members[1].address".to_owned()],
+            "{address}"
+        );
+    }
+    let members = support::pool_members(&api, &project, &pool_id).await;
+    assert_eq!(members.len(), 1, "a refused member was stored: {members:?}");
+
+    // Pages: below zero is refused.
+    let negative = api
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(negative.code(), Code::InvalidArgument);
+    assert_eq!(support::violations(&negative), vec!["page_size".to_owned()]);
+    // Only the one load balancer exists.
+    let all = api
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .load_balancers;
+    assert_eq!(all.len(), 1, "{all:?}");
+    stack.stop().await;
+}
+on_both_databases!(addresses_are_checked, haproxy = false);
 
 /// Watching one load balancer sees PENDING_CREATE then ACTIVE; watching the project sees creates,
 /// updates and deletes, starting with what exists.

@@ -329,6 +329,7 @@ impl Stack {
             allow_project_header: true,
             deploy_deadline_ms: options.deploy_deadline_ms,
             reconcile_interval_ms: 500,
+            reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
             quota_load_balancers: options.quota_load_balancers,
             quota_listeners: -1,
             quota_pools: -1,

@@ -42,7 +42,10 @@ impl DeviceFactory {
     /// Builds the device `record` describes (not started yet), with its saved networks.
     pub fn open(&self, mut record: HostedDevice) -> anyhow::Result<Hosted> {
         let dir = self.state_dir.join(&record.id);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // A device's folder holds its applied state, TLS keys included: 0700, as is the root.
+        crate::private_files::private_dir(&self.state_dir)
+            .and_then(|()| crate::private_files::private_dir(&dir))
+            .with_context(|| format!("creating {}", dir.display()))?;
         if let Some(saved) = read_record(&dir) {
             record.networks = saved.networks;
         }

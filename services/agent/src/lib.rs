@@ -6,6 +6,7 @@ pub mod devices;
 pub mod driver;
 pub mod health;
 pub mod metrics;
+pub mod private_files;
 pub mod reconciler;
 pub mod registration;
 pub mod service;

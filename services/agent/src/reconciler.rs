@@ -178,53 +178,62 @@ impl DeviceReconciler {
         let started = std::time::Instant::now();
         let result = self.driver.apply(&configs).await;
         crate::metrics::record_apply(&self.id, result.is_ok(), started.elapsed().as_secs_f64());
-        let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
-        match result {
-            Ok(()) => {
-                slots.applied = snapshot
-                    .into_iter()
-                    .map(|(id, g, c)| (id, (g, c)))
-                    .collect();
-                let state = AppliedState {
-                    load_balancers: slots
-                        .applied
-                        .values()
-                        .map(|(g, c)| ApplyRequest {
-                            device_id: self.id.clone(),
-                            generation: *g,
-                            config: Some(c.clone()),
-                        })
-                        .collect(),
-                };
-                if let Err(e) = write_atomically(&self.state_file, &state.encode_to_vec()) {
-                    tracing::warn!(device = %self.id, error = %e, "cannot persist applied state");
-                }
-                Ok(())
-            }
-            Err(e) => {
-                for (id, generation, _) in &snapshot {
-                    let previous = slots.applied.get(id).cloned();
-                    if previous.as_ref().map(|(g, _)| g) != Some(generation) {
-                        match previous {
-                            Some(p) => {
-                                slots.desired.insert(id.clone(), p);
-                            }
-                            None => {
-                                slots.desired.remove(id);
-                            }
-                        }
+        let saved = {
+            let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            match result {
+                Ok(()) => {
+                    slots.applied = snapshot
+                        .into_iter()
+                        .map(|(id, g, c)| (id, (g, c)))
+                        .collect();
+                    AppliedState {
+                        load_balancers: slots
+                            .applied
+                            .values()
+                            .map(|(g, c)| ApplyRequest {
+                                device_id: self.id.clone(),
+                                generation: *g,
+                                config: Some(c.clone()),
+                            })
+                            .collect(),
                     }
                 }
-                Err(e.into())
+                Err(e) => {
+                    rewind(&mut slots, &snapshot);
+                    return Err(e.into());
+                }
             }
+        };
+        // The state holds TLS private keys: 0600 in a 0700 folder, durably, off the runtime.
+        // Applies hold the apply lock, so saves never overtake one another.
+        if let Err(e) = crate::private_files::write_private_async(
+            self.state_file.clone(),
+            saved.encode_to_vec(),
+        )
+        .await
+        {
+            tracing::warn!(device = %self.id, error = %e, "cannot persist applied state");
         }
+        Ok(())
     }
 }
 
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
+/// After a failed apply, the load balancers whose change failed go back to their last applied
+/// config (or away, if they were never applied).
+fn rewind(slots: &mut Slots, snapshot: &[(String, i64, LoadBalancerConfig)]) {
+    for (id, generation, _) in snapshot {
+        let previous = slots.applied.get(id).cloned();
+        if previous.as_ref().map(|(g, _)| g) != Some(generation) {
+            match previous {
+                Some(p) => {
+                    slots.desired.insert(id.clone(), p);
+                }
+                None => {
+                    slots.desired.remove(id);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

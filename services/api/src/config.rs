@@ -61,6 +61,15 @@ pub struct ApiConfig {
     /// How often pending load balancers are re-driven.
     #[arg(long, env = "LBAAS_RECONCILE_INTERVAL_MS", default_value_t = 2_000)]
     pub reconcile_interval_ms: u64,
+    /// Addresses no member may have (Octavia's `reserved_ips`), comma separated: the cloud's
+    /// metadata service by default.
+    #[arg(
+        long,
+        env = "LBAAS_RESERVED_IPS",
+        value_delimiter = ',',
+        default_value = "169.254.169.254"
+    )]
+    pub reserved_ips: Vec<std::net::IpAddr>,
 }
 
 impl ApiConfig {

@@ -674,6 +674,64 @@ fn persistence(
     (kind, input.cookie_name.clone())
 }
 
+/// Why no member can be at `ip`: an unspecified, broadcast or multicast address reaches no one
+/// server.
+fn unusable_member_address(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("is the unspecified address")
+    } else if ip.is_multicast() {
+        Some("is a multicast address")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("is the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// The violations of members at an address the operator reserved (Octavia's `reserved_ips`,
+/// e.g. the metadata service's 169.254.169.254), with each member's field path.
+pub fn reserved_member_addresses<'a>(
+    members: impl IntoIterator<Item = (String, &'a NewMember)>,
+    reserved: &[IpAddr],
+) -> Result<(), ApiError> {
+    let violations: Vec<(String, String)> = members
+        .into_iter()
+        .filter(|(_, m)| reserved.contains(&m.address))
+        .map(|(path, m)| {
+            (
+                format!("{path}.address"),
+                format!("{} is reserved by the operator", m.address),
+            )
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(violations))
+    }
+}
+
+/// Every member of a whole-tree create, with its field path.
+pub fn tree_members(new: &NewLoadBalancer) -> Vec<(String, &NewMember)> {
+    let mut found = Vec::new();
+    for (i, listener) in new.listeners.iter().enumerate() {
+        if let Some(pool) = &listener.default_pool {
+            for (j, m) in pool.members.iter().enumerate() {
+                found.push((
+                    format!("load_balancer.listeners[{i}].default_pool.members[{j}]"),
+                    m,
+                ));
+            }
+        }
+    }
+    for (i, pool) in new.pools.iter().enumerate() {
+        for (j, m) in pool.members.iter().enumerate() {
+            found.push((format!("load_balancer.pools[{i}].members[{j}]"), m));
+        }
+    }
+    found
+}
+
 pub fn validate_member(input: &pb::Member) -> Result<NewMember, ApiError> {
     let mut v = Violations::default();
     let member = member_fields(&mut v, "member", input, false);
@@ -682,7 +740,12 @@ pub fn validate_member(input: &pb::Member) -> Result<NewMember, ApiError> {
 
 fn member_fields(v: &mut Violations, f: &str, input: &pb::Member, in_tree: bool) -> NewMember {
     let address = match input.address.parse::<IpAddr>() {
-        Ok(ip) => ip,
+        Ok(ip) => {
+            if let Some(why) = unusable_member_address(ip) {
+                v.add(format!("{f}.address"), why);
+            }
+            ip
+        }
         Err(_) => {
             v.add(
                 format!("{f}.address"),

@@ -306,7 +306,9 @@ fn describe(status: &tonic::Status) -> String {
 }
 
 impl Deployer {
-    /// Asks the scheduler whether the service type and VIP network exist and whether some device
+    /// Asks the scheduler whether the service type and VIP network exist, whether a requested VIP
+    /// is inside its range and free (ALREADY_EXISTS when another load balancer holds it), and
+    /// whether some device
     /// (with `loadbalancer_id`: the load balancer's own device, once placed) offers every
     /// capability in `needs`. INVALID_ARGUMENT with the api's field names when not; when the
     /// scheduler cannot say (unreachable), the request goes ahead and the deploy will tell.
@@ -314,11 +316,13 @@ impl Deployer {
         &self,
         flavor: &str,
         vip_network: &str,
+        vip_address: &str,
         loadbalancer_id: &str,
         needs: &crate::needs::Needs,
     ) -> Result<(), ApiError> {
         use tonic_types::StatusExt as _;
-        if flavor.is_empty() && vip_network.is_empty() && needs.is_empty() {
+        if flavor.is_empty() && vip_network.is_empty() && vip_address.is_empty() && needs.is_empty()
+        {
             return Ok(());
         }
         let mut capabilities: Vec<String> = needs.iter().map(|(c, _)| c.clone()).collect();
@@ -330,6 +334,7 @@ impl Deployer {
             vip_network: vip_network.to_owned(),
             capabilities,
             loadbalancer_id: loadbalancer_id.to_owned(),
+            vip_address: vip_address.to_owned(),
         };
         match tokio::time::timeout(
             Duration::from_secs(2),
@@ -356,6 +361,9 @@ impl Deployer {
                     .filter(|v| !v.is_empty())
                     .unwrap_or_else(|| vec![("load_balancer".into(), status.message().to_owned())]);
                 Err(ApiError::Invalid(violations))
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => {
+                Err(ApiError::AlreadyExists(status.message().to_owned()))
             }
             Ok(Err(status)) => {
                 tracing::warn!(error = %status, "could not validate the placement with the scheduler; the deploy will");

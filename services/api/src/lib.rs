@@ -124,6 +124,7 @@ pub async fn run(
         deployer,
         auth,
         stats,
+        reserved_ips: config.reserved_ips.clone(),
     };
 
     lbaas::server::mark_serving(&health, SERVICES).await;

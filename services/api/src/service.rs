@@ -23,6 +23,8 @@ pub struct TenantApi {
     pub deployer: Arc<Deployer>,
     pub auth: Authenticator,
     pub stats: crate::stats::StatsBook,
+    /// Addresses no member may have.
+    pub reserved_ips: Vec<std::net::IpAddr>,
 }
 
 impl TenantApi {
@@ -72,7 +74,7 @@ impl TenantApi {
     ) -> Result<(), Status> {
         let view = self.store.get_load_balancer(project, lb).await?;
         self.deployer
-            .validate_placement(&view.model.flavor, "", lb, needs)
+            .validate_placement(&view.model.flavor, "", "", lb, needs)
             .await?;
         Ok(())
     }
@@ -107,10 +109,19 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.load_balancer, "load_balancer")?;
         let new = convert::validate_load_balancer(&input)?;
+        convert::reserved_member_addresses(convert::tree_members(&new), &self.reserved_ips)?;
+        let vip = new.vip_address.map(|ip| ip.to_string()).unwrap_or_default();
+        if !vip.is_empty() && self.store.vip_held(&vip).await? {
+            return Err(ApiError::AlreadyExists(format!(
+                "VIP {vip} is held by another load balancer"
+            ))
+            .into());
+        }
         self.deployer
             .validate_placement(
                 &new.flavor,
                 &new.vip_network_id,
+                &vip,
                 "",
                 &crate::needs::load_balancer(&new),
             )
@@ -373,6 +384,13 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.pool, "pool")?;
         let new = convert::validate_pool(&input)?;
+        convert::reserved_member_addresses(
+            new.members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("pool.members[{i}]"), m)),
+            &self.reserved_ips,
+        )?;
         let mut needs = Vec::new();
         crate::needs::pool(&new, "pool", &mut needs);
         self.check_capabilities(&caller.project_id, &new.loadbalancer_id, &needs)
@@ -458,6 +476,7 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let input = required(r.member, "member")?;
         let new = convert::validate_member(&input)?;
+        convert::reserved_member_addresses([("member".to_owned(), &new)], &self.reserved_ips)?;
         let id = self
             .store
             .create_member(&caller.project_id, new, &r.request_id)
@@ -554,6 +573,15 @@ impl LoadBalancerService for TenantApi {
                 }
                 Err(other) => return Err(other.into()),
             }
+        }
+        if let Err(ApiError::Invalid(reserved)) = convert::reserved_member_addresses(
+            members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("members[{i}]"), m)),
+            &self.reserved_ips,
+        ) {
+            violations.extend(reserved);
         }
         if !violations.is_empty() {
             return Err(ApiError::Invalid(violations).into());

@@ -106,6 +106,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         allow_project_header: true,
         deploy_deadline_ms: 60_000,
         reconcile_interval_ms: 2_000,
+        reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
         quota_load_balancers: -1,
         quota_listeners: -1,
         quota_pools: -1,

@@ -101,6 +101,7 @@ impl Stack {
             allow_project_header: true,
             deploy_deadline_ms: 30_000,
             reconcile_interval_ms: 500,
+            reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
             quota_load_balancers: -1,
             quota_listeners: -1,
             quota_pools: -1,

@@ -86,6 +86,70 @@ impl SchedulerApi {
             })?;
         Ok((device, agent.address))
     }
+
+    /// A VIP the tenant asked for: inside the VIP network's range or, with no network, some
+    /// allowed device's range (never a network or broadcast address), and held by no other load
+    /// balancer.
+    async fn check_requested_vip(
+        &self,
+        requested: &str,
+        plan: &crate::placement::Plan,
+        loadbalancer_id: &str,
+    ) -> Result<(), SchedulerError> {
+        use sea_orm::{ColumnTrait as _, QueryFilter as _};
+        let invalid = |why: String| SchedulerError::Invalid(vec![("vip_address".into(), why)]);
+        let ip: std::net::IpAddr = requested
+            .parse()
+            .map_err(|_| invalid("is not an IP address".into()))?;
+        match &plan.vip_range {
+            Some(range) => {
+                if let Some(why) = crate::placement::vip_outside(ip, range) {
+                    return Err(invalid(why));
+                }
+            }
+            None => {
+                let ranges: Vec<String> = device::Entity::find()
+                    .all(&self.db)
+                    .await?
+                    .into_iter()
+                    .filter(|d| {
+                        plan.request
+                            .driver
+                            .as_ref()
+                            .is_none_or(|driver| d.driver == *driver)
+                    })
+                    .map(|d| d.vip_cidr)
+                    .collect();
+                if !ranges
+                    .iter()
+                    .any(|r| crate::placement::vip_outside(ip, r).is_none())
+                {
+                    let mut ranges = ranges;
+                    ranges.sort();
+                    ranges.dedup();
+                    return Err(invalid(format!(
+                        "{ip} is a host address of no device's VIP range ({}); name a network or leave it empty",
+                        if ranges.is_empty() {
+                            "there are no devices".to_owned()
+                        } else {
+                            ranges.join(", ")
+                        }
+                    )));
+                }
+            }
+        }
+        let held = binding::Entity::find()
+            .filter(binding::Column::VipAddress.eq(ip.to_string()))
+            .filter(binding::Column::LoadbalancerId.ne(loadbalancer_id))
+            .one(&self.db)
+            .await?;
+        if held.is_some() {
+            return Err(SchedulerError::AlreadyExists(format!(
+                "VIP {ip} is held by another load balancer"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn placement(binding: &binding::Model, agent_id: &str) -> Placement {
@@ -267,6 +331,10 @@ impl SchedulerService for SchedulerApi {
             ..Default::default()
         };
         let plan = self.placer.plan(&ask, None).await?;
+        if !r.vip_address.is_empty() {
+            self.check_requested_vip(&r.vip_address, &plan, &r.loadbalancer_id)
+                .await?;
+        }
         let device = if r.loadbalancer_id.is_empty() {
             None
         } else {

@@ -234,11 +234,17 @@ impl DeviceService for DeviceApi {
         request: Request<ListDevicesRequest>,
     ) -> Result<Response<ListDevicesResponse>, Status> {
         let request = request.into_inner();
-        let page_size = u64::try_from(request.page_size)
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or(100)
-            .min(1000);
+        let page_size = match u64::try_from(request.page_size) {
+            Ok(0) => 100,
+            Ok(n) => n.min(1000),
+            Err(_) => {
+                return Err(SchedulerError::Invalid(vec![(
+                    "page_size".into(),
+                    "must not be negative".into(),
+                )])
+                .into());
+            }
+        };
         let mut query = device::Entity::find().order_by_asc(device::Column::Id);
         if !request.agent_id.is_empty() {
             query = query.filter(device::Column::AgentId.eq(request.agent_id));

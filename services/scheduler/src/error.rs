@@ -12,6 +12,9 @@ pub enum SchedulerError {
     NoCapacity(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// An address (a VIP) another load balancer holds.
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("database: {0}")]
@@ -25,6 +28,7 @@ impl From<SchedulerError> for Status {
             SchedulerError::Invalid(_) => "INVALID_ARGUMENT",
             SchedulerError::NoCapacity(_) => "NO_CAPACITY",
             SchedulerError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            SchedulerError::AlreadyExists(_) => "ALREADY_EXISTS",
             SchedulerError::Unavailable(_) => "UNAVAILABLE",
             SchedulerError::Database(_) => "INTERNAL",
         };
@@ -51,6 +55,9 @@ impl From<SchedulerError> for Status {
             ),
             SchedulerError::FailedPrecondition(why) => {
                 Status::with_error_details(Code::FailedPrecondition, why, details)
+            }
+            SchedulerError::AlreadyExists(why) => {
+                Status::with_error_details(Code::AlreadyExists, why, details)
             }
             SchedulerError::Unavailable(why) => {
                 Status::with_error_details(Code::Unavailable, why, details)

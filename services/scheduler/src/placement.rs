@@ -143,6 +143,7 @@ pub fn view_of(d: &device::Model, load: i64) -> DeviceView {
             .filter(|c| !c.is_empty())
             .map(str::to_owned)
             .collect(),
+        vip_cidr: d.vip_cidr.parse().ok(),
     }
 }
 
@@ -373,6 +374,11 @@ impl Placer {
             exclude,
             live_after_ms: now_ms() - self.agent_timeout_ms,
             capabilities: ask.capabilities.clone(),
+            vip_address: if vip_range.is_none() {
+                ask.vip_address.parse().ok()
+            } else {
+                None
+            },
         };
         let on_demand = service_type.filter(|t| t.on_demand).map(|t| OnDemand {
             labels: text::labels(&t.required_labels),
@@ -504,8 +510,16 @@ impl Placer {
                 unsupported.join(", ")
             )));
         }
+        let mut reread = false;
         for _ in 0..ATTEMPTS {
             let Some(device_id) = self.choose(&plan) else {
+                // The cached fleet may lag what another replica (or a registration in flight)
+                // wrote: read the database once before refusing.
+                if !reread {
+                    reread = true;
+                    self.refresh().await?;
+                    continue;
+                }
                 if plan.on_demand.is_some() {
                     self.create_on_demand(&plan).await?;
                     continue;
@@ -576,8 +590,8 @@ impl Placer {
                     return Ok(Commit::Done(existing));
                 }
                 if !ask.vip_address.is_empty() {
-                    return Err(SchedulerError::FailedPrecondition(format!(
-                        "VIP {vip} is already in use"
+                    return Err(SchedulerError::AlreadyExists(format!(
+                        "VIP {vip} is held by another load balancer"
                     )));
                 }
                 Ok(Commit::Lost)
@@ -850,7 +864,32 @@ async fn lock_range(txn: &sea_orm::DatabaseTransaction, range: &str) -> Result<(
     Ok(())
 }
 
-/// The requested VIP if free, or the first free address of `range`.
+/// Why `ip` cannot be a VIP from `range`: outside it, or its network (or, for IPv4, broadcast)
+/// address, which no host may hold.
+pub fn vip_outside(ip: IpAddr, range: &str) -> Option<String> {
+    let Ok(net) = range.parse::<ipnet::IpNet>() else {
+        return Some(format!("the range {range:?} is not a CIDR"));
+    };
+    if !net.contains(&ip) {
+        return Some(format!("{ip} is outside {net}"));
+    }
+    let point_to_point = match net {
+        ipnet::IpNet::V4(n) => n.prefix_len() >= 31,
+        ipnet::IpNet::V6(n) => n.prefix_len() >= 127,
+    };
+    if point_to_point {
+        return None;
+    }
+    if ip == net.network() {
+        return Some(format!("{ip} is the network address of {net}"));
+    }
+    if matches!(net, ipnet::IpNet::V4(_)) && ip == net.broadcast() {
+        return Some(format!("{ip} is the broadcast address of {net}"));
+    }
+    None
+}
+
+/// The requested VIP if inside `range` and free, or the first free address of `range`.
 async fn allocate_vip(
     txn: &sea_orm::DatabaseTransaction,
     range: &str,
@@ -871,10 +910,16 @@ async fn allocate_vip(
                 "not an IP address".into(),
             )])
         })?;
+        if let Some(why) = vip_outside(ip, range) {
+            return Err(SchedulerError::Invalid(vec![(
+                "config.vip_address".into(),
+                why,
+            )]));
+        }
         let ip = ip.to_string();
         if used.contains(&ip) {
-            return Err(SchedulerError::FailedPrecondition(format!(
-                "VIP {ip} is already in use"
+            return Err(SchedulerError::AlreadyExists(format!(
+                "VIP {ip} is held by another load balancer"
             )));
         }
         return Ok(ip);

@@ -63,7 +63,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<certificate::Model>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = certificate::Entity::find()
             .filter(certificate::Column::ProjectId.eq(project))
             .order_by_asc(certificate::Column::Id);

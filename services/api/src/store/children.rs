@@ -313,7 +313,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<listener::Model>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = listener::Entity::find()
             .filter(listener::Column::ProjectId.eq(project))
             .order_by_asc(listener::Column::Id);
@@ -539,7 +539,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<(pool::Model, Option<String>)>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = pool::Entity::find()
             .filter(pool::Column::ProjectId.eq(project))
             .order_by_asc(pool::Column::Id);
@@ -697,7 +697,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<member::Model>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = member::Entity::find()
             .filter(member::Column::ProjectId.eq(project))
             .order_by_asc(member::Column::Id);
@@ -897,7 +897,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<health_monitor::Model>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = health_monitor::Entity::find()
             .filter(health_monitor::Column::ProjectId.eq(project))
             .order_by_asc(health_monitor::Column::Id);

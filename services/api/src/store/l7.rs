@@ -237,7 +237,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<l7_policy::Model>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = l7_policy::Entity::find()
             .filter(l7_policy::Column::ProjectId.eq(project))
             .order_by_asc(l7_policy::Column::Id);
@@ -435,7 +435,7 @@ impl Store {
         size: i32,
         token: &str,
     ) -> Result<Page<l7_rule::Model>, ApiError> {
-        let size = page_size(size);
+        let size = page_size(size)?;
         let mut query = l7_rule::Entity::find()
             .filter(l7_rule::Column::ProjectId.eq(project))
             .order_by_asc(l7_rule::Column::Id);

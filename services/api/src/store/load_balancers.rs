@@ -245,6 +245,15 @@ impl Store {
         })
     }
 
+    /// Whether any load balancer (of any project) holds `vip`: VIPs are one address space.
+    pub async fn vip_held(&self, vip: &str) -> Result<bool, ApiError> {
+        Ok(load_balancer::Entity::find()
+            .filter(load_balancer::Column::VipAddress.eq(vip))
+            .count(&self.db)
+            .await?
+            > 0)
+    }
+
     pub async fn get_load_balancer(
         &self,
         project: &str,
@@ -261,7 +270,7 @@ impl Store {
         requested_size: i32,
         token: &str,
     ) -> Result<Page<LoadBalancerView>, ApiError> {
-        let size = page_size(requested_size);
+        let size = page_size(requested_size)?;
         let order = Order::parse(&filter.order_by)?;
         let mut query =
             load_balancer::Entity::find().filter(load_balancer::Column::ProjectId.eq(project));

@@ -155,12 +155,13 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-pub(crate) fn page_size(requested: i32) -> u64 {
-    u64::try_from(requested)
-        .ok()
-        .filter(|n| *n > 0)
-        .unwrap_or(100)
-        .clamp(1, 1000)
+/// The page size asked for: 0 (unset) means 100, more than 1000 means 1000, below 0 is refused.
+pub(crate) fn page_size(requested: i32) -> Result<u64, ApiError> {
+    match u64::try_from(requested) {
+        Ok(0) => Ok(100),
+        Ok(n) => Ok(std::cmp::min(n, 1000)),
+        Err(_) => Err(ApiError::invalid("page_size", "must not be negative")),
+    }
 }
 
 /// Keyset pagination on id: the page token is the last id of the previous page, so objects created

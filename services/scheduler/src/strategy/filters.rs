@@ -42,6 +42,17 @@ pub fn check(fleet: &Fleet, d: &DeviceView, request: &PlacementRequest) -> Resul
             format!("driver {} lacks {}", d.driver, missing.join(", ")),
         ));
     }
+    if let Some(vip) = request.vip_address
+        && !d.vip_cidr.is_some_and(|range| range.contains(&vip))
+    {
+        return Err((
+            "vip",
+            match d.vip_cidr {
+                Some(range) => format!("VIP {vip} is outside its range {range}"),
+                None => format!("VIP {vip} asked for; the device has no VIP range"),
+            },
+        ));
+    }
     for (k, v) in &request.required_labels {
         if d.labels.get(k) != Some(v) {
             return Err(("labels", format!("label {k}={v} missing")));

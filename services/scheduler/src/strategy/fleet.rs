@@ -48,6 +48,8 @@ pub struct DeviceView {
     pub networks: BTreeSet<String>,
     /// What the device's driver can do (`lbaas::capability` names).
     pub capabilities: BTreeSet<String>,
+    /// The range the device's own VIPs come from (when no network is named).
+    pub vip_cidr: Option<ipnet::IpNet>,
 }
 
 /// Parts per million: scores are integers so that every comparison is exact.

@@ -41,6 +41,8 @@ pub struct PlacementRequest {
     pub live_after_ms: i64,
     /// Capabilities the device's driver must offer.
     pub capabilities: Vec<String>,
+    /// A VIP the tenant asked for with no network: only devices whose own range holds it.
+    pub vip_address: Option<std::net::IpAddr>,
 }
 
 /// One device in an explanation.

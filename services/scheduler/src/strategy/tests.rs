@@ -18,6 +18,7 @@ fn device(id: &str, load: i64, capacity: i64) -> DeviceView {
         labels: BTreeMap::new(),
         networks: Default::default(),
         capabilities: Default::default(),
+        vip_cidr: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn request(lb: &str, project: &str) -> PlacementRequest {
         project_id: project.into(),
         live_after_ms: NOW - 10,
         capabilities: Vec::new(),
+        vip_address: None,
         ..Default::default()
     }
 }

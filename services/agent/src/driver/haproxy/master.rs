@@ -27,6 +27,10 @@ pub enum MasterError {
     ReloadFailed,
     #[error("no new worker within {0:?}")]
     Timeout(Duration),
+    #[error("the master did not reload within {0:?}")]
+    NotReloaded(Duration),
+    #[error("old workers {0:?} still take connections after {1:?}")]
+    OldWorkers(Vec<i32>, Duration),
 }
 
 /// A master that does not answer within this is treated as gone.
@@ -94,7 +98,7 @@ impl MasterCli {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(MasterError::Timeout(timeout));
+                return Err(MasterError::NotReloaded(timeout));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -104,24 +108,37 @@ impl MasterCli {
         self.wait_for_old_workers_to_stop(timeout).await
     }
 
+    /// Waits until every worker that was old when this began is stopping (it takes no new
+    /// connection) or gone. The list is read again each round: a worker that exits between two
+    /// questions drops out of `show proc`, and asking it anything through the master then gets
+    /// "Can't find the target PID" (never an empty answer), which counts as gone.
     async fn wait_for_old_workers_to_stop(&self, timeout: Duration) -> Result<(), MasterError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let answer = self.command("show proc").await?;
-        for pid in old_workers(&answer) {
-            loop {
-                // A worker that is gone answers nothing; one that stops says so in `show info`.
+        let mut waiting = old_workers(&self.command("show proc").await?);
+        while !waiting.is_empty() {
+            let listed = self
+                .command("show proc")
+                .await
+                .map(|answer| old_workers(&answer))
+                .unwrap_or_else(|_| waiting.clone());
+            let mut still = Vec::new();
+            for pid in waiting.into_iter().filter(|pid| listed.contains(pid)) {
                 let info = self
                     .command(&format!("@!{pid} show info"))
                     .await
                     .unwrap_or_default();
-                if info.is_empty() || info.lines().any(|l| l.trim() == "Stopping: 1") {
-                    break;
+                if !stopping_or_gone(&info) {
+                    still.push(pid);
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(MasterError::Timeout(timeout));
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MasterError::OldWorkers(waiting, timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(())
     }
@@ -157,6 +174,14 @@ impl MasterCli {
             pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
+}
+
+/// Whether a worker's `show info` answer (through the master) says it is stopping, or is not a
+/// `show info` at all: a worker that is gone gets the master's "Can't find the target PID", and
+/// one whose CLI is already closed an empty answer. A running worker's info always has its `Pid:`.
+fn stopping_or_gone(info: &str) -> bool {
+    let mut lines = info.lines().map(str::trim);
+    !info.lines().any(|l| l.starts_with("Pid:")) || lines.any(|l| l == "Stopping: 1")
 }
 
 /// The pids listed under `# old workers`.
@@ -226,7 +251,7 @@ pub fn parse_show_proc(answer: &str) -> Result<ProcState, MasterError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
@@ -249,5 +274,65 @@ mod tests {
         );
         assert!(parse_show_proc("garbage").is_err());
         assert_eq!(old_workers(text), vec![10871]);
+    }
+
+    /// A master CLI that answers like HAProxy 2.6 after a reload whose old worker (4242) has
+    /// already exited when it is asked about: listed by `show proc`, unknown to `@!4242`.
+    async fn fake_master(dir: &std::path::Path) -> PathBuf {
+        let socket = dir.join("master.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut command = String::new();
+                let _ = stream.read_to_string(&mut command).await;
+                let answer = if command.starts_with("show proc") {
+                    "#<PID>          <type>          <reloads>       <uptime>        <version>\n\
+                     100             master          1 [failed: 0]   0d00h00m01s     2.6.12\n\
+                     # workers\n\
+                     200             worker          0               0d00h00m00s     2.6.12\n\
+                     # old workers\n\
+                     4242            worker          1               0d00h00m01s     2.6.12\n\
+                     # programs\n\n"
+                        .to_owned()
+                } else {
+                    format!(
+                        "Can't find the target PID matching the prefix '{}'\n",
+                        command.split_whitespace().next().unwrap_or_default()
+                    )
+                };
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        socket
+    }
+
+    #[tokio::test]
+    async fn an_old_worker_gone_before_it_is_asked_does_not_stall_the_reload() {
+        let dir = std::env::temp_dir().join(format!("lbaas-master-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let master = MasterCli::new(fake_master(&dir).await);
+        // Before the fix this waited out the whole timeout: the master's "Can't find the target
+        // PID" was taken for a worker still serving.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            master.wait_for_old_workers_to_stop(Duration::from_secs(30)),
+        )
+        .await
+        .expect("an exited old worker held the reload")
+        .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_worker_that_is_gone_counts_as_stopped() {
+        // HAProxy 2.6's master, asked about a pid it no longer lists.
+        assert!(stopping_or_gone(
+            "Can't find the target PID matching the prefix '@!10871'\n"
+        ));
+        assert!(stopping_or_gone(""));
+        assert!(stopping_or_gone("Name: HAProxy\nPid: 10871\nStopping: 1\n"));
+        assert!(!stopping_or_gone(
+            "Name: HAProxy\nPid: 10871\nStopping: 0\n"
+        ));
     }
 }

@@ -6,8 +6,8 @@
 //! agent restarts, and a restarted agent adopts the running master through its socket.
 //!
 //! TERMINATED_HTTPS listeners' certificates (with their keys) are files in `<state dir>/certs`,
-//! mode 0600: written before the config that names them is checked, and removed once a config
-//! that no longer names them is live.
+//! mode 0600 in a 0700 folder: written durably before the config that names them is checked, and
+//! removed once a config that no longer names them is live.
 
 #[cfg(test)]
 mod fixtures;
@@ -26,7 +26,7 @@ use std::{
 };
 
 use lbaas::agent::v1::{DiagnosticCheck, LoadBalancerConfig};
-use tokio::{io::AsyncWriteExt, sync::Mutex};
+use tokio::sync::Mutex;
 
 use self::{
     master::MasterCli,
@@ -110,8 +110,9 @@ impl HaproxyDriver {
         .map_err(|e| DriverError::Rejected(e.to_string()))
     }
 
-    /// Writes the files a config names (each through a temporary file and a rename, so HAProxy
-    /// never reads half a certificate), leaving alone those that already hold the same content.
+    /// Writes the files a config names (each 0600 in the 0700 certificate folder, through a
+    /// temporary file, fsync and a rename, so HAProxy never reads half a certificate), leaving
+    /// alone those that already hold the same content.
     async fn write_cert_files(&self, files: &CertFiles) -> Result<(), DriverError> {
         let dir = self.cert_dir();
         if files.is_empty() {
@@ -123,10 +124,7 @@ impl HaproxyDriver {
                 dir.display()
             ))
         };
-        tokio::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
+        crate::private_files::private_dir_async(dir.clone())
             .await
             .map_err(failed)?;
         for (name, content) in files {
@@ -134,20 +132,9 @@ impl HaproxyDriver {
             if tokio::fs::read(&path).await.ok().as_deref() == Some(content.as_bytes()) {
                 continue;
             }
-            let temporary = dir.join(format!("{name}.tmp"));
-            let _ = tokio::fs::remove_file(&temporary).await;
-            let write = async {
-                let mut file = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&temporary)
-                    .await?;
-                file.write_all(content.as_bytes()).await?;
-                file.sync_all().await?;
-                tokio::fs::rename(&temporary, &path).await
-            };
-            write.await.map_err(failed)?;
+            crate::private_files::write_private_async(path, content.as_bytes().to_vec())
+                .await
+                .map_err(failed)?;
         }
         Ok(())
     }
@@ -341,9 +328,11 @@ impl Driver for HaproxyDriver {
 
     async fn start(&self) -> Result<(), DriverError> {
         let _guard = self.lock.lock().await;
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            DriverError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
-        })?;
+        crate::private_files::private_dir_async(self.dir.clone())
+            .await
+            .map_err(|e| {
+                DriverError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
+            })?;
         if self.master().show_proc().await.is_ok() {
             tracing::info!(dir = %self.dir.display(), "adopted running haproxy");
             return Ok(());
