@@ -184,7 +184,7 @@ async fn run(db: Db, length: Duration) {
             phase
         }
         Db::Postgres => {
-            let admin = support::postgres_url().unwrap();
+            let admin = support::postgres_url();
             let name = format!("lbaas_bench_raw_{}", uuid::Uuid::new_v4().simple());
             let admin_db = sea_orm::Database::connect(&admin).await.unwrap();
             admin_db

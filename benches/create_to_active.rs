@@ -160,7 +160,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    assert!(support::haproxy_available(), "this benchmark needs haproxy");
+    support::require_haproxy();
     let backend = Backend::start("bench").await;
     println!(
         "create-to-ACTIVE, {n} load balancers on one HAProxy device (each adds one listener, pool and member)"

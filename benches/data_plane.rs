@@ -274,7 +274,7 @@ async fn load_balancer(
 
 #[tokio::main]
 async fn main() {
-    assert!(support::haproxy_available(), "this benchmark needs haproxy");
+    support::require_haproxy();
     let length = Duration::from_secs(
         std::env::var("LBAAS_BENCH_SECONDS")
             .ok()

@@ -19,7 +19,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    assert!(support::haproxy_available(), "this benchmark needs haproxy");
+    support::require_haproxy();
     let backend = Backend::start("up").await;
     let capacity = i32::try_from(n).unwrap() + 10;
     let mut stack = Stack::start(StackOptions {

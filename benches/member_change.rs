@@ -31,7 +31,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    assert!(support::haproxy_available(), "this benchmark needs haproxy");
+    support::require_haproxy();
     let backend = Backend::start("bench").await;
     let stack = Stack::start(StackOptions::default()).await;
     let mut api = stack.api_client().await;

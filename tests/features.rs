@@ -29,10 +29,11 @@ macro_rules! on_each_driver {
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(
+                lbaas_no_haproxy,
+                ignore = "haproxy is not installed (apt-get install haproxy)"
+            )]
             async fn haproxy() {
-                if !super::support::haproxy_available() {
-                    return;
-                }
                 super::$name("haproxy").await;
             }
 
@@ -1767,10 +1768,11 @@ async fn udp_is_balanced_on_native() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    lbaas_no_haproxy,
+    ignore = "haproxy is not installed (apt-get install haproxy)"
+)]
 async fn udp_is_refused_where_no_driver_supports_it() {
-    if !support::haproxy_available() {
-        return;
-    }
     let (stack, mut api, project) = start("haproxy").await;
     capabilities_known(&stack).await;
     let refused = api
@@ -1814,10 +1816,11 @@ async fn udp_is_refused_where_no_driver_supports_it() {
 /// whose driver can serve them, even where least-loaded would pick the other; what both can serve
 /// still goes to the less loaded device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    lbaas_no_haproxy,
+    ignore = "haproxy is not installed (apt-get install haproxy)"
+)]
 async fn placement_follows_capabilities() {
-    if !support::haproxy_available() {
-        return;
-    }
     let (mut stack, mut api, project) = start("haproxy").await;
     capabilities_known(&stack).await;
     let (_, native_cidr) = stack.add_agent_with_driver("udp-host", "native").await;

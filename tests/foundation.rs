@@ -469,10 +469,11 @@ async fn invalid_requests_are_refused_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    lbaas_no_postgres,
+    ignore = "LBAAS_TEST_DATABASE_URL is not set (a PostgreSQL to test against)"
+)]
 async fn invalid_requests_are_refused_on_postgres() {
-    if support::postgres_url().is_none() {
-        return;
-    }
     invalid_requests_are_refused(Db::Postgres).await;
 }
 

@@ -79,10 +79,11 @@ async fn metrics_move_on_native() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    lbaas_no_haproxy,
+    ignore = "haproxy is not installed (apt-get install haproxy)"
+)]
 async fn metrics_move_on_haproxy() {
-    if !support::haproxy_available() {
-        return;
-    }
     metrics_parse_and_move_with_traffic("haproxy").await;
 }
 

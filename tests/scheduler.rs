@@ -376,7 +376,7 @@ async fn capacity_holds_under_concurrency(db: Db) {
             None,
         ),
         Db::Postgres => {
-            let admin = support::postgres_url().unwrap();
+            let admin = support::postgres_url();
             let name = format!("lbaas_capacity_{}", uuid::Uuid::new_v4().simple());
             (
                 support::create_postgres_database(&admin, &name).await,

@@ -1054,8 +1054,9 @@ fn last_host(cidr: &str) -> std::net::IpAddr {
 /// unspecified, broadcast, multicast or reserved addresses; a negative page size is refused.
 /// Nothing refused is stored.
 async fn addresses_are_checked(db: Db) {
-    let mut stack = Stack::start(StackOptions {
+    let stack = Stack::start(StackOptions {
         db,
+        driver: "noop",
         ..Default::default()
     })
     .await;

@@ -147,6 +147,45 @@ pub struct RpcMetrics<S> {
 /// The gRPC status of a response as far as its headers tell: a failed call answers with the
 /// status in its headers (trailers-only); one that succeeds, or fails after streaming, carries it
 /// in trailers, counted here as OK.
+/// Every gRPC method the services serve (`/package.Service/Method`): lbaas's contracts,
+/// grpc.health.v1 and server reflection, read from their file descriptors.
+static KNOWN_METHODS: LazyLock<std::collections::HashSet<String>> = LazyLock::new(|| {
+    use prost::Message as _;
+    let mut known = std::collections::HashSet::new();
+    for bytes in [
+        crate::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                for method in service.method {
+                    known.insert(format!(
+                        "/{package}.{service_name}/{}",
+                        method.name.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+    known
+});
+
+/// The method label of a request path: the path itself for a method the services serve,
+/// "unknown" for anything else, so that random paths cannot grow the series without bound.
+pub fn known_method(path: &str) -> &'static str {
+    KNOWN_METHODS
+        .get(path)
+        .map(String::as_str)
+        .unwrap_or("unknown")
+}
+
 fn status_code<B>(response: &http::Response<B>) -> &'static str {
     let code = response
         .headers()
@@ -194,7 +233,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let service = self.service;
-        let method = request.uri().path().to_owned();
+        let method = known_method(request.uri().path());
         let started = Instant::now();
         Box::pin(async move {
             let result = inner.call(request).await;
@@ -203,13 +242,11 @@ where
                 Err(_) => "UNAVAILABLE",
             };
             if let Some(requests) = &*RPC_REQUESTS {
-                requests
-                    .with_label_values(&[service, method.as_str(), code])
-                    .inc();
+                requests.with_label_values(&[service, method, code]).inc();
             }
             if let Some(duration) = &*RPC_DURATION {
                 duration
-                    .with_label_values(&[service, method.as_str()])
+                    .with_label_values(&[service, method])
                     .observe(started.elapsed().as_secs_f64());
             }
             result
@@ -221,6 +258,23 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn methods_are_labelled_from_the_known_set_only() {
+        assert_eq!(
+            known_method("/lbaas.api.v1.LoadBalancerService/CreateLoadBalancer"),
+            "/lbaas.api.v1.LoadBalancerService/CreateLoadBalancer"
+        );
+        assert_eq!(
+            known_method("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        assert_eq!(
+            known_method("/lbaas.api.v1.LoadBalancerService/Nope"),
+            "unknown"
+        );
+        assert_eq!(known_method("/random/a8f3"), "unknown");
+    }
 
     #[test]
     fn renders_registered_metrics() {

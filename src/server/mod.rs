@@ -1,6 +1,7 @@
 //! The server kit: what every lbaas service assembles the same way (health, reflection,
 //! telemetry, graceful shutdown), so the three services differ only in their own APIs.
 
+pub mod backoff;
 mod database;
 pub mod jwt;
 pub mod metrics;
@@ -8,11 +9,58 @@ mod telemetry;
 pub mod tls;
 pub mod tokens;
 
+pub use backoff::Backoff;
 pub use database::{begin_write, connect_database};
 
 pub use telemetry::{Telemetry, TelemetryConfig, inject_context, rpc_span, traced};
 
 use tonic_health::server::HealthReporter;
+
+/// The most calls one connection may have waiting on a handler; past it a call is refused at
+/// once with RESOURCE_EXHAUSTED (load shedding) instead of queueing.
+pub const MAX_CALLS_PER_CONNECTION: usize = 256;
+/// The longest a handler may take to answer: a unary call whole, a streaming call until its
+/// stream starts (a shorter `grpc-timeout` from the caller wins). Past it: DEADLINE_EXCEEDED.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// HTTP/2 keepalive between the services, both ways: a PING every interval, and a peer that does
+/// not answer one within the timeout (a frozen process, a half-open connection, a vanished host)
+/// has its connection closed, failing its calls and streams so their owners retry.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// TCP keepalive probes on every connection, for peers that vanish without a word.
+pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The server every lbaas service runs, with the one tower stack of the kit, outermost first:
+/// load shedding (RESOURCE_EXHAUSTED when full), a concurrency limit of
+/// [`MAX_CALLS_PER_CONNECTION`] per connection, and a per-call timeout ([`CALL_TIMEOUT`]); plus
+/// HTTP/2 and TCP keepalive. Each service then adds its tracing span and RPC metrics layers.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .load_shed(true)
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .timeout(CALL_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+}
+
+/// The deadline a caller gave its call (the `grpc-timeout` header), if any.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1)?;
+    let (amount, unit) = value.split_at(split);
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
 
 /// Server reflection in both protocol versions: grpcurl 1.8 speaks v1alpha, newer tools v1.
 /// The descriptor sets cover lbaas's contracts and grpc.health.v1.
@@ -76,7 +124,7 @@ where
         .map_err(|e| anyhow::anyhow!("cannot listen for health probes on {addr}: {e}"))?;
     tracing::info!(address = %addr, "health probes listening (plaintext, grpc.health.v1 only)");
     let task = tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = server()
             .add_service(health)
             .serve_with_incoming(incoming(listener))
             .await

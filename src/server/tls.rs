@@ -123,9 +123,19 @@ impl TlsConfig {
     }
 }
 
-/// An endpoint to `url` with the client side of `tls` (if enabled).
+/// An endpoint to `url` with the client side of `tls` (if enabled), as every service calls
+/// another: connecting gives up after 3 s, every call must be answered (a unary call whole, a
+/// stream its start) within the kit's `CALL_TIMEOUT`, and HTTP/2 and TCP keepalive (also while
+/// idle) close a connection whose peer stopped answering, so that streams on it fail and their
+/// followers reconnect.
 pub fn endpoint(url: &str, tls: &TlsConfig) -> anyhow::Result<tonic::transport::Endpoint> {
-    let endpoint = tonic::transport::Endpoint::from_shared(tls.url(url))?;
+    let endpoint = tonic::transport::Endpoint::from_shared(tls.url(url))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(super::CALL_TIMEOUT)
+        .http2_keep_alive_interval(super::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(super::KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(super::TCP_KEEPALIVE));
     Ok(match tls.client()? {
         Some(client) => endpoint.tls_config(client)?,
         None => endpoint,

@@ -82,7 +82,7 @@ pub async fn run(
     let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
     let _health_port =
         lbaas::server::serve_health_port(config.tls.health_listen, health_service.clone()).await?;
-    let mut server = tonic::transport::Server::builder();
+    let mut server = lbaas::server::server();
     // Mutual TLS: only the scheduler (or an admin) with a certificate from the CA gets in.
     if let Some(tls) = config.tls.server(true)? {
         server = server.tls_config(tls)?;

@@ -28,14 +28,14 @@ pub struct Registration {
 impl Registration {
     /// Runs until the task is dropped.
     pub async fn run(self) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = lbaas::server::Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             match self.session().await {
-                Ok(()) => backoff = MIN_BACKOFF,
+                Ok(()) => backoff.reset(),
                 Err(e) => {
-                    tracing::warn!(scheduler = %self.scheduler_url, error = %e, retry_in_ms = backoff.as_millis() as u64, "scheduler unreachable");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let pause = backoff.next_pause();
+                    tracing::warn!(scheduler = %self.scheduler_url, error = %e, retry_in_ms = pause.as_millis() as u64, "scheduler unreachable");
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

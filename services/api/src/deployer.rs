@@ -30,6 +30,8 @@ use crate::{
 
 const MIN_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(2);
+/// The shortest attempt a deploy gets, even past its deadline.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
 
 struct Worker {
     dirty: AtomicBool,
@@ -117,16 +119,15 @@ impl Deployer {
     }
 
     async fn work(self: Arc<Self>, id: String, worker: Arc<Worker>) {
-        let mut retry = MIN_RETRY;
+        let mut retry = lbaas::server::Backoff::new(MIN_RETRY, MAX_RETRY);
         loop {
             worker.dirty.store(false, Ordering::SeqCst);
             match self.converge(&id).await {
-                Attempt::Settled => retry = MIN_RETRY,
+                Attempt::Settled => retry.reset(),
                 Attempt::Retry(why) => {
                     tracing::debug!(loadbalancer = %id, reason = %why, "deploy will be retried");
                     // Wait for the pause or for a new change, whichever comes first.
-                    let _ = tokio::time::timeout(retry, worker.wake.notified()).await;
-                    retry = (retry * 2).min(MAX_RETRY);
+                    let _ = tokio::time::timeout(retry.next_pause(), worker.wake.notified()).await;
                     continue;
                 }
             }
@@ -179,13 +180,20 @@ impl Deployer {
 
     async fn undeploy(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
         let mut scheduler = self.scheduler.clone();
-        if let Err(status) = scheduler
-            .undeploy(lbaas::server::traced(UndeployRequest {
-                loadbalancer_id: lb.id.clone(),
-            }))
-            .await
-        {
-            return Attempt::Retry(format!("scheduler: {}", status.message()));
+        let mut request = lbaas::server::traced(UndeployRequest {
+            loadbalancer_id: lb.id.clone(),
+        });
+        let budget = self.budget(lb.pending_since_ms);
+        request.set_timeout(budget);
+        match tokio::time::timeout(budget, scheduler.undeploy(request)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => return Attempt::Retry(format!("scheduler: {}", status.message())),
+            Err(_) => {
+                return Attempt::Retry(format!(
+                    "no answer from the scheduler within {:.1}s",
+                    budget.as_secs_f64()
+                ));
+            }
         }
         match self.store.purge_load_balancer(lb).await {
             Ok(()) => {
@@ -196,9 +204,31 @@ impl Deployer {
         }
     }
 
+    /// What is left of the deadline of a change pending since `pending_since_ms` (at least a
+    /// moment, so a change past its deadline still gets one quick try).
+    fn budget(&self, pending_since_ms: i64) -> Duration {
+        let deadline_ms = i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX);
+        let left = if pending_since_ms > 0 {
+            deadline_ms.saturating_sub(now_ms() - pending_since_ms)
+        } else {
+            deadline_ms
+        };
+        Duration::from_millis(u64::try_from(left).unwrap_or(0)).max(MIN_ATTEMPT)
+    }
+
     async fn deploy(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
         let started = std::time::Instant::now();
-        let attempt = self.deploy_once(lb).await;
+        // The deadline holds whatever the scheduler or the device does: a peer that stops
+        // answering without closing its connection (a frozen process, a vanished host) ends the
+        // attempt here, and the change goes to ERROR once past its deadline.
+        let budget = self.budget(lb.pending_since_ms);
+        let attempt = match tokio::time::timeout(budget, self.deploy_once(lb, budget)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::Retry(format!(
+                "no answer from the scheduler or the device within {:.1}s",
+                budget.as_secs_f64()
+            )),
+        };
         let result = match &attempt {
             Attempt::Settled => "settled",
             Attempt::Retry(_) => "retry",
@@ -210,7 +240,11 @@ impl Deployer {
         attempt
     }
 
-    async fn deploy_once(&self, lb: &crate::entity::load_balancer::Model) -> Attempt {
+    async fn deploy_once(
+        &self,
+        lb: &crate::entity::load_balancer::Model,
+        budget: Duration,
+    ) -> Attempt {
         let config = match self.store.desired_config(lb).await {
             Ok(c) => c,
             Err(e) => return Attempt::Retry(e.to_string()),
@@ -224,7 +258,10 @@ impl Deployer {
             failover: lb.failover_pending,
             vip_network: lb.vip_network_id.clone(),
         };
-        let mut stream = match scheduler.deploy(lbaas::server::traced(request)).await {
+        let mut request = lbaas::server::traced(request);
+        // The scheduler bounds its own wait on the device by this (grpc-timeout).
+        request.set_timeout(budget);
+        let mut stream = match scheduler.deploy(request).await {
             Ok(s) => s.into_inner(),
             // What the load balancer asks for does not exist (a service type or network deleted
             // since it was created): waiting will not help.

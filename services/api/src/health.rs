@@ -13,14 +13,15 @@ pub async fn follow(
     stats: crate::stats::StatsBook,
     scheduler: SchedulerServiceClient<Channel>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff =
+        lbaas::server::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let mut client = scheduler.clone();
         match client.watch_health(WatchHealthRequest {}).await {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
-                while let Some(Ok(report)) = stream.next().await {
-                    backoff = Duration::from_millis(50);
+                while let Some(report) = next_or_log(&mut stream, "health").await {
+                    backoff.reset();
                     stats.record(&report);
                     match store.apply_health(&report).await {
                         Ok(0) => {}
@@ -31,10 +32,11 @@ pub async fn follow(
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "scheduler health stream unavailable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler health stream unavailable; reconnecting")
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 
@@ -45,7 +47,8 @@ pub async fn follow_displaced(
     deployer: std::sync::Arc<crate::deployer::Deployer>,
     scheduler: SchedulerServiceClient<Channel>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff =
+        lbaas::server::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let mut client = scheduler.clone();
         match client
@@ -54,8 +57,8 @@ pub async fn follow_displaced(
         {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
-                while let Some(Ok(displaced)) = stream.next().await {
-                    backoff = Duration::from_millis(50);
+                while let Some(displaced) = next_or_log(&mut stream, "displacement").await {
+                    backoff.reset();
                     match store
                         .fail_over_displaced(&displaced.loadbalancer_id, &displaced.reason)
                         .await
@@ -69,9 +72,26 @@ pub async fn follow_displaced(
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "scheduler displacement stream unavailable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduler displacement stream unavailable; reconnecting")
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
+    }
+}
+
+/// The next item of a followed stream; `None` when it ends or fails (the error is logged), and the
+/// caller reconnects.
+async fn next_or_log<T>(stream: &mut tonic::Streaming<T>, what: &str) -> Option<T> {
+    match stream.next().await {
+        Some(Ok(item)) => Some(item),
+        Some(Err(status)) => {
+            tracing::warn!(stream = what, error = %status, "scheduler stream failed; reconnecting");
+            None
+        }
+        None => {
+            tracing::info!(stream = what, "scheduler stream ended; reconnecting");
+            None
+        }
     }
 }

@@ -132,7 +132,7 @@ pub async fn run(
     let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
     let _health_port =
         lbaas::server::serve_health_port(config.tls.health_listen, health_service.clone()).await?;
-    let mut server = tonic::transport::Server::builder();
+    let mut server = lbaas::server::server();
     // Tenants reach the api with server-side TLS; mutual TLS is between the services.
     if let Some(tls) = config.tls.server(false)? {
         server = server.tls_config(tls)?;

@@ -22,6 +22,9 @@ use crate::{
 };
 
 /// gRPC channels to agents, one per address, reused across deploys.
+/// The longest the scheduler waits on an agent's apply or remove, whatever the caller allows.
+const MAX_APPLY_WAIT: Duration = Duration::from_secs(120);
+
 #[derive(Default)]
 pub struct AgentClients {
     channels: std::sync::Mutex<HashMap<String, Channel>>,
@@ -170,6 +173,10 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<DeployRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
+        // The device gets what is left of the caller's deadline, never more than MAX_APPLY_WAIT.
+        let budget = lbaas::server::grpc_timeout(request.metadata())
+            .unwrap_or(MAX_APPLY_WAIT)
+            .min(MAX_APPLY_WAIT);
         let request = request.into_inner();
         let Some(mut config) = request.config else {
             return Err(
@@ -220,38 +227,58 @@ impl SchedulerService for SchedulerApi {
             }))
             .await;
         // The agent's Apply continues this request's trace.
-        let apply = lbaas::server::traced(ApplyRequest {
+        let mut apply = lbaas::server::traced(ApplyRequest {
             device_id: device.id.clone(),
             generation: request.generation,
             config: Some(config),
         });
+        apply.set_timeout(budget);
         tokio::spawn(async move {
-            match client.apply(apply).await {
-                Ok(stream) => {
-                    let mut stream = stream.into_inner();
-                    while let Some(item) = stream.next().await {
-                        if item
-                            .as_ref()
-                            .is_ok_and(|e| e.phase() == lbaas::agent::v1::ApplyPhase::Active)
-                            && let Some(leave) = leave.take()
-                        {
-                            tokio::spawn(leave);
-                        }
-                        let relayed = item.map(|e| DeployEvent {
-                            event: Some(Event::Apply(e)),
-                        });
-                        if tx.send(relayed).await.is_err() {
-                            break;
+            let relay_tx = tx.clone();
+            let agent_id = device.agent_id.clone();
+            let relay = async move {
+                match client.apply(apply).await {
+                    Ok(stream) => {
+                        let mut stream = stream.into_inner();
+                        while let Some(item) = stream.next().await {
+                            if item
+                                .as_ref()
+                                .is_ok_and(|e| e.phase() == lbaas::agent::v1::ApplyPhase::Active)
+                                && let Some(leave) = leave.take()
+                            {
+                                tokio::spawn(leave);
+                            }
+                            let relayed = item.map(|e| DeployEvent {
+                                event: Some(Event::Apply(e)),
+                            });
+                            if relay_tx.send(relayed).await.is_err() {
+                                break;
+                            }
                         }
                     }
+                    Err(status) => {
+                        tracing::warn!(device = %device.id, agent = %device.agent_id, error = %status, "agent apply failed");
+                        let _ = relay_tx
+                            .send(Err(Status::unavailable(format!(
+                                "agent {} unreachable: {}",
+                                device.agent_id,
+                                status.message()
+                            ))))
+                            .await;
+                    }
                 }
-                Err(status) => {
-                    tracing::warn!(device = %device.id, agent = %device.agent_id, error = %status, "agent apply failed");
+            };
+            // Whatever the agent does (a frozen process keeps its socket open and says nothing),
+            // the wait ends at the deadline, or as soon as the caller has gone.
+            tokio::select! {
+                () = relay => {}
+                () = tx.closed() => {}
+                () = tokio::time::sleep(budget) => {
+                    tracing::warn!(agent = %agent_id, budget_ms = budget.as_millis() as u64, "agent apply did not finish in time");
                     let _ = tx
-                        .send(Err(Status::unavailable(format!(
-                            "agent {} unreachable: {}",
-                            device.agent_id,
-                            status.message()
+                        .send(Err(Status::deadline_exceeded(format!(
+                            "agent {agent_id} did not finish the apply within {:.1}s",
+                            budget.as_secs_f64()
                         ))))
                         .await;
                 }
@@ -264,6 +291,9 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<UndeployRequest>,
     ) -> Result<Response<UndeployResponse>, Status> {
+        let budget = lbaas::server::grpc_timeout(request.metadata())
+            .unwrap_or(MAX_APPLY_WAIT)
+            .min(MAX_APPLY_WAIT);
         let id = request.into_inner().loadbalancer_id;
         let Some(binding) = binding::Entity::find_by_id(&id)
             .one(&self.db)
@@ -277,12 +307,20 @@ impl SchedulerService for SchedulerApi {
         match self.route(&binding).await {
             Ok((device, address)) => {
                 let mut client = self.agents.client(&address)?;
-                client
-                    .remove(lbaas::server::traced(RemoveRequest {
-                        device_id: device.id.clone(),
-                        loadbalancer_id: id.clone(),
-                    }))
+                let mut remove = lbaas::server::traced(RemoveRequest {
+                    device_id: device.id.clone(),
+                    loadbalancer_id: id.clone(),
+                });
+                remove.set_timeout(budget);
+                tokio::time::timeout(budget, client.remove(remove))
                     .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded(format!(
+                            "agent {} did not answer within {:.1}s",
+                            device.agent_id,
+                            budget.as_secs_f64()
+                        ))
+                    })?
                     .map_err(|s| {
                         Status::unavailable(format!(
                             "agent {} could not remove it: {}",

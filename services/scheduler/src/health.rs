@@ -63,14 +63,26 @@ impl HealthRelay {
             agent_id.to_owned(),
         );
         let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff =
+                lbaas::server::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
             loop {
                 let mut client = client.clone();
                 match client.watch_health(WatchHealthRequest {}).await {
                     Ok(stream) => {
                         let mut stream = stream.into_inner();
-                        while let Some(Ok(report)) = stream.next().await {
-                            backoff = Duration::from_millis(50);
+                        loop {
+                            let report = match stream.next().await {
+                                Some(Ok(report)) => report,
+                                Some(Err(status)) => {
+                                    tracing::warn!(agent = %id, error = %status, "health stream failed; reconnecting");
+                                    break;
+                                }
+                                None => {
+                                    tracing::info!(agent = %id, "health stream ended; reconnecting");
+                                    break;
+                                }
+                            };
+                            backoff.reset();
                             let report = Arc::new(report);
                             if let Ok(mut latest) = latest.lock() {
                                 latest.insert(id.clone(), report.clone());
@@ -78,10 +90,11 @@ impl HealthRelay {
                             let _ = sender.send(report);
                         }
                     }
-                    Err(e) => tracing::debug!(agent = %id, error = %e, "health stream unavailable"),
+                    Err(e) => {
+                        tracing::warn!(agent = %id, error = %e, "health stream unavailable; reconnecting")
+                    }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         });
         if let Some((_, old)) = followers.insert(agent_id.to_owned(), (address.to_owned(), task)) {

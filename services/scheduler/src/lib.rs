@@ -142,7 +142,7 @@ pub async fn run(
     let _metrics = lbaas::server::metrics::start(config.metrics_listen).await?;
     let _health_port =
         lbaas::server::serve_health_port(config.tls.health_listen, health_service.clone()).await?;
-    let mut server = tonic::transport::Server::builder();
+    let mut server = lbaas::server::server();
     // Mutual TLS: the api, agents and admins present certificates from the CA.
     if let Some(tls) = config.tls.server(true)? {
         server = server.tls_config(tls)?;

@@ -18,11 +18,11 @@
 //! to completion even when their listener goes away. Nothing restarts.
 
 mod balance;
-mod checks;
+pub mod checks;
 mod http;
-mod l7;
-mod persist;
-mod tls;
+pub mod l7;
+pub mod persist;
+pub mod tls;
 mod udp;
 
 use std::{
