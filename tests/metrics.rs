@@ -122,8 +122,44 @@ async fn metrics_parse_and_move_with_traffic(driver: &'static str) {
         ))
         .await;
     assert!(refused.is_err());
+    // Calls to paths no service serves count as "unknown", never under their own path.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.api))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let path = format!("/random{i}.Nope/Call{i}");
+        let answer = grpc
+            .unary::<(), (), _>(
+                tonic::Request::new(()),
+                http::uri::PathAndQuery::try_from(path).unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(answer.code(), tonic::Code::Unimplemented);
+    }
 
     let before = scrape(metrics).await;
+    assert!(
+        sample(
+            &before,
+            "lbaas_rpc_requests_total",
+            &[
+                "service=\"api\"",
+                "method=\"unknown\"",
+                "code=\"UNIMPLEMENTED\""
+            ]
+        ) >= 3.0,
+        "unknown methods are not counted as such"
+    );
+    assert!(
+        !before.contains("random0.Nope"),
+        "a random path became a series"
+    );
     promtool_check(&before);
     let lb_label = format!("loadbalancer=\"{}\"", lb.id);
     let connections = |text: &str| {

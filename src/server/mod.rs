@@ -35,10 +35,18 @@ pub const TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30
 /// [`MAX_CALLS_PER_CONNECTION`] per connection, and a per-call timeout ([`CALL_TIMEOUT`]); plus
 /// HTTP/2 and TCP keepalive. Each service then adds its tracing span and RPC metrics layers.
 pub fn server() -> tonic::transport::Server {
+    server_with(MAX_CALLS_PER_CONNECTION, CALL_TIMEOUT)
+}
+
+/// [`server`] with other limits (for tests).
+pub fn server_with(
+    calls_per_connection: usize,
+    call_timeout: std::time::Duration,
+) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .load_shed(true)
-        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
-        .timeout(CALL_TIMEOUT)
+        .concurrency_limit_per_connection(calls_per_connection)
+        .timeout(call_timeout)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_keepalive(Some(TCP_KEEPALIVE))
@@ -192,4 +200,112 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::{
+        pin::Pin,
+        sync::Arc,
+        task::{Context, Poll},
+        time::Duration,
+    };
+
+    /// A handler that answers only once released, and counts the calls it holds.
+    #[derive(Clone)]
+    struct Slow {
+        release: Arc<tokio::sync::Notify>,
+        holding: Arc<tokio::sync::watch::Sender<usize>>,
+    }
+
+    impl tonic::server::NamedService for Slow {
+        const NAME: &'static str = "test.Slow";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Slow {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future =
+            Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            let (release, holding) = (self.release.clone(), self.holding.clone());
+            Box::pin(async move {
+                let released = release.notified();
+                holding.send_modify(|n| *n += 1);
+                released.await;
+                Ok(tonic::Status::unavailable("released").into_http())
+            })
+        }
+    }
+
+    /// A server with the kit's stack and these limits, and a channel to it.
+    async fn serve(
+        calls_per_connection: usize,
+        call_timeout: Duration,
+    ) -> (Slow, tonic::transport::Channel, super::AbortOnDrop) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let slow = Slow {
+            release: Arc::new(tokio::sync::Notify::new()),
+            holding: Arc::new(tokio::sync::watch::channel(0).0),
+        };
+        let server = super::server_with(calls_per_connection, call_timeout)
+            .add_service(slow.clone())
+            .serve_with_incoming(super::incoming(listener));
+        let task = super::AbortOnDrop(tokio::spawn(async move {
+            let _ = server.await;
+        }));
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        (slow, channel, task)
+    }
+
+    async fn call(channel: tonic::transport::Channel) -> tonic::Status {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        grpc.unary::<(), (), _>(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/test.Slow/Call"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err()
+    }
+
+    /// Past the per-connection limit a call is refused at once (RESOURCE_EXHAUSTED), not queued.
+    #[tokio::test]
+    async fn calls_past_the_limit_are_shed() {
+        let (slow, channel, _server) = serve(2, Duration::from_secs(30)).await;
+        let held: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(call(channel.clone())))
+            .collect();
+        let mut holding = slow.holding.subscribe();
+        holding.wait_for(|n| *n == 2).await.unwrap();
+        let shed = call(channel.clone()).await;
+        assert_eq!(shed.code(), tonic::Code::ResourceExhausted, "{shed:?}");
+        slow.release.notify_waiters();
+        for handle in held {
+            assert_eq!(handle.await.unwrap().message(), "released");
+        }
+    }
+
+    /// A handler that never answers is cut at the call timeout.
+    #[tokio::test]
+    async fn a_call_that_is_never_answered_ends_at_the_call_timeout() {
+        let (_slow, channel, _server) = serve(8, Duration::from_millis(200)).await;
+        let status = tokio::time::timeout(Duration::from_secs(20), call(channel))
+            .await
+            .expect("the call outlived the server's call timeout");
+        assert_ne!(status.message(), "released");
+        assert_ne!(status.code(), tonic::Code::Ok);
+    }
 }

@@ -51,7 +51,13 @@ pub struct Deployer {
     scheduler: SchedulerServiceClient<Channel>,
     deadline: Duration,
     workers: Mutex<HashMap<String, Arc<Worker>>>,
+    /// Deploys in flight at once: a burst of changes queues here instead of opening thousands of
+    /// streams to the scheduler.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// The most deploys (and undeploys) one api replica runs at once.
+pub const MAX_DEPLOYS_IN_FLIGHT: usize = 64;
 
 /// How long a deploy takes, from reading the desired tree to the device's answer.
 static DEPLOY_DURATION: std::sync::LazyLock<Option<prometheus::HistogramVec>> =
@@ -74,6 +80,7 @@ impl Deployer {
             scheduler,
             deadline,
             workers: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_DEPLOYS_IN_FLIGHT),
         })
     }
 
@@ -122,7 +129,12 @@ impl Deployer {
         let mut retry = lbaas::server::Backoff::new(MIN_RETRY, MAX_RETRY);
         loop {
             worker.dirty.store(false, Ordering::SeqCst);
-            match self.converge(&id).await {
+            let attempt = match self.in_flight.acquire().await {
+                Ok(_permit) => self.converge(&id).await,
+                // Never closed; should it be, deploy without the bound rather than stall.
+                Err(_) => self.converge(&id).await,
+            };
+            match attempt {
                 Attempt::Settled => retry.reset(),
                 Attempt::Retry(why) => {
                     tracing::debug!(loadbalancer = %id, reason = %why, "deploy will be retried");

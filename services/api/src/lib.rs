@@ -111,6 +111,10 @@ pub async fn run(
             .clone()
             .sweep_forever(Duration::from_millis(config.reconcile_interval_ms)),
     ));
+    let rereader = lbaas::server::AbortOnDrop(tokio::spawn(watch::reread_forever(
+        store.clone(),
+        watch::REREAD,
+    )));
     let quotas = service::QuotaApi {
         store: store.clone(),
         auth: auth.clone(),
@@ -153,6 +157,7 @@ pub async fn run(
         })
         .await;
     drop(sweep);
+    drop(rereader);
     drop(health_follower);
     drop(displaced_follower);
     db.close().await.ok();

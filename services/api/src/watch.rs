@@ -1,6 +1,8 @@
 //! Watch streams. After each committed change the store publishes the load balancer's new state on
 //! the change hub; watchers forward the states they care about, starting with the current one.
-//! Watchers also re-read on a timer, which catches changes made by other api replicas.
+//! Changes made by other api replicas are caught by one re-reader per replica (not one per
+//! watcher): while anyone watches, it reads the load balancer rows every second and publishes
+//! those that changed or went. A watcher that falls behind the hub re-reads what it watches.
 use std::{collections::HashMap, time::Duration};
 
 use lbaas::api::v1::{self as pb, ChangeKind, LoadBalancerEvent};
@@ -61,8 +63,54 @@ impl ChangeHub {
     }
 }
 
-/// How often a watcher re-reads, to see changes made by other replicas.
-const REREAD: Duration = Duration::from_secs(1);
+/// How often the replica's re-reader reads, to see changes made by other replicas.
+pub const REREAD: Duration = Duration::from_secs(1);
+
+/// The replica's one re-reader: while anyone watches, reads every load balancer row each `every`
+/// and publishes on the hub those that changed or are gone since its last read (all of them on
+/// its first read after nobody watched, since watchers ignore states they already sent).
+pub async fn reread_forever(store: Store, every: Duration) {
+    let mut known: Option<HashMap<String, crate::entity::load_balancer::Model>> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !store.hub.has_watchers() {
+            known = None;
+            continue;
+        }
+        let rows = match store.every_load_balancer_row().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch re-read failed");
+                continue;
+            }
+        };
+        let mut previous = known.take().unwrap_or_default();
+        let mut now = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let seen = previous.remove(&row.id);
+            if seen.as_ref() != Some(&row)
+                && let Ok(view) = store.view(row.clone()).await
+            {
+                store.hub.publish(Change {
+                    project_id: row.project_id.clone(),
+                    loadbalancer_id: row.id.clone(),
+                    snapshot: Some(view.into_proto()),
+                });
+            }
+            now.insert(row.id.clone(), row);
+        }
+        for (id, gone) in previous {
+            store.hub.publish(Change {
+                project_id: gone.project_id,
+                loadbalancer_id: id,
+                snapshot: None,
+            });
+        }
+        known = Some(now);
+    }
+}
 
 fn event(kind: ChangeKind, load_balancer: pb::LoadBalancer) -> LoadBalancerEvent {
     LoadBalancerEvent {
@@ -98,8 +146,6 @@ pub async fn watch_load_balancer(
         {
             return;
         }
-        let mut tick = tokio::time::interval(REREAD);
-        tick.tick().await;
         loop {
             let next: Option<Option<pb::LoadBalancer>> = tokio::select! {
                 change = changes.recv() => match change {
@@ -108,7 +154,6 @@ pub async fn watch_load_balancer(
                     Err(broadcast::error::RecvError::Lagged(_)) => Some(reread(&store, &project, &id).await),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tick.tick() => Some(reread(&store, &project, &id).await),
                 () = tx.closed() => return,
                 () = &mut closed => return,
             };
@@ -155,8 +200,6 @@ pub async fn watch_project(store: Store, project: String) -> Result<EventStream,
                 return;
             }
         }
-        let mut tick = tokio::time::interval(REREAD * 5);
-        tick.tick().await;
         loop {
             let updates: Vec<(String, Option<pb::LoadBalancer>)> = tokio::select! {
                 change = changes.recv() => match change {
@@ -165,7 +208,6 @@ pub async fn watch_project(store: Store, project: String) -> Result<EventStream,
                     Err(broadcast::error::RecvError::Lagged(_)) => reread_all(&store, &project, &last).await,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tick.tick() => reread_all(&store, &project, &last).await,
                 () = tx.closed() => return,
                 () = &mut closed => return,
             };

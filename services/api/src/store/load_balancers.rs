@@ -236,7 +236,15 @@ impl Store {
         Ok((listeners, pools))
     }
 
-    async fn view(&self, model: load_balancer::Model) -> Result<LoadBalancerView, ApiError> {
+    /// Every load balancer row of every project (the watch re-reader's one query).
+    pub async fn every_load_balancer_row(&self) -> Result<Vec<load_balancer::Model>, ApiError> {
+        Ok(load_balancer::Entity::find().all(&self.db).await?)
+    }
+
+    pub(crate) async fn view(
+        &self,
+        model: load_balancer::Model,
+    ) -> Result<LoadBalancerView, ApiError> {
         let (listener_ids, pool_ids) = self.children_ids(&model.id).await?;
         Ok(LoadBalancerView {
             model,
