@@ -58,6 +58,7 @@ fn fleet(n: usize, rng: &mut Lcg) -> Fleet {
             labels: BTreeMap::new(),
             networks,
             capabilities: Default::default(),
+            vip_cidr: None,
         });
     }
     for _ in 0..n * 20 {

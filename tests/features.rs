@@ -1238,12 +1238,15 @@ fn generate(names: &[&str]) -> Generated {
     }
 }
 
+/// A path and its permission bits.
+type Mode = (std::path::PathBuf, u32);
+
 /// The files under `root` holding `key_pem`'s body: each with its mode and the modes of the
 /// folders from `root` down to it.
 fn private_key_files(
     root: &std::path::Path,
     key_pem: &str,
-) -> Vec<(std::path::PathBuf, u32, Vec<(std::path::PathBuf, u32)>)> {
+) -> Vec<(std::path::PathBuf, u32, Vec<Mode>)> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let body = key_pem.lines().nth(1).unwrap().as_bytes().to_vec();

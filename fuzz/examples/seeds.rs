@@ -800,14 +800,14 @@ fn devices(certs: &Certs) -> Vec<(bool, Device)> {
     ];
     // Each renders as it is.
     let renderer = ConfigRenderer {
-        stats_socket: Path::new(haproxy::STATS_SOCKET),
+        stats_socket: std::path::Path::new(haproxy::STATS_SOCKET),
     };
     for (native_only, d) in &out {
         let refused = lbaas_fuzz::native::compile(d);
         assert!(refused.is_empty(), "{refused:?}");
         if !native_only {
             renderer
-                .render_device(&d.load_balancers, Path::new(haproxy::CERT_DIR))
+                .render_device(&d.load_balancers, std::path::Path::new(haproxy::CERT_DIR))
                 .unwrap();
         }
     }

@@ -15,7 +15,6 @@ use lbaas_api::{
     l7::{self, NewL7Policy, NewL7Rule},
     needs,
 };
-use prost::Message as _;
 
 use crate::Request;
 

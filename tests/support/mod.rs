@@ -226,6 +226,8 @@ pub struct Stack {
         Option<JoinHandle<anyhow::Result<()>>>,
     )>,
     databases: Vec<(String, String)>,
+    /// More api replicas (`start_api_replica`).
+    replicas: Vec<JoinHandle<anyhow::Result<()>>>,
     stopped: bool,
 }
 
@@ -403,6 +405,7 @@ impl Stack {
             agent_task: Some(agent_task),
             extra_agents: Vec::new(),
             databases,
+            replicas: Vec::new(),
             stopped: false,
         };
         let mut stack = stack;
@@ -563,6 +566,26 @@ impl Stack {
         wait_serving(self.api).await;
     }
 
+    /// Another api replica on the same database (and scheduler), until the stack stops; returns
+    /// its address.
+    pub async fn start_api_replica(&mut self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = lbaas_api::ApiConfig {
+            listen: address,
+            ..self.api_config.clone()
+        };
+        let task = tokio::spawn(lbaas_api::run(
+            config,
+            listener,
+            stopped(self.stop.subscribe()),
+        ));
+        let mut task = Some(task);
+        wait_up("api replica", address, &mut task).await;
+        self.replicas.extend(task);
+        address
+    }
+
     pub async fn api_client(&self) -> LoadBalancerServiceClient<Channel> {
         LoadBalancerServiceClient::new(channel(self.api).await)
     }
@@ -627,6 +650,7 @@ impl Stack {
         .into_iter()
         .flatten()
         .chain(extra)
+        .chain(std::mem::take(&mut self.replicas))
         {
             task.await
                 .expect("service task panicked")
