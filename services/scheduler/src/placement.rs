@@ -613,7 +613,10 @@ impl Placer {
         else {
             return Ok((self.place(ask).await?, None));
         };
-        let plan = self.plan(ask, Some(existing.device_id.clone())).await?;
+        let mut plan = self.plan(ask, Some(existing.device_id.clone())).await?;
+        // The load balancer keeps its VIP wherever it goes: the new device's own range need not
+        // hold it (that check is for a VIP a tenant asks for on create).
+        plan.request.vip_address = None;
         for _ in 0..ATTEMPTS {
             let Some(device_id) = self.choose(&plan) else {
                 if self.takes_load(&existing.device_id).await? {
