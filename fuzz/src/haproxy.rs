@@ -28,33 +28,6 @@ use crate::Device;
 pub const STATS_SOCKET: &str = "/run/lbaas-agent/haproxy/stats.sock";
 pub const CERT_DIR: &str = "/run/lbaas-agent/haproxy/certs";
 
-/// The keywords the renderer starts a directive with. A new directive in the renderer needs its
-/// keyword here (the target fails with "unexpected keyword" until then).
-const KEYWORDS: &[&str] = &[
-    "stats",
-    "hard-stop-after",
-    "ssl-default-bind-options",
-    "ssl-default-server-options",
-    "timeout",
-    "retries",
-    "option",
-    "mode",
-    "bind",
-    "disabled",
-    "maxconn",
-    "acl",
-    "tcp-request",
-    "http-request",
-    "use_backend",
-    "default_backend",
-    "balance",
-    "stick-table",
-    "stick",
-    "cookie",
-    "server",
-    "http-check",
-];
-
 /// HAProxy's MAX_LINE_ARGS: words past it make the line an error.
 const MAX_WORDS: usize = 64;
 
@@ -156,6 +129,192 @@ fn proxy_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+fn number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A duration: a number and a unit.
+fn duration(s: &str) -> bool {
+    s.strip_suffix("ms")
+        .or_else(|| s.strip_suffix('s'))
+        .is_some_and(number)
+}
+
+/// `<prefix><name>` with a name HAProxy accepts.
+fn named(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).is_some_and(proxy_name)
+}
+
+/// `<open><name>)`, e.g. `req.cook(JSESSIONID)`.
+fn call(s: &str, open: &str) -> bool {
+    s.strip_prefix(open)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .is_some_and(|arg| {
+            !arg.is_empty()
+                && !arg.contains([',', '(', ')'])
+                && arg.bytes().all(|b| b.is_ascii_graphic())
+        })
+}
+
+/// Whether a directive (its words) has a shape the renderer writes: the keyword, the keywords
+/// after it, and only one word wherever it writes a value from the input. A line smuggled in
+/// through a field (`http-request return ...`, `acl x ...`) fails this even when its keyword is
+/// one the renderer uses.
+fn directive_ok(w: &[String]) -> bool {
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        [
+            "stats",
+            "socket",
+            _,
+            "mode",
+            "600",
+            "level",
+            "admin",
+            "expose-fd",
+            "listeners",
+        ] => true,
+        ["stats", "timeout", d] | ["hard-stop-after", d] => duration(d),
+        [
+            "ssl-default-bind-options" | "ssl-default-server-options",
+            "ssl-min-ver",
+            v,
+        ] => v.starts_with("TLSv"),
+        [
+            "timeout",
+            "connect" | "client" | "server" | "http-request" | "check",
+            d,
+        ] => duration(d),
+        ["retries" | "maxconn", n] => number(n),
+        [
+            "option",
+            "redispatch" | "httplog" | "forwardfor" | "httpchk" | "ssl-hello-chk",
+        ] => true,
+        ["mode", "http" | "tcp"] | ["disabled"] => true,
+        ["balance", "roundrobin" | "leastconn" | "source"] => true,
+        ["bind", address] => address.parse::<std::net::SocketAddr>().is_ok(),
+        ["bind", address, "ssl", "crt-list", _] => address.parse::<std::net::SocketAddr>().is_ok(),
+        ["acl", "allowed_cidrs", "src", networks @ ..] => {
+            !networks.is_empty() && networks.iter().all(|n| n.parse::<ipnet::IpNet>().is_ok())
+        }
+        ["acl", "l7_decided", "var(txn.l7p)", "-m", "found"] => true,
+        ["acl", name, "var(txn.l7p)", "-m", "str", id] => {
+            name.strip_prefix("l7p_") == Some(*id) && proxy_name(id)
+        }
+        ["acl", name, fetch, rest @ ..] => {
+            let compare = match rest {
+                ["-i", "-m", compare, "--", _] | ["-m", compare, "--", _] => *compare,
+                _ => return false,
+            };
+            named(name, "r_")
+                && matches!(compare, "str" | "beg" | "end" | "sub" | "reg")
+                && (matches!(
+                    *fetch,
+                    "path" | "var(txn.l7ext)" | "req.hdr(host),lower,regsub(:[0-9]+$,)"
+                ) || call(fetch, "req.hdr(")
+                    || call(fetch, "req.cook("))
+        }
+        [
+            "tcp-request",
+            "connection",
+            "reject",
+            "unless",
+            "allowed_cidrs",
+        ] => true,
+        [
+            "http-request",
+            "set-header",
+            "X-Forwarded-Port",
+            "%[dst_port]",
+        ] => true,
+        [
+            "http-request",
+            "set-header",
+            "X-Forwarded-Proto",
+            "http" | "https",
+        ] => true,
+        [
+            "http-request",
+            "set-var(txn.l7ext)",
+            "path,regsub(^.*/,),regsub(^.*[.],)",
+            "if",
+            "{",
+            "path",
+            "-m",
+            "reg",
+            "[.][^/]*$",
+            "}",
+        ] => true,
+        [
+            "http-request",
+            "set-var(txn.l7p)",
+            id,
+            "if",
+            "!l7_decided",
+            rules @ ..,
+        ] => {
+            call(id, "str(")
+                && !rules.is_empty()
+                && rules
+                    .iter()
+                    .all(|r| named(r.strip_prefix('!').unwrap_or(r), "r_"))
+        }
+        ["http-request", "deny", "if", policy] => named(policy, "l7p_"),
+        [
+            "http-request",
+            "redirect",
+            "code",
+            code,
+            "location" | "prefix",
+            _,
+            "if",
+            policy,
+        ] => matches!(*code, "301" | "302" | "303" | "307" | "308") && named(policy, "l7p_"),
+        ["use_backend", pool, "if", policy] => named(pool, "p_") && named(policy, "l7p_"),
+        ["default_backend", pool] => named(pool, "p_"),
+        ["stick-table", "type", "ipv6", "size", "10k"] => true,
+        ["stick-table", "type", "string", "len", "64", "size", "10k"] => true,
+        ["stick", "on", "src"] => true,
+        ["stick", "store-response", c] => call(c, "res.cook("),
+        ["stick", "match", c] => call(c, "req.cook("),
+        ["cookie", "SRV", "insert", "indirect", "nocache"] => true,
+        ["http-check", "send", "meth", method, "uri", path] => {
+            method.bytes().all(|b| b.is_ascii_uppercase()) && path.starts_with('/')
+        }
+        ["http-check", "expect", "rstatus", codes] => codes
+            .strip_prefix("^(")
+            .and_then(|c| c.strip_suffix(")$"))
+            .is_some_and(|c| c.split('|').all(number)),
+        ["server", name, address, "weight", weight, options @ ..] => {
+            named(name, "m_")
+                && address.parse::<std::net::SocketAddr>().is_ok()
+                && number(weight)
+                && server_options_ok(options)
+        }
+        _ => false,
+    }
+}
+
+/// What follows `weight N` on a server line.
+fn server_options_ok(options: &[&str]) -> bool {
+    let mut i = 0;
+    while i < options.len() {
+        let rest = &options[i..];
+        i += match rest {
+            ["ssl" | "check-ssl", "verify", "none", ..] => 3,
+            ["check", "inter", d, "fall", f, "rise", r, ..]
+                if duration(d) && number(f) && number(r) =>
+            {
+                7
+            }
+            ["cookie", id, ..] if proxy_name(id) => 2,
+            ["backup" | "disabled", ..] => 1,
+            _ => return false,
+        };
+    }
+    true
+}
+
 fn check(device: &Device, rendered: &Rendered) {
     let text = &rendered.text;
     let fail = |line_no: usize, line: &str, why: &str| -> ! {
@@ -233,8 +392,13 @@ fn check(device: &Device, rendered: &Rendered) {
             let Some(keyword) = w.words.first() else {
                 fail(n, line, "an empty directive");
             };
-            if !KEYWORDS.contains(&keyword.as_str()) {
-                fail(n, line, "unexpected keyword");
+            if !directive_ok(&w.words) {
+                fail(
+                    n,
+                    line,
+                    "not a directive the renderer writes (if it gained one, teach \
+                     directive_ok in fuzz/src/haproxy.rs)",
+                );
             }
             match (keyword.as_str(), w.words.get(1).map(String::as_str)) {
                 ("server", Some(name)) => {
@@ -391,5 +555,89 @@ mod tests {
         assert!(words("acl a path /x\\ y").escape);
         assert!(words("acl a path 'x").unterminated);
         assert!(words("acl a path \"x\"").double_quote);
+    }
+}
+
+#[cfg(test)]
+mod oracle {
+    //! The checks catch what they are meant to: each tampered rendering of a seed must fail them.
+    use super::*;
+
+    fn seed() -> (Device, Rendered) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/render_haproxy");
+        let mut best: Option<(Device, Rendered)> = None;
+        for entry in std::fs::read_dir(dir).expect("the seeds") {
+            let data = std::fs::read(entry.expect("an entry").path()).expect("a seed");
+            let device = Device::decode(&data[..]).expect("a device");
+            let renderer = ConfigRenderer {
+                stats_socket: Path::new(STATS_SOCKET),
+            };
+            let rendered = renderer
+                .render_device(&device.load_balancers, Path::new(CERT_DIR))
+                .expect("seeds render");
+            // The one with certificates and L7 policies.
+            if best
+                .as_ref()
+                .is_none_or(|(_, r)| rendered.text.len() > r.text.len())
+            {
+                best = Some((device, rendered));
+            }
+        }
+        best.expect("at least one seed")
+    }
+
+    fn tampered(edit: impl Fn(&mut Rendered)) -> bool {
+        let (device, mut rendered) = seed();
+        check(&device, &rendered);
+        edit(&mut rendered);
+        std::panic::catch_unwind(|| check(&device, &rendered)).is_err()
+    }
+
+    fn replace_once(text: &mut String, from: &str, to: &str) {
+        assert!(text.contains(from), "{from:?} is not in the seed's config");
+        *text = text.replacen(from, to, 1);
+    }
+
+    #[test]
+    fn injected_lines_are_caught() {
+        let cases: [(&str, &str); 9] = [
+            (
+                "    balance roundrobin\n",
+                "    balance roundrobin\n    server evil 192.0.2.66:80 weight 1\n",
+            ),
+            (
+                "    mode http\n",
+                "    mode http\n    http-request return status 200\n",
+            ),
+            ("    mode http\n", "    mode http\nlisten evil\n"),
+            (
+                " -m beg -- /admin",
+                " -m beg -- /admin\n    use_backend p_x",
+            ),
+            (" -m beg -- /admin", " -m beg -- /admin#"),
+            (" -m beg -- /admin", " -m beg -- /ad\\ min"),
+            (" -m beg -- /admin", " -m beg -- \"/admin\""),
+            ("moved%%20here", "moved%[env(SECRET)]"),
+            ("default_backend p_", "default_backend p_x"),
+        ];
+        for (from, to) in cases {
+            assert!(
+                tampered(|r| replace_once(&mut r.text, from, to)),
+                "not caught: {to:?}"
+            );
+        }
+        assert!(tampered(|r| r.text.push('\r')));
+        assert!(tampered(|r| {
+            r.cert_files.insert("../escape.pem".into(), String::new());
+        }));
+        assert!(tampered(|r| {
+            let (name, content) = r
+                .cert_files
+                .iter()
+                .find(|(n, _)| n.ends_with(".pem"))
+                .expect("a pem");
+            let (name, content) = (name.clone(), format!("{content}bind :80\n"));
+            r.cert_files.insert(name, content);
+        }));
     }
 }

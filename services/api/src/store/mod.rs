@@ -255,22 +255,31 @@ impl Store {
             )));
         }
         let now = now_ms();
-        load_balancer::Entity::update_many()
-            .col_expr(load_balancer::Column::PendingSinceMs, Expr::value(now))
-            .col_expr(
-                load_balancer::Column::ProvisioningStatus,
-                Expr::value(PENDING_UPDATE),
-            )
-            .filter(load_balancer::Column::Id.eq(&lb.id))
-            .filter(load_balancer::Column::ProvisioningStatus.is_in([ACTIVE, ERROR]))
-            .exec(txn)
-            .await?;
+        // One statement, so the status it sets is decided on the row it bumps. As two (set
+        // PENDING_UPDATE where ACTIVE or ERROR, then bump), the first could find the row still
+        // PENDING_* and match nothing (taking no lock) while the deployer's `record_applied`
+        // held the row and made it ACTIVE; the bump then waited and landed on an ACTIVE row:
+        // ACTIVE with a generation never applied (seen once on PostgreSQL in project_isolation).
+        // A single UPDATE waits for the row and re-evaluates on the committed version.
+        let settled = || load_balancer::Column::ProvisioningStatus.is_in([ACTIVE, ERROR]);
         load_balancer::Entity::update_many()
             .col_expr(
                 load_balancer::Column::Generation,
                 Expr::col(load_balancer::Column::Generation).add(1),
             )
             .col_expr(load_balancer::Column::UpdatedMs, Expr::value(now))
+            .col_expr(
+                load_balancer::Column::ProvisioningStatus,
+                Expr::case(settled(), PENDING_UPDATE)
+                    .finally(Expr::col(load_balancer::Column::ProvisioningStatus))
+                    .into(),
+            )
+            .col_expr(
+                load_balancer::Column::PendingSinceMs,
+                Expr::case(settled(), now)
+                    .finally(Expr::col(load_balancer::Column::PendingSinceMs))
+                    .into(),
+            )
             .filter(load_balancer::Column::Id.eq(&lb.id))
             .exec(txn)
             .await?;
