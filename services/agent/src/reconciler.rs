@@ -89,6 +89,7 @@ impl DeviceReconciler {
         config: LoadBalancerConfig,
     ) -> Result<ApplyOutcome, ReconcileError> {
         let id = config.id.clone();
+        let config_for_retry = config.clone();
         {
             let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
             if slots
@@ -107,7 +108,7 @@ impl DeviceReconciler {
         }
         let _guard = self.apply_lock.lock().await;
         {
-            let slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
+            let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
             // Another apply took the lock first and applied everything desired, ours included.
             if slots
                 .applied
@@ -118,6 +119,15 @@ impl DeviceReconciler {
             }
             if let Some((g, _)) = slots.desired.get(&id).filter(|(g, _)| *g > generation) {
                 return Ok(ApplyOutcome::Superseded { by: *g });
+            }
+            // An apply that failed while we waited rewound the desired set, ours with it: this
+            // apply is still asked for, so it goes in again. Without this, the apply below ran
+            // without our config and reported it applied (a load balancer the device refused
+            // went ACTIVE when a retry overlapped the failing attempt).
+            if slots.desired.get(&id).is_none_or(|(g, _)| *g < generation) {
+                slots
+                    .desired
+                    .insert(id.clone(), (generation, config_for_retry));
             }
         }
         self.apply_desired().await?;
@@ -284,6 +294,62 @@ mod tests {
         assert_eq!(restarted.restore().await.unwrap(), 2);
         assert!(restarted.remove("a").await.unwrap());
         assert_eq!(restarted.applied_generations(), vec![("b".to_string(), 2)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Refuses, after a moment, every apply that holds a load balancer named "doomed".
+    struct Refusing;
+
+    #[async_trait::async_trait]
+    impl crate::driver::Driver for Refusing {
+        fn name(&self) -> &'static str {
+            "refusing"
+        }
+        fn capabilities(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn start(&self) -> Result<(), DriverError> {
+            Ok(())
+        }
+        async fn apply(&self, desired: &[LoadBalancerConfig]) -> Result<(), DriverError> {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if desired.iter().any(|c| c.id == "doomed") {
+                return Err(DriverError::Unavailable("port in use".into()));
+            }
+            Ok(())
+        }
+        async fn health(&self) -> crate::driver::DeviceHealth {
+            crate::driver::DeviceHealth {
+                healthy: true,
+                detail: String::new(),
+            }
+        }
+        async fn stop(&self) -> Result<(), DriverError> {
+            Ok(())
+        }
+    }
+
+    /// A retry that waits for the lock while the same apply fails must fail too: the failure
+    /// rewinds the desired set, and the retry used to apply what was left and report success.
+    #[tokio::test]
+    async fn a_retry_overlapping_a_failing_apply_is_not_reported_applied() {
+        let dir = std::env::temp_dir().join(format!("lbaas-reconciler-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = Arc::new(DeviceReconciler::new(
+            "d".into(),
+            Arc::new(Refusing),
+            dir.join("state.pb"),
+        ));
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.apply(1, config("doomed")).await }
+        });
+        // The retry arrives while the first apply holds the device.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let retry = r.apply(1, config("doomed")).await;
+        assert!(first.await.unwrap().is_err());
+        assert!(retry.is_err(), "the retry was reported {retry:?}");
+        assert!(r.applied_generations().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
