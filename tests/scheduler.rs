@@ -530,6 +530,7 @@ async fn wiring_attaches_devices_to_networks(db: Db) {
             network: Some(Network {
                 name: "blue".into(),
                 cidr: vip_net.clone(),
+                ..Default::default()
             }),
         })
         .await
@@ -539,6 +540,7 @@ async fn wiring_attaches_devices_to_networks(db: Db) {
             network: Some(Network {
                 name: "backends".into(),
                 cidr: "127.0.0.0/24".into(),
+                ..Default::default()
             }),
         })
         .await

@@ -58,9 +58,61 @@ pub struct AgentConfig {
     /// Where to serve Prometheus metrics (GET /metrics); off when unset.
     #[arg(long, env = "LBAAS_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How this agent's host holds VIPs and joins networks.
+    #[command(flatten)]
+    pub network: NetworkConfig,
     /// TLS to and from the other services (CA, certificate, key), or plaintext when chosen.
     #[command(flatten)]
     pub tls: lbaas::server::tls::TlsConfig,
+}
+
+/// The agent's network driver and the interfaces it may configure.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetworkConfig {
+    /// The network driver: loopback (one machine: VIPs are addresses of 127.0.0.0/8) or linux
+    /// (VIPs on this host's interfaces, announced with gratuitous ARP; ports on tenant networks).
+    #[arg(long, env = "LBAAS_AGENT_NETWORK_DRIVER", default_value = "loopback")]
+    pub network_driver: String,
+    /// This host's interface on a network's segment, as NETWORK=INTERFACE (repeat, or separate
+    /// with commas); the linux driver configures the device's port on it.
+    #[arg(
+        long = "network-interface",
+        env = "LBAAS_AGENT_NETWORK_INTERFACES",
+        value_delimiter = ','
+    )]
+    pub network_interfaces: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            network_driver: "loopback".into(),
+            network_interfaces: Vec::new(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Network name -> interface, from `--network-interface`.
+    pub fn interfaces(&self) -> Result<std::collections::HashMap<String, String>, Vec<String>> {
+        let mut map = std::collections::HashMap::new();
+        let mut problems = Vec::new();
+        for entry in &self.network_interfaces {
+            match entry.split_once('=') {
+                Some((net, iface)) if !net.is_empty() && !iface.is_empty() && iface.len() <= 15 => {
+                    map.insert(net.to_owned(), iface.to_owned());
+                }
+                _ => problems.push(format!(
+                    "network interface {entry:?} must be NETWORK=INTERFACE (an interface name has at most 15 characters)"
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(map)
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 impl AgentConfig {
@@ -76,6 +128,16 @@ impl AgentConfig {
         }
         if self.vip_cidr.parse::<ipnet::IpNet>().is_err() {
             problems.push(format!("vip_cidr {:?} is not a CIDR", self.vip_cidr));
+        }
+        if !crate::network::KNOWN.contains(&self.network.network_driver.as_str()) {
+            problems.push(format!(
+                "network driver {:?} is unknown (known: {})",
+                self.network.network_driver,
+                crate::network::KNOWN.join(", ")
+            ));
+        }
+        if let Err(more) = self.network.interfaces() {
+            problems.extend(more);
         }
         if self.capacity < 1 {
             problems.push("capacity must be at least 1".into());

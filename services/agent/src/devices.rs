@@ -29,8 +29,10 @@ pub struct Hosted {
 }
 
 /// How new devices are built.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeviceFactory {
+    /// The host's VIPs, shared by its devices.
+    pub vips: Arc<crate::network::Vips>,
     pub agent_id: String,
     pub state_dir: PathBuf,
     pub haproxy_bin: PathBuf,
@@ -63,6 +65,7 @@ impl DeviceFactory {
                 record.id.clone(),
                 driver,
                 dir.join("applied.pb"),
+                self.vips.clone(),
             )),
             record,
             dir,
@@ -175,6 +178,7 @@ pub fn advertise(agent_id: &str, r: &HostedDevice) -> Device {
         state: DeviceState::Active as i32,
         labels: r.labels.clone(),
         networks: r.networks.clone(),
+        ports: Default::default(),
         on_demand: r.on_demand,
         capabilities: crate::driver::capabilities_of(&r.driver),
     }

@@ -6,6 +6,7 @@ pub mod devices;
 pub mod driver;
 pub mod health;
 pub mod metrics;
+pub mod network;
 pub mod private_files;
 pub mod reconciler;
 pub mod registration;
@@ -35,7 +36,14 @@ pub async fn run(
     let (health, health_service) = lbaas::server::health_not_serving(&[SERVICE_NAME]).await;
     let (reflection_v1, reflection_v1alpha) = lbaas::server::reflection_services()?;
 
+    let network = network::build(
+        &config.network.network_driver,
+        &config.network.interfaces().unwrap_or_default(),
+    )
+    .context("unknown network driver")?;
+    let vips = Arc::new(network::Vips::new(network));
     let factory = DeviceFactory {
+        vips: vips.clone(),
         agent_id: config.agent_id.clone(),
         state_dir: config.state_dir.clone(),
         haproxy_bin: config.haproxy_bin.clone(),
@@ -98,7 +106,7 @@ pub async fn run(
             let _ = stop_rx.await;
         });
     let server = tokio::spawn(server);
-    tracing::info!(address = %local, agent = %config.agent_id, driver = %config.driver, "agent listening");
+    tracing::info!(address = %local, agent = %config.agent_id, driver = %config.driver, network = %config.network.network_driver, "agent listening");
 
     // Restore every device before reporting ready: a restarted agent serves what it served before.
     for device in devices.values() {

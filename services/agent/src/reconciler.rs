@@ -37,6 +37,9 @@ pub struct DeviceReconciler {
     /// Held while the driver applies, so applies on one device never interleave.
     apply_lock: tokio::sync::Mutex<()>,
     state_file: PathBuf,
+    /// The host's VIPs: those of the desired load balancers are plugged before the driver binds
+    /// them and announced once it serves them; those of removed ones are unplugged.
+    vips: Arc<crate::network::Vips>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +48,24 @@ pub enum ReconcileError {
     Driver(#[from] DriverError),
     #[error("agent state lock poisoned")]
     Poisoned,
+    #[error("host network: {0}")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 impl DeviceReconciler {
-    pub fn new(id: String, driver: Arc<dyn Driver>, state_file: PathBuf) -> Self {
+    pub fn new(
+        id: String,
+        driver: Arc<dyn Driver>,
+        state_file: PathBuf,
+        vips: Arc<crate::network::Vips>,
+    ) -> Self {
         Self {
             id,
             driver,
             slots: Mutex::new(Slots::default()),
             apply_lock: tokio::sync::Mutex::new(()),
             state_file,
+            vips,
         }
     }
 
@@ -185,33 +196,73 @@ impl DeviceReconciler {
                 .collect()
         };
         let configs: Vec<LoadBalancerConfig> = snapshot.iter().map(|(_, _, c)| c.clone()).collect();
+        let wanted: Vec<std::net::IpAddr> = configs
+            .iter()
+            .filter_map(|c| c.vip_address.parse().ok())
+            .collect();
         let started = std::time::Instant::now();
-        let result = self.driver.apply(&configs).await;
+        // The VIPs go on the host before the data plane binds them.
+        let result = match self.vips.hold(&self.id, &wanted).await {
+            Ok(fresh) => self
+                .driver
+                .apply(&configs)
+                .await
+                .map(|()| fresh)
+                .map_err(ReconcileError::Driver),
+            Err(e) => Err(ReconcileError::Network(e)),
+        };
         crate::metrics::record_apply(&self.id, result.is_ok(), started.elapsed().as_secs_f64());
-        let saved = {
+        let outcome = {
             let mut slots = self.slots.lock().map_err(|_| ReconcileError::Poisoned)?;
             match result {
-                Ok(()) => {
+                Ok(fresh) => {
                     slots.applied = snapshot
                         .into_iter()
                         .map(|(id, g, c)| (id, (g, c)))
                         .collect();
-                    AppliedState {
-                        load_balancers: slots
-                            .applied
-                            .values()
-                            .map(|(g, c)| ApplyRequest {
-                                device_id: self.id.clone(),
-                                generation: *g,
-                                config: Some(c.clone()),
-                            })
-                            .collect(),
-                    }
+                    Ok((
+                        fresh,
+                        AppliedState {
+                            load_balancers: slots
+                                .applied
+                                .values()
+                                .map(|(g, c)| ApplyRequest {
+                                    device_id: self.id.clone(),
+                                    generation: *g,
+                                    config: Some(c.clone()),
+                                })
+                                .collect(),
+                        },
+                    ))
                 }
                 Err(e) => {
                     rewind(&mut slots, &snapshot);
-                    return Err(e.into());
+                    let still: std::collections::HashSet<std::net::IpAddr> = slots
+                        .applied
+                        .values()
+                        .filter_map(|(_, c)| c.vip_address.parse().ok())
+                        .collect();
+                    Err((e, still))
                 }
+            }
+        };
+        let saved = match outcome {
+            Ok((fresh, saved)) => {
+                // The data plane serves the new VIPs now: tell their segment, and let go of the
+                // VIPs of load balancers that left.
+                if !fresh.is_empty() {
+                    let vips = self.vips.clone();
+                    tokio::spawn(async move { vips.announce(&fresh).await });
+                }
+                self.vips
+                    .release_except(&self.id, &wanted.iter().copied().collect())
+                    .await;
+                saved
+            }
+            Err((e, still)) => {
+                // VIPs plugged for changes that failed go again; those still served stay.
+                self.vips.release_except(&self.id, &still).await;
+                return Err(e);
             }
         };
         // The state holds TLS private keys: 0600 in a 0700 folder, durably, off the runtime.
@@ -250,6 +301,12 @@ fn rewind(slots: &mut Slots, snapshot: &[(String, i64, LoadBalancerConfig)]) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn loopback() -> Arc<crate::network::Vips> {
+        Arc::new(crate::network::Vips::new(Arc::new(
+            crate::network::loopback::Loopback,
+        )))
+    }
     use crate::driver::{DriverOptions, noop::NoopDriver};
 
     fn config(id: &str) -> LoadBalancerConfig {
@@ -270,6 +327,7 @@ mod tests {
             "d".into(),
             Arc::new(NoopDriver::new(&options)),
             dir.join("state.pb"),
+            loopback(),
         )
     }
 
@@ -339,6 +397,7 @@ mod tests {
             "d".into(),
             Arc::new(Refusing),
             dir.join("state.pb"),
+            loopback(),
         ));
         let first = tokio::spawn({
             let r = r.clone();

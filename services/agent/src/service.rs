@@ -1,5 +1,5 @@
 //! The agent's gRPC API: Apply streams ACCEPTED, APPLYING, then ACTIVE or ERROR; Remove; status.
-use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
+use std::{pin::Pin, sync::Arc, time::Instant};
 
 use futures::Stream;
 use lbaas::agent::v1::{
@@ -153,6 +153,7 @@ impl AgentService for AgentApi {
             .await
             .map_err(|e| match e {
                 ReconcileError::Driver(d) => Status::unavailable(d.to_string()),
+                ReconcileError::Network(n) => Status::unavailable(n.to_string()),
                 ReconcileError::Poisoned => Status::internal("agent state unavailable"),
             })?;
         Ok(Response::new(RemoveResponse {}))
@@ -223,18 +224,25 @@ impl AgentService for AgentApi {
             .cidr
             .parse()
             .map_err(|_| Status::invalid_argument(format!("{:?} is not a CIDR", r.cidr)))?;
-        // On one machine a network is an address range this host must be able to bind: check
-        // with its first address, as plugging an interface would on a real host.
-        let first = net
-            .hosts()
-            .next()
-            .ok_or_else(|| Status::invalid_argument(format!("{} has no host addresses", r.cidr)))?;
-        std::net::TcpListener::bind(SocketAddr::new(first, 0)).map_err(|e| {
-            Status::failed_precondition(format!(
-                "this host cannot serve network {} ({}): binding {first} failed: {e}",
-                r.network, r.cidr
-            ))
-        })?;
+        let address = if r.address.is_empty() {
+            None
+        } else {
+            Some(r.address.parse::<ipnet::IpNet>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "{:?} is not an address with a prefix length",
+                    r.address
+                ))
+            })?)
+        };
+        self.factory
+            .vips
+            .driver
+            .attach(&r.network, net, address)
+            .await
+            .map_err(|e| match e {
+                crate::network::NetworkError::Unusable(why) => Status::failed_precondition(why),
+                crate::network::NetworkError::Failed(why) => Status::unavailable(why),
+            })?;
         let networks = self
             .devices
             .attach(&r.device_id, &r.network)

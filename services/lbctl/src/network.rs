@@ -13,6 +13,15 @@ pub enum Command {
         /// Its address range, e.g. 127.0.20.0/24.
         #[arg(long)]
         cidr: String,
+        /// Its gateway (never allocated); none by default.
+        #[arg(long, default_value = "")]
+        gateway: String,
+        /// The first address VIPs and device ports are allocated from (default: the first host).
+        #[arg(long, default_value = "")]
+        allocation_start: String,
+        /// The last one (default: the last host).
+        #[arg(long, default_value = "")]
+        allocation_end: String,
     },
     /// List networks.
     List,
@@ -26,10 +35,22 @@ pub enum Command {
 pub async fn run(ctx: &OperatorCtx, command: Command) -> anyhow::Result<()> {
     let mut devices = ctx.provider.devices.clone();
     match command {
-        Command::Create { name, cidr } => {
+        Command::Create {
+            name,
+            cidr,
+            gateway,
+            allocation_start,
+            allocation_end,
+        } => {
             let created = devices
                 .create_network(spb::CreateNetworkRequest {
-                    network: Some(spb::Network { name, cidr }),
+                    network: Some(spb::Network {
+                        name,
+                        cidr,
+                        gateway,
+                        allocation_start,
+                        allocation_end,
+                    }),
                 })
                 .await
                 .api()?;

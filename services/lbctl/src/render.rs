@@ -499,10 +499,22 @@ pub fn flavor(t: &spb::ServiceType) -> Val {
         .build()
 }
 
-pub const NETWORK_COLUMNS: &[&str] = &["name", "cidr"];
+pub const NETWORK_COLUMNS: &[&str] = &[
+    "name",
+    "cidr",
+    "gateway",
+    "allocation_start",
+    "allocation_end",
+];
 
 pub fn network(n: &spb::Network) -> Val {
-    obj().field("name", &n.name).field("cidr", &n.cidr).build()
+    obj()
+        .field("name", &n.name)
+        .field("cidr", &n.cidr)
+        .field("gateway", &n.gateway)
+        .field("allocation_start", &n.allocation_start)
+        .field("allocation_end", &n.allocation_end)
+        .build()
 }
 
 pub const AGENT_COLUMNS: &[&str] = &[

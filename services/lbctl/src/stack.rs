@@ -134,7 +134,7 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
         metrics_listen: None,
-        tls: lbaas::server::tls::TlsConfig::plaintext(),
+        network: Default::default(),        tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     scheduler.validate()?;
     api.validate()?;

@@ -106,7 +106,7 @@ impl SchedulerApi {
             .map_err(|_| invalid("is not an IP address".into()))?;
         match &plan.vip_range {
             Some(range) => {
-                if let Some(why) = crate::placement::vip_outside(ip, range) {
+                if let Some(why) = range.refuses(ip) {
                     return Err(invalid(why));
                 }
             }
@@ -149,6 +149,16 @@ impl SchedulerApi {
         if held.is_some() {
             return Err(SchedulerError::AlreadyExists(format!(
                 "VIP {ip} is held by another load balancer"
+            )));
+        }
+        let port = crate::entity::port::Entity::find()
+            .filter(crate::entity::port::Column::Address.eq(ip.to_string()))
+            .one(&self.db)
+            .await?;
+        if let Some(port) = port {
+            return Err(SchedulerError::AlreadyExists(format!(
+                "{ip} is the port of device {} on network {}",
+                port.device_id, port.network
             )));
         }
         Ok(())

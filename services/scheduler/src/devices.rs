@@ -21,7 +21,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    entity::{agent, binding, device, network, service_type, text},
+    entity::{agent, binding, device, network, port, service_type, text},
     error::SchedulerError,
     now_ms,
     placement::{PlacementAsk, Placer, device_loads},
@@ -62,7 +62,33 @@ fn to_proto(model: device::Model, load: i64) -> Device {
         networks: text::names(&model.networks),
         on_demand: model.on_demand,
         capabilities: text::names(&model.capabilities),
+        ports: Default::default(),
     }
+}
+
+/// Fills in each device's ports (network -> address).
+async fn with_ports(
+    db: &DatabaseConnection,
+    mut devices: Vec<Device>,
+) -> Result<Vec<Device>, SchedulerError> {
+    let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
+    let ports = port::Entity::find()
+        .filter(port::Column::DeviceId.is_in(ids))
+        .all(db)
+        .await?;
+    for p in ports {
+        if let Some(d) = devices.iter_mut().find(|d| d.id == p.device_id) {
+            d.ports.insert(p.network, p.address);
+        }
+    }
+    Ok(devices)
+}
+
+async fn one_with_ports(db: &DatabaseConnection, device: Device) -> Result<Device, Status> {
+    Ok(with_ports(db, vec![device])
+        .await?
+        .pop()
+        .unwrap_or_default())
 }
 
 /// Names of service types and networks: 1-64 letters, digits, '-' or '_'.
@@ -216,7 +242,9 @@ impl DeviceService for DeviceApi {
         self.placer.refresh_device(&device.id).await?;
         let model = self.device(&device.id).await?;
         let load = load_of(&self.db, &model.id).await?;
-        Ok(Response::new(to_proto(model, load)))
+        Ok(Response::new(
+            one_with_ports(&self.db, to_proto(model, load)).await?,
+        ))
     }
 
     async fn get_device(
@@ -226,7 +254,9 @@ impl DeviceService for DeviceApi {
         let id = request.into_inner().id;
         let model = self.device(&id).await?;
         let load = load_of(&self.db, &id).await?;
-        Ok(Response::new(to_proto(model, load)))
+        Ok(Response::new(
+            one_with_ports(&self.db, to_proto(model, load)).await?,
+        ))
     }
 
     async fn list_devices(
@@ -274,6 +304,7 @@ impl DeviceService for DeviceApi {
                 to_proto(m, load)
             })
             .collect();
+        let devices = with_ports(&self.db, devices).await?;
         Ok(Response::new(ListDevicesResponse {
             devices,
             next_page_token,
@@ -364,6 +395,12 @@ impl DeviceService for DeviceApi {
             .into());
         }
         model.delete(&self.db).await.map_err(SchedulerError::from)?;
+        // Its ports go with it: their addresses are free again.
+        port::Entity::delete_many()
+            .filter(port::Column::DeviceId.eq(&id))
+            .exec(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
         self.placer.refresh_device(&id).await?;
         Ok(Response::new(DeleteDeviceResponse {}))
     }
@@ -451,35 +488,39 @@ impl DeviceService for DeviceApi {
         let n = request.into_inner().network.ok_or_else(|| {
             SchedulerError::Invalid(vec![("network".into(), "is required".into())])
         })?;
-        let mut violations = Vec::new();
-        if !valid_name(&n.name) {
-            violations.push((
-                "network.name".to_owned(),
-                "must be 1-64 letters, digits, '-' or '_'".to_owned(),
-            ));
-        }
-        let cidr = match n.cidr.parse::<ipnet::IpNet>() {
-            Ok(net) => net.trunc().to_string(),
-            Err(_) => {
-                violations.push((
-                    "network.cidr".to_owned(),
-                    "must be a CIDR such as 127.0.20.0/24".to_owned(),
-                ));
-                String::new()
-            }
+        let existing = network::Entity::find()
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        let checked = crate::addressing::validate_network(&n, &existing);
+        let mut violations = match &checked {
+            Ok(_) => Vec::new(),
+            Err(v) => v.clone(),
         };
-        if !violations.is_empty() {
-            return Err(SchedulerError::Invalid(violations).into());
+        if !valid_name(&n.name) {
+            violations.insert(
+                0,
+                (
+                    "network.name".to_owned(),
+                    "must be 1-64 letters, digits, '-' or '_'".to_owned(),
+                ),
+            );
         }
+        let (Ok(net), true) = (checked, violations.is_empty()) else {
+            return Err(SchedulerError::Invalid(violations).into());
+        };
         let model = network::ActiveModel {
-            name: Set(n.name.clone()),
-            cidr: Set(cidr.clone()),
+            name: Set(net.name.clone()),
+            cidr: Set(net.cidr.clone()),
+            gateway: Set(net.gateway.clone()),
+            allocation_start: Set(net.allocation_start.clone()),
+            allocation_end: Set(net.allocation_end.clone()),
             created_ms: Set(now_ms()),
         };
         created(network::Entity::insert(model).exec(&self.db).await, || {
             format!("a network named {:?} exists", n.name)
         })?;
-        Ok(Response::new(Network { name: n.name, cidr }))
+        Ok(Response::new(net))
     }
 
     async fn list_networks(
@@ -495,6 +536,9 @@ impl DeviceService for DeviceApi {
             .map(|n| Network {
                 name: n.name,
                 cidr: n.cidr,
+                gateway: n.gateway,
+                allocation_start: n.allocation_start,
+                allocation_end: n.allocation_end,
             })
             .collect();
         Ok(Response::new(ListNetworksResponse { networks }))

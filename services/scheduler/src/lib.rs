@@ -1,6 +1,7 @@
 //! The lbaas scheduler: the placement component. It owns the device registry, binds each load
 //! balancer to a device with a pluggable strategy, and forwards deploys to the owning agent.
 
+pub mod addressing;
 pub mod config;
 pub mod deploy;
 pub mod devices;

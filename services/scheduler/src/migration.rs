@@ -2,7 +2,7 @@
 use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
-use crate::entity::{agent, binding, device, network, service_type};
+use crate::entity::{agent, binding, device, network, port, service_type};
 
 pub struct Migrator;
 
@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateTables),
             Box::new(ServiceTypesAndNetworks),
             Box::new(Capabilities),
+            Box::new(NetworkRanges),
         ]
     }
 }
@@ -146,6 +147,48 @@ impl MigrationTrait for Capabilities {
                             .not_null()
                             .default(""),
                     )
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Networks gain a gateway and an allocation range, and devices their ports on them.
+struct NetworkRanges;
+
+impl MigrationName for NetworkRanges {
+    fn name(&self) -> &str {
+        "m0004_network_ranges_and_ports"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NetworkRanges {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["gateway", "allocation_start", "allocation_end"] {
+            if !manager.has_column("networks", column).await? {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(Alias::new("networks"))
+                            .add_column(
+                                ColumnDef::new(Alias::new(column))
+                                    .text()
+                                    .not_null()
+                                    .default(""),
+                            )
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+        }
+        let schema = Schema::new(manager.get_database_backend());
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(port::Entity)
+                    .if_not_exists()
                     .to_owned(),
             )
             .await

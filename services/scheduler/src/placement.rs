@@ -8,7 +8,7 @@
 //! replicas on one database ever over-commit a device. A refused commit refreshes the device and
 //! chooses again.
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::IpAddr,
     sync::{Arc, RwLock},
     time::Duration,
@@ -22,7 +22,8 @@ use sea_orm::{
 
 use crate::{
     deploy::AgentClients,
-    entity::{agent, binding, device, network, service_type, text},
+    addressing::Range,
+    entity::{agent, binding, device, network, port, service_type, text},
     error::SchedulerError,
     now_ms,
     strategy::{
@@ -73,9 +74,10 @@ pub struct PlacementAsk {
 pub struct Plan {
     pub strategy: Arc<dyn PlacementStrategy>,
     pub request: PlacementRequest,
-    /// Network name -> CIDR, for every network the load balancer uses.
-    pub networks: BTreeMap<String, String>,
-    pub vip_range: Option<String>,
+    /// Every network the load balancer uses, by name.
+    pub networks: BTreeMap<String, network::Model>,
+    /// The VIP network's range; `None` for the chosen device's own VIP range.
+    pub vip_range: Option<Range>,
     pub on_demand: Option<OnDemand>,
 }
 
@@ -336,8 +338,8 @@ impl Placer {
                     )])
                 })?;
             names.push(n.name.clone());
-            networks.insert(n.name.clone(), n.cidr.clone());
-            vip_range = Some(n.cidr.clone());
+            networks.insert(n.name.clone(), n.clone());
+            vip_range = Some(Range::of_network(n).map_err(SchedulerError::NoCapacity)?);
         }
         for address in &ask.member_addresses {
             let Ok(ip) = address.parse::<IpAddr>() else {
@@ -350,7 +352,7 @@ impl Placer {
                     && !networks.contains_key(&n.name)
                 {
                     names.push(n.name.clone());
-                    networks.insert(n.name.clone(), n.cidr.clone());
+                    networks.insert(n.name.clone(), n.clone());
                 }
             }
         }
@@ -564,9 +566,12 @@ impl Placer {
         let Some(device) = lock_room(&txn, device_id).await? else {
             return Ok(Commit::Lost);
         };
-        let range = plan.vip_range.as_deref().unwrap_or(&device.vip_cidr);
-        lock_range(&txn, range).await?;
-        let vip = allocate_vip(&txn, range, &ask.vip_address).await?;
+        let range = match &plan.vip_range {
+            Some(range) => range.clone(),
+            None => Range::of_cidr(&device.vip_cidr).map_err(SchedulerError::NoCapacity)?,
+        };
+        lock_range(&txn, &range).await?;
+        let vip = allocate_vip(&txn, &range, &ask.vip_address).await?;
         let model = binding::ActiveModel {
             loadbalancer_id: Set(ask.loadbalancer_id.clone()),
             device_id: Set(device.id.clone()),
@@ -698,9 +703,9 @@ impl Placer {
     async fn wire(
         &self,
         device_id: &str,
-        networks: &BTreeMap<String, String>,
+        networks: &BTreeMap<String, network::Model>,
     ) -> Result<(), SchedulerError> {
-        let (missing, agent_id): (Vec<(String, String)>, String) = {
+        let (missing, agent_id): (Vec<(String, network::Model)>, String) = {
             let fleet = self.fleet();
             let Some(d) = fleet.get(device_id) else {
                 return Ok(());
@@ -719,13 +724,17 @@ impl Placer {
         }
         let mut client = self.agents.client(&self.agent_address(&agent_id).await?)?;
         let mut attached = Vec::new();
-        for (name, cidr) in &missing {
+        for (name, net) in &missing {
+            let cidr = &net.cidr;
+            let address = self.port(device_id, net).await?;
             let answer = tokio::time::timeout(
                 Duration::from_secs(5),
                 client.attach_network(AttachNetworkRequest {
                     device_id: device_id.to_owned(),
                     network: name.clone(),
                     cidr: cidr.clone(),
+                    address,
+                    gateway: net.gateway.clone(),
                 }),
             )
             .await
@@ -743,12 +752,54 @@ impl Placer {
             attached = answer.into_inner().networks;
             tracing::info!(device = %device_id, network = %name, %cidr, "wired: device attached to network");
         }
-        // Record what the agent says the device is attached to now.
+        self.record_attached(device_id, &attached).await
+    }
+
+    /// The device's port on the network, `address/prefix`: the one it has, or the first free
+    /// address of the network's range (never a VIP, never another port, never the gateway).
+    async fn port(&self, device_id: &str, net: &network::Model) -> Result<String, SchedulerError> {
+        let range = Range::of_network(net).map_err(SchedulerError::NoCapacity)?;
+        let _writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let txn = lbaas::server::begin_write(&self.db).await?;
+        let id = port::id_of(device_id, &net.name);
+        if let Some(existing) = port::Entity::find_by_id(&id).one(&txn).await? {
+            return Ok(format!("{}/{}", existing.address, range.prefix_len()));
+        }
+        lock_range(&txn, &range).await?;
+        let held = crate::addressing::held(&txn).await?;
+        let address = range.first_free(&held).ok_or_else(|| {
+            SchedulerError::NoCapacity(format!(
+                "network {} has no free address left for a port of {device_id}",
+                net.name
+            ))
+        })?;
+        port::ActiveModel {
+            id: Set(id),
+            device_id: Set(device_id.to_owned()),
+            network: Set(net.name.clone()),
+            address: Set(address.to_string()),
+            created_ms: Set(now_ms()),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(format!("{address}/{}", range.prefix_len()))
+    }
+
+    /// Records what the agent says the device is attached to now.
+    async fn record_attached(
+        &self,
+        device_id: &str,
+        attached: &[String],
+    ) -> Result<(), SchedulerError> {
         let txn = self.db.begin().await?;
         if let Some(model) = device::Entity::find_by_id(device_id).one(&txn).await? {
             let known: Vec<String> = text::names(&model.networks);
             let mut active: device::ActiveModel = model.into();
-            active.networks = Set(text::names_text(known.iter().chain(&attached)));
+            active.networks = Set(text::names_text(known.iter().chain(attached)));
             active.update(&txn).await?;
         }
         txn.commit().await?;
@@ -811,6 +862,7 @@ impl Placer {
             state: lbaas::scheduler::v1::DeviceState::Active as i32,
             labels: created.labels,
             networks: created.networks,
+            ports: Default::default(),
             on_demand: true,
             capabilities: self
                 .fleet()
@@ -855,11 +907,12 @@ async fn lock_room(
 /// placements (in any replica) never pick the same first free address. PostgreSQL: a
 /// transaction-scoped advisory lock keyed by the range; SQLite write transactions are serial
 /// already.
-async fn lock_range(txn: &sea_orm::DatabaseTransaction, range: &str) -> Result<(), SchedulerError> {
+async fn lock_range(txn: &sea_orm::DatabaseTransaction, range: &Range) -> Result<(), SchedulerError> {
     use sea_orm::ConnectionTrait as _;
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        let net = range.net.to_string();
         let key = i64::from_ne_bytes(
-            crate::strategy::seeded_hash(0x5649_5052, &[range.as_bytes()]).to_ne_bytes(),
+            crate::strategy::seeded_hash(0x5649_5052, &[net.as_bytes()]).to_ne_bytes(),
         );
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
             .await?;
@@ -892,20 +945,14 @@ pub fn vip_outside(ip: IpAddr, range: &str) -> Option<String> {
     None
 }
 
-/// The requested VIP if inside `range` and free, or the first free address of `range`.
+/// The requested VIP if `range` may hold it and it is free, or the first free address of the
+/// range's allocation range. Free: no load balancer's VIP and no device's port.
 async fn allocate_vip(
     txn: &sea_orm::DatabaseTransaction,
-    range: &str,
+    range: &Range,
     requested: &str,
 ) -> Result<String, SchedulerError> {
-    let used: HashSet<String> = binding::Entity::find()
-        .select_only()
-        .column(binding::Column::VipAddress)
-        .into_tuple::<String>()
-        .all(txn)
-        .await?
-        .into_iter()
-        .collect();
+    let used = crate::addressing::held(txn).await?;
     if !requested.is_empty() {
         let ip: IpAddr = requested.parse().map_err(|_| {
             SchedulerError::Invalid(vec![(
@@ -913,27 +960,23 @@ async fn allocate_vip(
                 "not an IP address".into(),
             )])
         })?;
-        if let Some(why) = vip_outside(ip, range) {
+        if let Some(why) = range.refuses(ip) {
             return Err(SchedulerError::Invalid(vec![(
                 "config.vip_address".into(),
                 why,
             )]));
         }
-        let ip = ip.to_string();
         if used.contains(&ip) {
             return Err(SchedulerError::AlreadyExists(format!(
-                "VIP {ip} is held by another load balancer"
+                "VIP {ip} is held by another load balancer or a device's port"
             )));
         }
-        return Ok(ip);
+        return Ok(ip.to_string());
     }
-    let net: ipnet::IpNet = range
-        .parse()
-        .map_err(|_| SchedulerError::NoCapacity(format!("{range:?} is not a valid VIP range")))?;
-    net.hosts()
+    range
+        .first_free(&used)
         .map(|ip| ip.to_string())
-        .find(|ip| !used.contains(ip))
-        .ok_or_else(|| SchedulerError::NoCapacity(format!("VIP range {range} is exhausted")))
+        .ok_or_else(|| SchedulerError::NoCapacity(format!("VIP range {} is exhausted", range.net)))
 }
 
 /// How many load balancers each device hosts.

@@ -1,8 +1,9 @@
 //! The scheduler's tables: devices, agents, the binding of each load balancer to a device, service
-//! types and networks.
+//! types, networks and the devices' ports on them.
 pub mod agent;
 pub mod binding;
 pub mod device;
 pub mod network;
+pub mod port;
 pub mod service_type;
 pub mod text;
