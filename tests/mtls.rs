@@ -188,7 +188,8 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
             stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
             metrics_listen: None,
-            network: Default::default(),            tls: TlsConfig {
+            network: Default::default(),
+            tls: TlsConfig {
                 health_listen: Some(agent_health),
                 ..agent_tls.clone()
             },
@@ -389,7 +390,8 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
             stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
             metrics_listen: None,
-            network: Default::default(),            tls: stranger_tls.clone(),
+            network: Default::default(),
+            tls: stranger_tls.clone(),
         },
         stranger_listener,
         stopped(stop_rx.clone()),

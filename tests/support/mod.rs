@@ -371,7 +371,8 @@ impl Stack {
             stats_interval_ms: 500,
             stop_data_plane_on_exit: true,
             metrics_listen: None,
-            network: Default::default(),            tls: lbaas::server::tls::TlsConfig::plaintext(),
+            network: Default::default(),
+            tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let (stop, rx) = watch::channel(false);
         let scheduler_task = tokio::spawn(lbaas_scheduler::run(

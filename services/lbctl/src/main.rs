@@ -14,6 +14,7 @@ mod flavor;
 mod healthmonitor;
 mod l7policy;
 mod l7rule;
+mod lab;
 mod listener;
 mod loadbalancer;
 mod member;
@@ -109,6 +110,10 @@ struct Cli {
 enum Command {
     /// Run the api, scheduler and a local agent in one process, with SQLite under --data-dir.
     Stack(stack::StackArgs),
+    /// A lab of hosts in network namespaces: device hosts with agents, a client, tenant members
+    /// (root only; `lab up`, `lab down`, `lab kill-host`).
+    #[command(subcommand)]
+    Lab(lab::Command),
     /// Load balancers and everything under them; for operators, flavors, devices and placement.
     #[command(subcommand, visible_alias = "lb")]
     Loadbalancer(Loadbalancer),
@@ -148,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Stack(args) => stack::run(args).await,
+        Command::Lab(command) => lab::run(command).await,
         Command::Loadbalancer(Loadbalancer::Tenant(command)) => {
             loadbalancer::run(&ctx(connect().await?), command).await
         }

@@ -471,6 +471,7 @@ pub fn device(d: &spb::Device) -> Val {
         .field("state", val::<spb::DeviceState>(d.state))
         .field("labels", string_map(&d.labels))
         .field("networks", &d.networks)
+        .field("ports", string_map(&d.ports))
         .field("on_demand", d.on_demand)
         .field("capabilities", &d.capabilities)
         .build()

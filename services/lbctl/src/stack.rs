@@ -37,34 +37,30 @@ fn haproxy_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `auto` is haproxy when installed, else the embedded native data plane; other names stay.
+pub(crate) fn resolve_driver(asked: &str) -> String {
+    match asked {
+        "auto" if haproxy_installed() => "haproxy".to_owned(),
+        "auto" => {
+            tracing::info!("HAProxy is not installed: devices run the embedded native data plane");
+            "native".to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
 pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     let _telemetry = lbaas::server::Telemetry::init(&lbaas::server::TelemetryConfig {
         service_name: "lbaas-stack".into(),
         otlp_endpoint: args.otlp_endpoint.clone(),
         json_logs: false,
     })?;
-    let driver = match args.driver.as_str() {
-        "auto" if haproxy_installed() => "haproxy".to_owned(),
-        "auto" => {
-            tracing::info!(
-                "HAProxy is not installed: the local device runs the embedded native data plane"
-            );
-            "native".to_owned()
-        }
-        other => other.to_owned(),
-    };
+    let driver = resolve_driver(&args.driver);
     let data_dir = std::path::absolute(&args.data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
-    // The key certificate keys are sealed with: made once, kept with the databases.
-    let secret_key_file = data_dir.join("secret.key");
-    if !secret_key_file.exists() {
-        write_private(
-            &secret_key_file,
-            &lbaas_api::certs::SecretKey::generate_hex(),
-        )?;
-    }
+    let secret_key_file = secret_key(&data_dir)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -84,39 +80,13 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;
 
-    let scheduler = lbaas_scheduler::SchedulerConfig {
-        listen: scheduler_addr,
-        database_url: sqlite("scheduler.db"),
-        strategy: "least-loaded".into(),
-        heartbeat_interval_ms: 1000,
-        agent_timeout_ms: 5000,
-        failover_max_down_share: 0.5,
-        placement_seed: 0,
-        fleet_refresh_ms: 1000,
-        token_file: None,
-        jwt: Default::default(),
-        metrics_listen: None,
-        tls: lbaas::server::tls::TlsConfig::plaintext(),
-    };
-    let api = lbaas_api::ApiConfig {
-        listen: api_addr,
-        database_url: sqlite("api.db"),
-        scheduler_url: format!("http://{scheduler_addr}"),
-        token_file: None,
-        allow_project_header: true,
-        deploy_deadline_ms: 60_000,
-        reconcile_interval_ms: 2_000,
-        reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
-        quota_load_balancers: -1,
-        quota_listeners: -1,
-        quota_pools: -1,
-        quota_members: -1,
-        quota_health_monitors: -1,
-        secret_key_file: Some(secret_key_file),
-        jwt: Default::default(),
-        metrics_listen: None,
-        tls: lbaas::server::tls::TlsConfig::plaintext(),
-    };
+    let scheduler = scheduler_config(scheduler_addr, sqlite("scheduler.db"), 1000, 5000);
+    let api = api_config(
+        api_addr,
+        sqlite("api.db"),
+        format!("http://{scheduler_addr}"),
+        secret_key_file,
+    );
     let agent = lbaas_agent::AgentConfig {
         agent_id: "local".into(),
         listen: agent_addr,
@@ -134,7 +104,8 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         // A laptop stack owns its HAProxy: stopping the stack stops the data plane too.
         stop_data_plane_on_exit: true,
         metrics_listen: None,
-        network: Default::default(),        tls: lbaas::server::tls::TlsConfig::plaintext(),
+        network: Default::default(),
+        tls: lbaas::server::tls::TlsConfig::plaintext(),
     };
     scheduler.validate()?;
     api.validate()?;
@@ -182,6 +153,70 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         }
     }
     result
+}
+
+/// A scheduler with SQLite that fails a device over after `agent_timeout_ms` of silence from its
+/// agent (held while over half the devices are DOWN at once).
+pub(crate) fn scheduler_config(
+    listen: SocketAddr,
+    database_url: String,
+    heartbeat_interval_ms: i64,
+    agent_timeout_ms: i64,
+) -> lbaas_scheduler::SchedulerConfig {
+    lbaas_scheduler::SchedulerConfig {
+        listen,
+        database_url,
+        strategy: "least-loaded".into(),
+        heartbeat_interval_ms,
+        agent_timeout_ms,
+        failover_max_down_share: 0.5,
+        placement_seed: 0,
+        fleet_refresh_ms: 1000,
+        token_file: None,
+        jwt: Default::default(),
+        metrics_listen: None,
+        tls: lbaas::server::tls::TlsConfig::plaintext(),
+    }
+}
+
+/// An api on this machine with SQLite, tenants named by the x-project-id header, no quotas.
+pub(crate) fn api_config(
+    listen: SocketAddr,
+    database_url: String,
+    scheduler_url: String,
+    secret_key_file: PathBuf,
+) -> lbaas_api::ApiConfig {
+    lbaas_api::ApiConfig {
+        listen,
+        database_url,
+        scheduler_url,
+        token_file: None,
+        allow_project_header: true,
+        deploy_deadline_ms: 60_000,
+        reconcile_interval_ms: 2_000,
+        reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
+        quota_load_balancers: -1,
+        quota_listeners: -1,
+        quota_pools: -1,
+        quota_members: -1,
+        quota_health_monitors: -1,
+        secret_key_file: Some(secret_key_file),
+        jwt: Default::default(),
+        metrics_listen: None,
+        tls: lbaas::server::tls::TlsConfig::plaintext(),
+    }
+}
+
+/// The key certificate keys are sealed with: made once, kept with the databases.
+pub(crate) fn secret_key(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let secret_key_file = data_dir.join("secret.key");
+    if !secret_key_file.exists() {
+        write_private(
+            &secret_key_file,
+            &lbaas_api::certs::SecretKey::generate_hex(),
+        )?;
+    }
+    Ok(secret_key_file)
 }
 
 /// Writes a file only its owner can read.

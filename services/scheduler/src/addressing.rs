@@ -184,9 +184,7 @@ pub fn validate_network(
 }
 
 /// Every address held anywhere: the VIPs of all load balancers and the ports of all devices.
-pub async fn held(
-    txn: &impl sea_orm::ConnectionTrait,
-) -> Result<HashSet<IpAddr>, SchedulerError> {
+pub async fn held(txn: &impl sea_orm::ConnectionTrait) -> Result<HashSet<IpAddr>, SchedulerError> {
     let vips = binding::Entity::find()
         .select_only()
         .column(binding::Column::VipAddress)

@@ -21,8 +21,8 @@ use sea_orm::{
 };
 
 use crate::{
-    deploy::AgentClients,
     addressing::Range,
+    deploy::AgentClients,
     entity::{agent, binding, device, network, port, service_type, text},
     error::SchedulerError,
     now_ms,
@@ -907,7 +907,10 @@ async fn lock_room(
 /// placements (in any replica) never pick the same first free address. PostgreSQL: a
 /// transaction-scoped advisory lock keyed by the range; SQLite write transactions are serial
 /// already.
-async fn lock_range(txn: &sea_orm::DatabaseTransaction, range: &Range) -> Result<(), SchedulerError> {
+async fn lock_range(
+    txn: &sea_orm::DatabaseTransaction,
+    range: &Range,
+) -> Result<(), SchedulerError> {
     use sea_orm::ConnectionTrait as _;
     if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
         let net = range.net.to_string();

@@ -96,13 +96,10 @@ impl NetworkDriver for Linux {
         };
         let interface = Self::interface_for(vip).await?;
         let target = vip.to_string();
-        // Two unsolicited ARPs, 200 ms apart: neighbours (the clients, the gateway) point the VIP
-        // at this host's MAC address at once, without waiting for their cache to expire.
-        run(
-            "arping",
-            &["-U", "-c", "2", "-i", "0.2", "-I", &interface, &target],
-        )
-        .await?;
+        // Unsolicited ARPs: neighbours (the clients, the gateway) point the VIP at this host's
+        // MAC address at once, without waiting for their cache to expire. The first goes out at
+        // once, a second a second later in case the first was lost.
+        run("arping", &["-U", "-c", "2", "-I", &interface, &target]).await?;
         tracing::info!(%vip, %interface, "VIP announced (gratuitous ARP)");
         Ok(())
     }
@@ -166,7 +163,10 @@ mod tests {
         let found = parse_addresses(text);
         assert_eq!(found.len(), 4);
         assert_eq!(found[2].interface, "vip");
-        assert_eq!(found[2].net, "10.101.1.10/24".parse::<ipnet::IpNet>().unwrap());
+        assert_eq!(
+            found[2].net,
+            "10.101.1.10/24".parse::<ipnet::IpNet>().unwrap()
+        );
         assert_eq!(found[3].net.prefix_len(), 32);
     }
 }

@@ -34,9 +34,10 @@ impl NetworkDriver for Loopback {
     ) -> Result<(), NetworkError> {
         let probe = match address {
             Some(a) => a.addr(),
-            None => cidr.hosts().next().ok_or_else(|| {
-                NetworkError::Unusable(format!("{cidr} has no host addresses"))
-            })?,
+            None => cidr
+                .hosts()
+                .next()
+                .ok_or_else(|| NetworkError::Unusable(format!("{cidr} has no host addresses")))?,
         };
         std::net::TcpListener::bind(SocketAddr::new(probe, 0)).map_err(|e| {
             NetworkError::Unusable(format!(

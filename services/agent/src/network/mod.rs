@@ -57,10 +57,7 @@ pub trait NetworkDriver: Send + Sync {
 pub const KNOWN: &[&str] = &["loopback", "linux"];
 
 /// Builds the named network driver; `interfaces` maps network names to this host's interfaces.
-pub fn build(
-    name: &str,
-    interfaces: &HashMap<String, String>,
-) -> Option<Arc<dyn NetworkDriver>> {
+pub fn build(name: &str, interfaces: &HashMap<String, String>) -> Option<Arc<dyn NetworkDriver>> {
     match name {
         "loopback" => Some(Arc::new(loopback::Loopback)),
         "linux" => Some(Arc::new(linux::Linux::new(interfaces.clone()))),
@@ -93,10 +90,7 @@ impl Vips {
     pub async fn hold(&self, device: &str, vips: &[IpAddr]) -> Result<Vec<IpAddr>, NetworkError> {
         let mut fresh = Vec::new();
         for vip in vips {
-            let known = self
-                .holders()
-                .get(vip)
-                .is_some_and(|h| h.contains(device));
+            let known = self.holders().get(vip).is_some_and(|h| h.contains(device));
             if known {
                 continue;
             }
@@ -215,7 +209,14 @@ mod tests {
         assert!(vips.hold("a", &[vip]).await.unwrap().is_empty());
         assert_eq!(vips.hold("b", &[vip]).await.unwrap(), vec![vip]);
         vips.release_except("a", &HashSet::new()).await;
-        assert!(!recorder.0.lock().unwrap().iter().any(|c| c.starts_with("unplug")));
+        assert!(
+            !recorder
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|c| c.starts_with("unplug"))
+        );
         vips.release_except("b", &HashSet::new()).await;
         assert_eq!(
             recorder.0.lock().unwrap().last().map(String::as_str),
