@@ -415,6 +415,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn run_lab(plan: &Plan, args: &UpArgs, driver: &str, data_dir: &Path) -> anyhow::Result<()> {
+    // Listen for SIGTERM before saying ready: a stop sent right after must clean up too.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     build(plan)?;
     let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
     // A fresh lab starts from empty databases.
@@ -587,7 +590,8 @@ async fn run_lab(plan: &Plan, args: &UpArgs, driver: &str, data_dir: &Path) -> a
     println!("ready");
 
     let early = tokio::select! {
-        () = lbaas::server::shutdown_signal() => None,
+        _ = terminate.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
         Some(exit) = services.join_next() => Some(exit),
     };
     let _ = stop_tx.send(true);

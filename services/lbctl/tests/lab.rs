@@ -1,0 +1,148 @@
+//! End to end on a lab of hosts (`lbctl lab up`: network namespaces joined by bridges; needs root,
+//! as CI runs): a load balancer created through the api serves the client namespace from members
+//! in the tenant namespace, on both data planes; placement wires devices to the networks their
+//! load balancers use and prefers devices already wired; a killed host fails over to another and
+//! the VIP moves with it (gratuitous ARP), and the client's requests resume.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod lab_support;
+
+use std::time::Instant;
+
+use lab_support::{Lab, namespaces};
+
+/// The whole story on one data plane; each driver gets its own lab (`id`).
+fn serves_across_hosts_and_fails_over(id: u8, driver: &str) {
+    let lab = Lab::up(id, 3, driver);
+
+    // No device is wired to any network yet.
+    let devices = lab.lbctl_json(&["lb", "device", "list"]);
+    assert_eq!(devices.as_array().unwrap().len(), 3);
+    for d in devices.as_array().unwrap() {
+        assert_eq!(d["networks"], serde_json::json!([]), "{d}");
+    }
+
+    let (web, vip) = lab.create_web("web", &[]);
+    let url = format!("http://{vip}/");
+    // The VIP lives on exactly one host, and round robin reaches both members across the bridges.
+    let holders = lab.hosts_holding(&vip);
+    assert_eq!(holders.len(), 1, "{vip} is held by {holders:?}");
+    let first_host = holders[0];
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let got = lab.get_from_client(&url, 5_000);
+        assert_eq!(got["status"], 200, "{got}");
+        seen.insert(got["body"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["member-1", "member-2"]
+    );
+
+    // Its device was wired to the VIP network and the member network, with ports of its own
+    // from their allocation ranges, never the VIP.
+    let device_of = |host: u32| {
+        lab.lbctl_json(&["lb", "device", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["agent_id"] == format!("lbl{id}-h{host}"))
+            .cloned()
+            .unwrap()
+    };
+    let wired = device_of(first_host);
+    assert_eq!(
+        wired["networks"],
+        serde_json::json!(["lab-members", "lab-vip"]),
+        "{wired}"
+    );
+    let vip_port = wired["ports"]["lab-vip"].as_str().unwrap().to_owned();
+    let member_port = wired["ports"]["lab-members"].as_str().unwrap().to_owned();
+    assert_ne!(vip_port, vip);
+    assert!(vip_port.starts_with(&format!("10.{}.1.", 100 + u32::from(id))));
+    assert!(member_port.starts_with(&format!("10.{}.2.", 100 + u32::from(id))));
+
+    // Network affinity: a second load balancer whose members live on lab-members goes to the
+    // device already wired to it, although the other two are emptier.
+    lab.lbctl(&[
+        "lb",
+        "flavor",
+        "create",
+        "--name",
+        "near",
+        "--strategy",
+        "network-affinity",
+    ]);
+    let (near, near_vip) = lab.create_web("near", &["--flavor", "near"]);
+    assert_ne!(near_vip, vip);
+    assert_ne!(near_vip, vip_port);
+    assert_eq!(lab.hosts_holding(&near_vip), vec![first_host]);
+
+    // Kill the host: agent and data plane dead, links down. The scheduler declares its device
+    // DOWN after the lab's 1 s heartbeat timeout and moves both load balancers, VIPs and all.
+    let killed = Instant::now();
+    lab.kill_host(first_host);
+    let got = lab.get_from_client(&url, 30_000);
+    let recovered = killed.elapsed();
+    assert_eq!(got["status"], 200, "{got}");
+    eprintln!(
+        "lab {id} ({driver}): kill -> first successful request {} ms (the client retried for {} ms, {} attempts)",
+        recovered.as_millis(),
+        got["elapsed_ms"],
+        got["attempts"]
+    );
+    // The dead host keeps whatever it had configured; among the live ones, one holds the VIP.
+    let now: Vec<u32> = lab
+        .hosts_holding(&vip)
+        .into_iter()
+        .filter(|h| *h != first_host)
+        .collect();
+    assert_eq!(now.len(), 1, "{vip} is held by {now:?}");
+    let new_host = now[0];
+    // The new device was wired on the way.
+    let rewired = device_of(new_host);
+    assert!(
+        rewired["networks"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("lab-vip")),
+        "{rewired}"
+    );
+    let got = lab.get_from_client(&format!("http://{near_vip}/"), 30_000);
+    assert_eq!(got["status"], 200, "{got}");
+
+    // Deleting the load balancers takes their VIPs off the hosts.
+    for lb in [&web, &near] {
+        lab.lbctl(&["lb", "delete", lb, "--cascade", "--wait"]);
+    }
+    lab.wait_holders(&vip, &[first_host]);
+    lab.wait_holders(&near_vip, &[first_host]);
+    lab.stop();
+}
+
+#[test]
+fn haproxy_hosts_serve_and_fail_over() {
+    serves_across_hosts_and_fails_over(61, "haproxy");
+}
+
+#[test]
+fn native_hosts_serve_and_fail_over() {
+    serves_across_hosts_and_fails_over(62, "native");
+}
+
+/// A lab whose own process died leaves its namespaces and processes behind; `lab down` removes
+/// them all, and a new lab with the same id starts on a clean slate.
+#[test]
+fn lab_down_cleans_up_after_a_crash() {
+    let mut lab = Lab::up(63, 1, "native");
+    lab.crash();
+    assert!(!namespaces(63).is_empty());
+    lab_support::run(lab_support::LBCTL, &["lab", "down", "--id", "63"]);
+    assert!(namespaces(63).is_empty(), "{:?}", namespaces(63));
+    let links = lab_support::run("ip", &["-o", "link", "show"]);
+    assert!(!links.contains("lbl63"), "{links}");
+    // A second `down` has nothing to do and succeeds.
+    lab_support::run(lab_support::LBCTL, &["lab", "down", "--id", "63"]);
+    let lab = Lab::up(63, 1, "native");
+    lab.stop();
+}
