@@ -609,6 +609,60 @@ async fn wiring_attaches_devices_to_networks(db: Db) {
             .get("blue-backend"),
         Some(&4)
     );
+    // The device got a port on each network, from the network's range, never the VIP.
+    let blue_port = after.ports.get("blue").cloned().unwrap_or_default();
+    assert!(
+        net.contains(&blue_port.parse::<std::net::IpAddr>().unwrap()),
+        "{:?}",
+        after.ports
+    );
+    assert_ne!(blue_port, lb.vip_address);
+    assert!(after.ports.contains_key("backends"), "{:?}", after.ports);
+
+    // Networks never overlap, and their gateway and range lie inside them.
+    let bad_network = |cidr: &str, gateway: &str| Network {
+        name: "bad".into(),
+        cidr: cidr.into(),
+        gateway: gateway.into(),
+        ..Default::default()
+    };
+    for (network, field) in [
+        (bad_network(&vip_net, ""), "network.cidr"),
+        (bad_network("127.0.0.128/25", ""), "network.cidr"),
+        (
+            bad_network("127.1.250.0/24", "127.1.251.1"),
+            "network.gateway",
+        ),
+    ] {
+        let err = devices
+            .create_network(CreateNetworkRequest {
+                network: Some(network),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert_eq!(support::violations(&err), vec![field.to_owned()]);
+    }
+    // A VIP outside its network is refused, and so is the address of a device's port.
+    for (vip, code) in [
+        ("10.9.9.9", tonic::Code::InvalidArgument),
+        (blue_port.as_str(), tonic::Code::AlreadyExists),
+    ] {
+        let mut spec = support::populated("clash", 8080, vec![support::member_at(backend.port())]);
+        spec.vip_network_id = "blue".into();
+        spec.vip_address = vip.into();
+        let err = api
+            .create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(spec),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{vip}: {err:?}");
+    }
 
     // The agent remembers: after a restart it registers the device with its networks.
     stack.kill_agent().await;

@@ -195,6 +195,9 @@ impl Lab {
                 "--json",
                 "--deadline-ms",
                 &deadline_ms.to_string(),
+                // A SYN to a dead host is lost, not refused: retry often, for a fine measure.
+                "--attempt-ms",
+                "100",
             ],
         );
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
