@@ -113,6 +113,7 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
             project_id: "bench".into(),
             vip_address: format!("{net}.{}", i + 1),
             admin_state_up: true,
+            vrrp: None,
             listeners: vec![ListenerConfig {
                 id: format!("l-{i}"),
                 protocol: ListenerProtocol::Http as i32,

@@ -39,6 +39,8 @@ pub async fn run(
     let network = network::build(
         &config.network.network_driver,
         &config.network.interfaces().unwrap_or_default(),
+        &config.state_dir,
+        &config.agent_id,
     )
     .context("unknown network driver")?;
     let vips = Arc::new(network::Vips::new(network));
@@ -148,6 +150,7 @@ pub async fn run(
                 tracing::warn!(device = %device.id, error = %e, "cannot stop device");
             }
         }
+        vips.driver.stop().await;
     }
     tracing::info!("agent stopped");
     Ok(())

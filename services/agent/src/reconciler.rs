@@ -196,13 +196,23 @@ impl DeviceReconciler {
                 .collect()
         };
         let configs: Vec<LoadBalancerConfig> = snapshot.iter().map(|(_, _, c)| c.clone()).collect();
+        // ACTIVE_STANDBY VIPs are held by VRRP (keepalived); the others the agent plugs.
         let wanted: Vec<std::net::IpAddr> = configs
             .iter()
+            .filter(|c| c.vrrp.is_none())
             .filter_map(|c| c.vip_address.parse().ok())
             .collect();
         let started = std::time::Instant::now();
         // The VIPs go on the host before the data plane binds them.
-        let result = match self.vips.hold(&self.id, &wanted).await {
+        let held = match self.vips.hold(&self.id, &wanted).await {
+            Ok(fresh) => self
+                .vips
+                .pair(&self.id, paired(&configs))
+                .await
+                .map(|()| fresh),
+            Err(e) => Err(e),
+        };
+        let result = match held {
             Ok(fresh) => self
                 .driver
                 .apply(&configs)
@@ -240,9 +250,12 @@ impl DeviceReconciler {
                     let still: std::collections::HashSet<std::net::IpAddr> = slots
                         .applied
                         .values()
+                        .filter(|(_, c)| c.vrrp.is_none())
                         .filter_map(|(_, c)| c.vip_address.parse().ok())
                         .collect();
-                    Err((e, still))
+                    let applied: Vec<LoadBalancerConfig> =
+                        slots.applied.values().map(|(_, c)| c.clone()).collect();
+                    Err((e, still, paired(&applied)))
                 }
             }
         };
@@ -259,9 +272,12 @@ impl DeviceReconciler {
                     .await;
                 saved
             }
-            Err((e, still)) => {
+            Err((e, still, pairs)) => {
                 // VIPs plugged for changes that failed go again; those still served stay.
                 self.vips.release_except(&self.id, &still).await;
+                if let Err(again) = self.vips.pair(&self.id, pairs).await {
+                    tracing::warn!(device = %self.id, error = %again, "cannot restore VRRP");
+                }
                 return Err(e);
             }
         };
@@ -277,6 +293,20 @@ impl DeviceReconciler {
         }
         Ok(())
     }
+}
+
+/// The ACTIVE_STANDBY side of every config that has one.
+fn paired(configs: &[LoadBalancerConfig]) -> Vec<crate::network::vrrp::VrrpInstance> {
+    configs
+        .iter()
+        .filter_map(|c| {
+            Some(crate::network::vrrp::VrrpInstance {
+                loadbalancer_id: c.id.clone(),
+                vip: c.vip_address.parse().ok()?,
+                config: c.vrrp.clone()?,
+            })
+        })
+        .collect()
 }
 
 /// After a failed apply, the load balancers whose change failed go back to their last applied

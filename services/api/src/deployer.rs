@@ -414,6 +414,10 @@ impl Deployer {
             Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => {
                 Err(ApiError::AlreadyExists(status.message().to_owned()))
             }
+            // The flavor cannot be met as it stands (ACTIVE_STANDBY without two hosts).
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                Err(ApiError::FailedPrecondition(status.message().to_owned()))
+            }
             Ok(Err(status)) => {
                 tracing::warn!(error = %status, "could not validate the placement with the scheduler; the deploy will");
                 Ok(())

@@ -37,6 +37,7 @@ proto_enums! {
     pb::L7RuleCompareType => "L7_RULE_COMPARE_TYPE_",
     spb::DeviceState => "DEVICE_STATE_",
     spb::DeviceKind => "DEVICE_KIND_",
+    spb::Topology => "TOPOLOGY_",
 }
 
 /// Whether a value is the "not set" one (`PROTOCOL_UNSPECIFIED`); a zero value with a real

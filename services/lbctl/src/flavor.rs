@@ -55,6 +55,9 @@ pub struct Create {
     /// The capacity of the devices created on demand (default 100).
     #[arg(long, requires = "on_demand")]
     pub on_demand_capacity: Option<i32>,
+    /// SINGLE (the default) or ACTIVE_STANDBY (two devices on two hosts, the VIP held by VRRP).
+    #[arg(long, value_name = "TOPOLOGY", value_parser = enums::parse::<spb::Topology>)]
+    pub topology: Option<spb::Topology>,
 }
 
 impl Create {
@@ -68,6 +71,7 @@ impl Create {
             device_kind: self.device_kind.unwrap_or(spb::DeviceKind::Any).into(),
             on_demand: self.on_demand,
             on_demand_capacity: self.on_demand_capacity.unwrap_or_default(),
+            topology: self.topology.unwrap_or(spb::Topology::Single).into(),
         }
     }
 }

@@ -255,10 +255,12 @@ pub fn down(id: u8) -> anyhow::Result<usize> {
 /// Makes a device host unreachable at once: its processes die and its links go down.
 pub fn kill_host(plan: &Plan, host: u32) -> anyhow::Result<()> {
     let ns = plan.host_ns(host);
-    kill_namespace(&ns);
+    // Links first, as a host losing power goes silent: nothing a dying process says on its way
+    // out (keepalived's priority-0 advert, a TCP reset) reaches anyone.
     for inside in ["mgmt", "vip", "members"] {
         ip(&["-n", &ns, "link", "set", inside, "down"])?;
     }
+    kill_namespace(&ns);
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! `lbctl loadbalancer flavor|device|network|agent|provider|explain`: the operator side, as
 //! `openstack loadbalancer flavor|amphora|provider ...` has it, over the scheduler's provider API
 //! (`--scheduler`; it takes an admin `--token` when the scheduler has credentials).
-use crate::{agent, common::OperatorCtx, device, explain, flavor, network, provider};
+use crate::{
+    agent, client::CallExt as _, common::OperatorCtx, device, explain, flavor, network, provider,
+};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -22,6 +24,12 @@ pub enum Command {
     Provider(provider::Command),
     /// Where a load balancer would be placed, and why (a dry run: nothing is bound).
     Explain(explain::Explain),
+    /// Where a load balancer is placed: its devices and their roles (MASTER, and BACKUP for an
+    /// ACTIVE_STANDBY pair).
+    Placement {
+        /// Load balancer (ID).
+        loadbalancer: String,
+    },
 }
 
 pub async fn run(ctx: &OperatorCtx, command: Command) -> anyhow::Result<()> {
@@ -32,5 +40,18 @@ pub async fn run(ctx: &OperatorCtx, command: Command) -> anyhow::Result<()> {
         Command::Agent(command) => agent::run(ctx, command).await,
         Command::Provider(command) => provider::run(ctx, command).await,
         Command::Explain(args) => explain::run(ctx, args).await,
+        Command::Placement { loadbalancer } => {
+            let found = ctx
+                .provider
+                .devices
+                .clone()
+                .get_placement(lbaas::scheduler::v1::GetPlacementRequest {
+                    loadbalancer_id: loadbalancer,
+                })
+                .await
+                .api()?;
+            ctx.out.show(&crate::render::placement(&found));
+            Ok(())
+        }
     }
 }

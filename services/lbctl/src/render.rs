@@ -477,6 +477,32 @@ pub fn device(d: &spb::Device) -> Val {
         .build()
 }
 
+/// A placement: the load balancer's devices with their roles.
+pub fn placement(p: &spb::Placement) -> Val {
+    let mut devices = vec![
+        obj()
+            .field("device_id", &p.device_id)
+            .field("agent_id", &p.agent_id)
+            .field("role", "MASTER")
+            .build(),
+    ];
+    if !p.standby_device_id.is_empty() {
+        devices.push(
+            obj()
+                .field("device_id", &p.standby_device_id)
+                .field("agent_id", &p.standby_agent_id)
+                .field("role", "BACKUP")
+                .build(),
+        );
+    }
+    obj()
+        .field("loadbalancer_id", &p.loadbalancer_id)
+        .field("topology", val::<spb::Topology>(p.topology))
+        .field("vip_address", &p.vip_address)
+        .field("devices", Val::List(devices))
+        .build()
+}
+
 pub const FLAVOR_COLUMNS: &[&str] = &[
     "name",
     "driver",
@@ -497,6 +523,7 @@ pub fn flavor(t: &spb::ServiceType) -> Val {
         .field("device_kind", val::<spb::DeviceKind>(t.device_kind))
         .field("on_demand", t.on_demand)
         .field("on_demand_capacity", t.on_demand_capacity)
+        .field("topology", val::<spb::Topology>(t.topology))
         .build()
 }
 

@@ -2,7 +2,9 @@
 //! as CI runs): a load balancer created through the api serves the client namespace from members
 //! in the tenant namespace, on both data planes; placement wires devices to the networks their
 //! load balancers use and prefers devices already wired; a killed host fails over to another and
-//! the VIP moves with it (gratuitous ARP), and the client's requests resume.
+//! the VIP moves with it (gratuitous ARP), and the client's requests resume. ACTIVE_STANDBY pairs
+//! hold the VIP by VRRP (keepalived) on two hosts: a lost MASTER hands it to the BACKUP with no
+//! re-placement, and a lost standby is replaced.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod lab_support;
@@ -144,5 +146,137 @@ fn lab_down_cleans_up_after_a_crash() {
     // A second `down` has nothing to do and succeeds.
     lab_support::run(lab_support::LBCTL, &["lab", "down", "--id", "63"]);
     let lab = Lab::up(63, 1, "native");
+    lab.stop();
+}
+
+/// An ACTIVE_STANDBY pair on four hosts: two devices on two hosts, the VIP on the MASTER's only.
+/// Losing the standby's host brings a new standby (the VIP never moves); losing the MASTER's host
+/// hands the VIP to the BACKUP, which becomes the MASTER without being re-placed, and gets a new
+/// standby in turn.
+#[test]
+fn active_standby_pair_survives_its_hosts() {
+    let id = 64;
+    let lab = Lab::up(id, 4, "haproxy");
+    let host_of = |agent: &str| -> u32 {
+        agent
+            .rsplit("-h")
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{agent} is not a lab host"))
+    };
+    lab.lbctl(&[
+        "lb",
+        "flavor",
+        "create",
+        "--name",
+        "pair",
+        "--topology",
+        "ACTIVE_STANDBY",
+    ]);
+    // A pair needs a VIP network for its VRRP: refused up front, nothing created.
+    let refused = lab.lbctl_fails(&["lb", "create", "novip", "--flavor", "pair", "--wait"]);
+    assert!(
+        refused.contains("FAILED_PRECONDITION") || refused.contains("FailedPrecondition"),
+        "{refused}"
+    );
+    assert!(refused.contains("VIP network"), "{refused}");
+    assert_eq!(lab.lbctl_json(&["lb", "list"]), serde_json::json!([]));
+
+    let (lb, vip) = lab.create_web("pair", &["--flavor", "pair"]);
+    let url = format!("http://{vip}/");
+    assert_eq!(lab.get_from_client(&url, 5_000)["status"], 200);
+    let (master, backup) = lab.placement(&lb);
+    assert!(
+        !backup.is_empty() && backup != master,
+        "{master} / {backup}"
+    );
+    let (master_host, backup_host) = (host_of(&master), host_of(&backup));
+    // The VIP is on the MASTER's host only; both run keepalived.
+    assert_eq!(lab.hosts_holding(&vip), vec![master_host]);
+    assert!(lab.runs_keepalived(master_host) && lab.runs_keepalived(backup_host));
+
+    // The standby's host dies: a new standby on another host, the MASTER untouched.
+    lab.kill_host(backup_host);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let new_backup = loop {
+        let (m, b) = lab.placement(&lb);
+        assert_eq!(m, master, "the MASTER moved when its standby was lost");
+        if !b.is_empty() && b != backup {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lost standby was never replaced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let new_backup_host = host_of(&new_backup);
+    assert_ne!(new_backup_host, master_host);
+    assert_eq!(lab.get_from_client(&url, 5_000)["status"], 200);
+    assert!(lab.runs_keepalived(new_backup_host));
+
+    // The MASTER's host dies: keepalived on the BACKUP takes the VIP, the scheduler promotes it
+    // (no re-placement: the device was already serving), and the client's requests resume.
+    let killed = Instant::now();
+    lab.kill_host(master_host);
+    let got = lab.get_from_client(&url, 30_000);
+    assert_eq!(got["status"], 200, "{got}");
+    eprintln!(
+        "lab {id} (ACTIVE_STANDBY): kill -> first successful request {} ms",
+        killed.elapsed().as_millis()
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (m, _) = lab.placement(&lb);
+        if m == new_backup {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the BACKUP was not promoted: {m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let live: Vec<u32> = lab
+        .hosts_holding(&vip)
+        .into_iter()
+        .filter(|h| *h != master_host)
+        .collect();
+    assert_eq!(live, vec![new_backup_host]);
+
+    lab.lbctl(&["lb", "delete", &lb, "--cascade", "--wait"]);
+    lab.stop();
+}
+
+/// ACTIVE_STANDBY with one host is refused with the reason, and nothing is created.
+#[test]
+fn active_standby_needs_two_hosts() {
+    let lab = Lab::up(65, 1, "native");
+    lab.lbctl(&[
+        "lb",
+        "flavor",
+        "create",
+        "--name",
+        "pair",
+        "--topology",
+        "ACTIVE_STANDBY",
+    ]);
+    let members = lab.members();
+    let refused = lab.lbctl_fails(&[
+        "lb",
+        "create",
+        "pair",
+        "--flavor",
+        "pair",
+        "--vip-network-id",
+        "lab-vip",
+        "--listener",
+        "HTTP:80",
+        "--member",
+        &members[0],
+        "--wait",
+    ]);
+    assert!(refused.contains("two different hosts"), "{refused}");
+    assert_eq!(lab.lbctl_json(&["lb", "list"]), serde_json::json!([]));
     lab.stop();
 }

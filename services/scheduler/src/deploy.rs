@@ -3,9 +3,11 @@ use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt as _};
 use lbaas::{
-    agent::v1::{ApplyRequest, RemoveRequest, agent_service_client::AgentServiceClient},
+    agent::v1::{
+        ApplyRequest, RemoveRequest, VrrpConfig, agent_service_client::AgentServiceClient,
+    },
     scheduler::v1::{
-        DeployEvent, DeployRequest, GetPlacementRequest, Placement, UndeployRequest,
+        DeployEvent, DeployRequest, GetPlacementRequest, Placement, Topology, UndeployRequest,
         UndeployResponse, ValidatePlacementRequest, ValidatePlacementResponse, deploy_event::Event,
         scheduler_service_server::SchedulerService,
     },
@@ -20,6 +22,10 @@ use crate::{
     error::SchedulerError,
     placement::{PlacementAsk, Placer},
 };
+
+/// VRRP adverts between the two devices of an ACTIVE_STANDBY pair: the BACKUP takes the VIP
+/// after three missed adverts (RFC 5798's master-down interval, plus a skew under one advert).
+const VRRP_ADVERT_MS: u32 = 1000;
 
 /// gRPC channels to agents, one per address, reused across deploys.
 /// The longest the scheduler waits on an agent's apply or remove, whatever the caller allows.
@@ -72,14 +78,19 @@ impl SchedulerApi {
         &self,
         binding: &binding::Model,
     ) -> Result<(device::Model, String), SchedulerError> {
-        let device = device::Entity::find_by_id(&binding.device_id)
+        self.route_device(&binding.device_id).await
+    }
+
+    /// A device and its agent's address.
+    async fn route_device(
+        &self,
+        device_id: &str,
+    ) -> Result<(device::Model, String), SchedulerError> {
+        let device = device::Entity::find_by_id(device_id)
             .one(&self.db)
             .await?
             .ok_or_else(|| {
-                SchedulerError::Unavailable(format!(
-                    "device {} is no longer registered",
-                    binding.device_id
-                ))
+                SchedulerError::Unavailable(format!("device {device_id} is no longer registered"))
             })?;
         let agent = agent::Entity::find_by_id(&device.agent_id)
             .one(&self.db)
@@ -172,6 +183,7 @@ fn placement(binding: &binding::Model, agent_id: &str) -> Placement {
         agent_id: agent_id.to_owned(),
         vip_address: binding.vip_address.clone(),
         strategy: binding.strategy.clone(),
+        ..Default::default()
     }
 }
 
@@ -212,11 +224,83 @@ impl SchedulerService for SchedulerApi {
             strategy_override: String::new(),
             capabilities: lbaas::capability::required(&config).into_iter().collect(),
         };
-        let (binding, left) = if request.failover {
-            self.placer.replace(&ask).await?
-        } else {
-            (self.placer.place(&ask).await?, None)
+        let topology = self.placer.topology(&request.flavor).await?;
+        let pair = topology == Topology::ActiveStandby;
+        let placed_before = binding::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .is_some();
+        if pair && !placed_before {
+            self.placer.check_pair_possible(&ask).await?;
+        }
+        let (binding, left) = match (request.failover, pair) {
+            (true, true) => self.placer.promote(&ask).await?,
+            (true, false) => self.placer.replace(&ask).await?,
+            (false, _) => (self.placer.place(&ask).await?, None),
         };
+        // ACTIVE_STANDBY: the standby (kept, or chosen on another host) and each side's VRRP.
+        let mut standby_apply = None;
+        let mut standby_left = None;
+        if pair {
+            let standby = match self.placer.standby(&ask, &binding).await {
+                Ok((standby, replaced)) => {
+                    standby_left = replaced;
+                    Some(standby)
+                }
+                Err(e) if !placed_before => {
+                    // Never a half-built pair: the first placement goes again.
+                    self.placer.release(binding.clone()).await?;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::warn!(loadbalancer = %binding.loadbalancer_id, error = %e, "no standby for now: the primary serves alone");
+                    None
+                }
+            };
+            if let Some(standby) = standby {
+                let vrrp = |local: &str, peer: &str, role: &str, priority: u32| {
+                    let placer = self.placer.clone();
+                    let (local, peer, role) = (local.to_owned(), peer.to_owned(), role.to_owned());
+                    let network = ask.vip_network.clone();
+                    let vrid = u32::try_from(standby.vrid).unwrap_or(0);
+                    async move {
+                        let address = |device: String| {
+                            let placer = placer.clone();
+                            let network = network.clone();
+                            async move {
+                                placer
+                                    .port_address(&device, &network)
+                                    .await?
+                                    .ok_or_else(|| {
+                                        SchedulerError::FailedPrecondition(format!(
+                                            "device {device} has no port on network {network}"
+                                        ))
+                                    })
+                            }
+                        };
+                        Ok::<_, SchedulerError>(VrrpConfig {
+                            role,
+                            priority,
+                            virtual_router_id: vrid,
+                            local_address: address(local.clone()).await?,
+                            peer_address: address(peer.clone()).await?,
+                            advert_interval_ms: VRRP_ADVERT_MS,
+                            local_device_id: local,
+                            peer_device_id: peer,
+                        })
+                    }
+                };
+                config.vrrp =
+                    Some(vrrp(&binding.device_id, &standby.device_id, "MASTER", 255).await?);
+                let mut backup = config.clone();
+                backup.vip_address = binding.vip_address.clone();
+                backup.vrrp =
+                    Some(vrrp(&standby.device_id, &binding.device_id, "BACKUP", 90).await?);
+                let (device, address) = self.route_device(&standby.device_id).await?;
+                standby_apply = Some((device, self.agents.client(&address)?, backup));
+            }
+        }
         // The device left lets go only once the new one serves, so the VIP never goes dark; in the
         // background, as the device left is often unreachable.
         let mut leave = left.map(|old_device| {
@@ -227,15 +311,66 @@ impl SchedulerService for SchedulerApi {
             );
             async move { remove_from(&db, &agents, &old_device, &lb).await }
         });
+        if let Some(old) = standby_left {
+            let (db, agents, lb) = (
+                self.db.clone(),
+                self.agents.clone(),
+                binding.loadbalancer_id.clone(),
+            );
+            tokio::spawn(async move { remove_from(&db, &agents, &old, &lb).await });
+        }
         let (device, address) = self.route(&binding).await?;
         let mut client = self.agents.client(&address)?;
         config.vip_address = binding.vip_address.clone();
         let (tx, rx) = mpsc::channel(8);
+        let mut placed = placement(&binding, &device.agent_id);
+        if let Some((standby_device, _, _)) = &standby_apply {
+            placed.standby_device_id = standby_device.id.clone();
+            placed.standby_agent_id = standby_device.agent_id.clone();
+            placed.topology = Topology::ActiveStandby as i32;
+        }
         let _ = tx
             .send(Ok(DeployEvent {
-                event: Some(Event::Placed(placement(&binding, &device.agent_id))),
+                event: Some(Event::Placed(placed)),
             }))
             .await;
+        // The standby applies at the same time; the deploy is ACTIVE once both are.
+        let mut standby_done = standby_apply.map(|(standby_device, mut standby_client, backup)| {
+            let mut apply = lbaas::server::traced(ApplyRequest {
+                device_id: standby_device.id.clone(),
+                generation: request.generation,
+                config: Some(backup),
+            });
+            apply.set_timeout(budget);
+            tokio::spawn(async move {
+                let outcome = async {
+                    let mut stream = standby_client
+                        .apply(apply)
+                        .await
+                        .map_err(|s| s.message().to_owned())?
+                        .into_inner();
+                    let mut last = None;
+                    while let Some(item) = stream.next().await {
+                        last = Some(item.map_err(|s| s.message().to_owned())?);
+                    }
+                    match last {
+                        Some(e) if e.phase() == lbaas::agent::v1::ApplyPhase::Active => Ok(()),
+                        Some(e) if e.phase() == lbaas::agent::v1::ApplyPhase::Superseded => Ok(()),
+                        Some(e) => Err(e.message),
+                        None => Err("the apply stream ended without a result".to_owned()),
+                    }
+                };
+                tokio::time::timeout(budget, outcome)
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".to_owned()))
+                    .map_err(|why| {
+                        format!(
+                            "standby device {} (agent {}): {why}",
+                            standby_device.id, standby_device.agent_id
+                        )
+                    })
+            })
+        });
         // The agent's Apply continues this request's trace.
         let mut apply = lbaas::server::traced(ApplyRequest {
             device_id: device.id.clone(),
@@ -250,7 +385,21 @@ impl SchedulerService for SchedulerApi {
                 match client.apply(apply).await {
                     Ok(stream) => {
                         let mut stream = stream.into_inner();
-                        while let Some(item) = stream.next().await {
+                        while let Some(mut item) = stream.next().await {
+                            let active = item
+                                .as_ref()
+                                .is_ok_and(|e| e.phase() == lbaas::agent::v1::ApplyPhase::Active);
+                            // ACTIVE_STANDBY: the pair is ACTIVE when the standby is too.
+                            if active && let Some(done) = standby_done.take() {
+                                let standby = done.await.unwrap_or_else(|e| {
+                                    Err(format!("standby apply panicked: {e}"))
+                                });
+                                if let (Err(why), Ok(event)) = (standby, item.as_mut()) {
+                                    event.set_phase(lbaas::agent::v1::ApplyPhase::Error);
+                                    event.retryable = true;
+                                    event.message = why;
+                                }
+                            }
                             if item
                                 .as_ref()
                                 .is_ok_and(|e| e.phase() == lbaas::agent::v1::ApplyPhase::Active)
@@ -343,6 +492,14 @@ impl SchedulerService for SchedulerApi {
             Err(SchedulerError::Unavailable(why)) if why.contains("no longer registered") => {}
             Err(e) => return Err(e.into()),
         }
+        // An ACTIVE_STANDBY standby goes too (best effort: a lost standby host has nothing left).
+        if let Some(standby) = crate::entity::standby::Entity::find_by_id(&id)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+        {
+            remove_from(&self.db, &self.agents, &standby.device_id, &id).await;
+        }
         self.placer.release(binding).await?;
         tracing::info!(loadbalancer = %id, "undeployed");
         Ok(Response::new(UndeployResponse { was_deployed: true }))
@@ -352,19 +509,9 @@ impl SchedulerService for SchedulerApi {
         &self,
         request: Request<GetPlacementRequest>,
     ) -> Result<Response<Placement>, Status> {
-        let id = request.into_inner().loadbalancer_id;
-        let binding = binding::Entity::find_by_id(&id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .ok_or_else(|| SchedulerError::NotFound(format!("placement of {id}")))?;
-        let agent_id = device::Entity::find_by_id(&binding.device_id)
-            .one(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .map(|d| d.agent_id)
-            .unwrap_or_default();
-        Ok(Response::new(placement(&binding, &agent_id)))
+        Ok(Response::new(
+            placement_of(&self.db, &request.into_inner().loadbalancer_id).await?,
+        ))
     }
 
     async fn validate_placement(
@@ -379,6 +526,15 @@ impl SchedulerService for SchedulerApi {
             ..Default::default()
         };
         let plan = self.placer.plan(&ask, None).await?;
+        let placed = !r.loadbalancer_id.is_empty()
+            && binding::Entity::find_by_id(&r.loadbalancer_id)
+                .one(&self.db)
+                .await
+                .map_err(SchedulerError::from)?
+                .is_some();
+        if !placed {
+            self.placer.check_pair_possible(&ask).await?;
+        }
         if !r.vip_address.is_empty() {
             self.check_requested_vip(&r.vip_address, &plan, &r.loadbalancer_id)
                 .await?;
@@ -504,4 +660,31 @@ async fn remove_from(
             tracing::warn!(loadbalancer = %loadbalancer_id, device = %device_id, "removing from the device it left timed out")
         }
     }
+}
+
+/// Where a load balancer is placed: its binding, and its standby when it is ACTIVE_STANDBY.
+pub async fn placement_of(db: &DatabaseConnection, id: &str) -> Result<Placement, SchedulerError> {
+    let binding = binding::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| SchedulerError::NotFound(format!("placement of {id}")))?;
+    let agent_id = device::Entity::find_by_id(&binding.device_id)
+        .one(db)
+        .await?
+        .map(|d| d.agent_id)
+        .unwrap_or_default();
+    let mut found = placement(&binding, &agent_id);
+    if let Some(standby) = crate::entity::standby::Entity::find_by_id(id)
+        .one(db)
+        .await?
+    {
+        found.standby_agent_id = device::Entity::find_by_id(&standby.device_id)
+            .one(db)
+            .await?
+            .map(|d| d.agent_id)
+            .unwrap_or_default();
+        found.standby_device_id = standby.device_id;
+        found.topology = Topology::ActiveStandby as i32;
+    }
+    Ok(found)
 }

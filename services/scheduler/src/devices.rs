@@ -430,6 +430,7 @@ impl DeviceService for DeviceApi {
             device_kind: Set(kind.to_owned()),
             on_demand: Set(t.on_demand),
             on_demand_capacity: Set(t.on_demand_capacity),
+            topology: Set(topology_name(t.topology).to_owned()),
             created_ms: Set(now_ms()),
         };
         created(
@@ -610,6 +611,15 @@ impl DeviceService for DeviceApi {
         }))
     }
 
+    async fn get_placement(
+        &self,
+        request: Request<lbaas::scheduler::v1::GetPlacementRequest>,
+    ) -> Result<Response<lbaas::scheduler::v1::Placement>, Status> {
+        Ok(Response::new(
+            crate::deploy::placement_of(&self.db, &request.into_inner().loadbalancer_id).await?,
+        ))
+    }
+
     async fn explain_placement(
         &self,
         request: Request<ExplainPlacementRequest>,
@@ -722,6 +732,12 @@ fn validate_service_type(t: &ServiceType) -> Result<(), SchedulerError> {
             "must be ANY, PHYSICAL or VIRTUAL".to_owned(),
         ));
     }
+    if lbaas::scheduler::v1::Topology::try_from(t.topology).is_err() {
+        violations.push((
+            "service_type.topology".to_owned(),
+            "must be SINGLE or ACTIVE_STANDBY".to_owned(),
+        ));
+    }
     if t.on_demand {
         if t.driver.is_empty() {
             violations.push((
@@ -763,6 +779,22 @@ fn service_type_proto(m: service_type::Model) -> ServiceType {
         strategy: m.strategy,
         on_demand: m.on_demand,
         on_demand_capacity: m.on_demand_capacity,
+        topology: topology_of(&m.topology) as i32,
+    }
+}
+
+pub fn topology_name(t: i32) -> &'static str {
+    match lbaas::scheduler::v1::Topology::try_from(t) {
+        Ok(lbaas::scheduler::v1::Topology::ActiveStandby) => "ACTIVE_STANDBY",
+        _ => "SINGLE",
+    }
+}
+
+pub fn topology_of(name: &str) -> lbaas::scheduler::v1::Topology {
+    if name == "ACTIVE_STANDBY" {
+        lbaas::scheduler::v1::Topology::ActiveStandby
+    } else {
+        lbaas::scheduler::v1::Topology::Single
     }
 }
 
@@ -835,6 +867,15 @@ impl AgentRegistryService for AgentRegistryApi {
         self.health.follow(&request.agent_id, &request.address);
         tracing::info!(agent = %request.agent_id, address = %request.address, devices = request.devices.len(), "agent registered");
         let device_ids: Vec<String> = request.devices.iter().map(|d| d.id.clone()).collect();
+        // A load balancer whose ACTIVE_STANDBY standby is one of these devices stays.
+        let standing_by: std::collections::HashSet<String> = crate::entity::standby::Entity::find()
+            .filter(crate::entity::standby::Column::DeviceId.is_in(device_ids.clone()))
+            .all(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .into_iter()
+            .map(|s| s.loadbalancer_id)
+            .collect();
         let moved = binding::Entity::find()
             .filter(binding::Column::LoadbalancerId.is_in(request.loadbalancer_ids.clone()))
             .filter(binding::Column::DeviceId.is_not_in(device_ids))
@@ -842,12 +883,14 @@ impl AgentRegistryService for AgentRegistryApi {
             .await
             .map_err(SchedulerError::from)?
             .into_iter()
+            .filter(|b| !standing_by.contains(&b.loadbalancer_id))
             .map(|b| lbaas::scheduler::v1::Placement {
                 loadbalancer_id: b.loadbalancer_id,
                 device_id: b.device_id,
                 agent_id: request.agent_id.clone(),
                 vip_address: b.vip_address,
                 strategy: b.strategy,
+                ..Default::default()
             })
             .collect();
         Ok(Response::new(RegisterAgentResponse {

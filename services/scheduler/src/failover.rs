@@ -169,13 +169,15 @@ impl FailoverMonitor {
         Ok(moving)
     }
 
+    /// The load balancers bound to `devices`, and those whose ACTIVE_STANDBY standby is there
+    /// (the failover replaces the standby).
     async fn bound_to(
         &self,
         devices: HashSet<String>,
         why: &str,
     ) -> Result<Vec<Displaced>, SchedulerError> {
-        Ok(binding::Entity::find()
-            .filter(binding::Column::DeviceId.is_in(devices))
+        let mut displaced: Vec<Displaced> = binding::Entity::find()
+            .filter(binding::Column::DeviceId.is_in(devices.clone()))
             .all(&self.db)
             .await?
             .into_iter()
@@ -184,7 +186,24 @@ impl FailoverMonitor {
                 device_id: b.device_id.clone(),
                 reason: format!("device {} {why}", b.device_id),
             })
-            .collect())
+            .collect();
+        for s in crate::entity::standby::Entity::find()
+            .filter(crate::entity::standby::Column::DeviceId.is_in(devices))
+            .all(&self.db)
+            .await?
+        {
+            if !displaced
+                .iter()
+                .any(|d| d.loadbalancer_id == s.loadbalancer_id)
+            {
+                displaced.push(Displaced {
+                    loadbalancer_id: s.loadbalancer_id,
+                    reason: format!("its standby device {} {why}", s.device_id),
+                    device_id: s.device_id,
+                });
+            }
+        }
+        Ok(displaced)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Displaced> {

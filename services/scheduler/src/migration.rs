@@ -2,7 +2,7 @@
 use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
-use crate::entity::{agent, binding, device, network, port, service_type};
+use crate::entity::{agent, binding, device, network, port, service_type, standby};
 
 pub struct Migrator;
 
@@ -153,7 +153,8 @@ impl MigrationTrait for Capabilities {
     }
 }
 
-/// Networks gain a gateway and an allocation range, and devices their ports on them.
+/// Networks gain a gateway and an allocation range, devices their ports on them, service types a
+/// topology, and ACTIVE_STANDBY load balancers their standby.
 struct NetworkRanges;
 
 impl MigrationName for NetworkRanges {
@@ -183,14 +184,30 @@ impl MigrationTrait for NetworkRanges {
                     .await?;
             }
         }
+        if !manager.has_column("service_types", "topology").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("service_types"))
+                        .add_column(
+                            ColumnDef::new(Alias::new("topology"))
+                                .text()
+                                .not_null()
+                                .default("SINGLE"),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+        }
         let schema = Schema::new(manager.get_database_backend());
-        manager
-            .create_table(
-                schema
-                    .create_table_from_entity(port::Entity)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await
+        for mut table in [
+            schema.create_table_from_entity(port::Entity),
+            schema.create_table_from_entity(standby::Entity),
+        ] {
+            manager
+                .create_table(table.if_not_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

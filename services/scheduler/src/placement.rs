@@ -8,13 +8,16 @@
 //! replicas on one database ever over-commit a device. A refused commit refreshes the device and
 //! chooses again.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::IpAddr,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use lbaas::agent::v1::{AttachNetworkRequest, CreateDeviceRequest};
+use lbaas::{
+    agent::v1::{AttachNetworkRequest, CreateDeviceRequest},
+    scheduler::v1::Topology,
+};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, EntityTrait as _, ModelTrait as _,
     PaginatorTrait as _, QueryFilter as _, QuerySelect as _, Set, TransactionTrait as _,
@@ -23,7 +26,7 @@ use sea_orm::{
 use crate::{
     addressing::Range,
     deploy::AgentClients,
-    entity::{agent, binding, device, network, port, service_type, text},
+    entity::{agent, binding, device, network, port, service_type, standby, text},
     error::SchedulerError,
     now_ms,
     strategy::{
@@ -374,6 +377,7 @@ impl Placer {
             },
             networks: names,
             exclude,
+            exclude_agent: None,
             live_after_ms: now_ms() - self.agent_timeout_ms,
             capabilities: ask.capabilities.clone(),
             vip_address: if vip_range.is_none() {
@@ -673,9 +677,206 @@ impl Placer {
         ))
     }
 
-    /// Forgets a load balancer's binding.
+    /// The topology the flavor asks for (SINGLE without a flavor).
+    pub async fn topology(&self, flavor: &str) -> Result<Topology, SchedulerError> {
+        if flavor.is_empty() {
+            return Ok(Topology::Single);
+        }
+        Ok(service_type::Entity::find_by_id(flavor)
+            .one(&self.db)
+            .await?
+            .map_or(Topology::Single, |t| {
+                crate::devices::topology_of(&t.topology)
+            }))
+    }
+
+    /// ACTIVE_STANDBY, before anything is placed: a VIP network (the pair's VRRP adverts and
+    /// ports live there) and devices of the flavor on at least two live hosts. FAILED_PRECONDITION
+    /// with the reason otherwise, so a pair is never half built.
+    pub async fn check_pair_possible(&self, ask: &PlacementAsk) -> Result<(), SchedulerError> {
+        if self.topology(&ask.flavor).await? != Topology::ActiveStandby {
+            return Ok(());
+        }
+        if ask.vip_network.is_empty() {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "flavor {} is ACTIVE_STANDBY: the load balancer needs a VIP network (vip_network_id) for VRRP between its two devices",
+                ask.flavor
+            )));
+        }
+        let plan = self.plan(ask, None).await?;
+        let explained = plan.strategy.explain(&self.fleet(), &plan.request);
+        let fleet = self.fleet();
+        let hosts: HashSet<String> = explained
+            .candidates
+            .iter()
+            .filter(|c| c.eligible)
+            .filter_map(|c| fleet.get(&c.device_id).map(|d| d.agent_id.clone()))
+            .collect();
+        if hosts.len() < 2 {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "flavor {} is ACTIVE_STANDBY and needs devices on two different hosts; {} host(s) can take it now",
+                ask.flavor,
+                hosts.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// ACTIVE_STANDBY failover: when the primary's device is lost and the standby's is ACTIVE,
+    /// the standby becomes the primary (it already serves: keepalived moved the VIP to it) and
+    /// the lost device is left as the standby, which `standby` then replaces. Otherwise a normal
+    /// failover, or nothing when the primary is fine (only the standby needs replacing).
+    pub async fn promote(
+        &self,
+        ask: &PlacementAsk,
+    ) -> Result<(binding::Model, Option<String>), SchedulerError> {
+        let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok((self.place(ask).await?, None));
+        };
+        if self.takes_load(&existing.device_id).await? {
+            return Ok((existing, None));
+        }
+        let Some(backup) = standby::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&self.db)
+            .await?
+            .filter(|s| s.device_id != existing.device_id)
+        else {
+            return self.replace(ask).await;
+        };
+        if !self.takes_load(&backup.device_id).await? {
+            return self.replace(ask).await;
+        }
+        let txn = lbaas::server::begin_write(&self.db).await?;
+        let old = existing.device_id.clone();
+        let new = backup.device_id.clone();
+        let mut primary: binding::ActiveModel = existing.into();
+        primary.device_id = Set(new.clone());
+        let promoted = primary.update(&txn).await?;
+        let mut standby: standby::ActiveModel = backup.into();
+        standby.device_id = Set(old.clone());
+        standby.update(&txn).await?;
+        txn.commit().await?;
+        {
+            let mut fleet = self.fleet_change();
+            fleet.unbind(&old, &ask.project_id);
+            fleet.bind(&new, &ask.project_id);
+        }
+        tracing::info!(loadbalancer = %ask.loadbalancer_id, from = %old, to = %new, "failover: the standby is the primary now");
+        Ok((promoted, Some(old)))
+    }
+
+    /// ACTIVE_STANDBY: the standby of a placed load balancer. The one it has while its device is
+    /// ACTIVE and on another host than the primary's; otherwise a new device chosen by the
+    /// flavor's strategy among the devices of other hosts (anti-affinity), wired to the load
+    /// balancer's networks. The pair keeps its VRRP virtual router id (the lowest free one, 1-255,
+    /// when it is new). FAILED_PRECONDITION when no other host can take it.
+    pub async fn standby(
+        &self,
+        ask: &PlacementAsk,
+        primary: &binding::Model,
+    ) -> Result<(standby::Model, Option<String>), SchedulerError> {
+        let primary_agent = device::Entity::find_by_id(&primary.device_id)
+            .one(&self.db)
+            .await?
+            .map(|d| d.agent_id)
+            .unwrap_or_default();
+        let existing = standby::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&self.db)
+            .await?;
+        if let Some(s) = &existing
+            && s.device_id != primary.device_id
+            && let Some(d) = device::Entity::find_by_id(&s.device_id)
+                .one(&self.db)
+                .await?
+            && d.state == "ACTIVE"
+            && d.agent_id != primary_agent
+        {
+            return Ok((s.clone(), None));
+        }
+        let mut plan = self.plan(ask, Some(primary.device_id.clone())).await?;
+        plan.request.exclude_agent = Some(primary_agent.clone());
+        plan.request.vip_address = None;
+        let mut chosen = self.choose(&plan);
+        if chosen.is_none() {
+            self.refresh().await?;
+            chosen = self.choose(&plan);
+        }
+        let Some(device_id) = chosen else {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "ACTIVE_STANDBY needs a second device on another host than {primary_agent}: {}",
+                self.why_nothing_fits(&plan)
+            )));
+        };
+        self.wire(&device_id, &plan.networks).await?;
+        let _writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let txn = lbaas::server::begin_write(&self.db).await?;
+        let mut replaced = None;
+        let saved = match standby::Entity::find_by_id(&ask.loadbalancer_id)
+            .one(&txn)
+            .await?
+        {
+            Some(s) => {
+                if s.device_id != primary.device_id {
+                    replaced = Some(s.device_id.clone());
+                }
+                let mut active: standby::ActiveModel = s.into();
+                active.device_id = Set(device_id.clone());
+                active.update(&txn).await?
+            }
+            None => {
+                let used: HashSet<i32> = standby::Entity::find()
+                    .select_only()
+                    .column(standby::Column::Vrid)
+                    .into_tuple::<i32>()
+                    .all(&txn)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let vrid = (1..=255).find(|v| !used.contains(v)).ok_or_else(|| {
+                    SchedulerError::FailedPrecondition(
+                        "every VRRP virtual router id (1-255) is taken by an ACTIVE_STANDBY pair"
+                            .into(),
+                    )
+                })?;
+                standby::ActiveModel {
+                    loadbalancer_id: Set(ask.loadbalancer_id.clone()),
+                    device_id: Set(device_id.clone()),
+                    vrid: Set(vrid),
+                    created_ms: Set(now_ms()),
+                }
+                .insert(&txn)
+                .await?
+            }
+        };
+        txn.commit().await?;
+        tracing::info!(loadbalancer = %ask.loadbalancer_id, standby = %device_id, vrid = saved.vrid, "standby placed");
+        Ok((saved, replaced))
+    }
+
+    /// A device's port address on a network (without its prefix), if it has one.
+    pub async fn port_address(
+        &self,
+        device_id: &str,
+        network: &str,
+    ) -> Result<Option<String>, SchedulerError> {
+        Ok(port::Entity::find_by_id(port::id_of(device_id, network))
+            .one(&self.db)
+            .await?
+            .map(|p| p.address))
+    }
+
+    /// Forgets a load balancer's binding (and its standby).
     pub async fn release(&self, bound: binding::Model) -> Result<(), SchedulerError> {
         let (device, project) = (bound.device_id.clone(), bound.project_id.clone());
+        standby::Entity::delete_by_id(&bound.loadbalancer_id)
+            .exec(&self.db)
+            .await?;
         bound.delete(&self.db).await?;
         self.fleet_change().unbind(&device, &project);
         self.export_devices();

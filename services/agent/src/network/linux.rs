@@ -8,6 +8,7 @@ use super::{NetworkDriver, NetworkError, run};
 pub struct Linux {
     /// Network name -> this host's interface on its segment.
     interfaces: HashMap<String, String>,
+    keepalived: super::vrrp::Keepalived,
 }
 
 /// One address of an interface, as `ip -o addr show` lists it.
@@ -18,8 +19,11 @@ struct Assigned {
 }
 
 impl Linux {
-    pub fn new(interfaces: HashMap<String, String>) -> Self {
-        Self { interfaces }
+    pub fn new(interfaces: HashMap<String, String>, keepalived: super::vrrp::Keepalived) -> Self {
+        Self {
+            interfaces,
+            keepalived,
+        }
     }
 
     async fn addresses() -> Result<Vec<Assigned>, NetworkError> {
@@ -147,6 +151,24 @@ impl NetworkDriver for Linux {
         .await?;
         tracing::info!(network = %name, %interface, %address, "port configured");
         Ok(())
+    }
+
+    async fn set_vrrp(
+        &self,
+        instances: Vec<super::vrrp::VrrpInstance>,
+    ) -> Result<(), NetworkError> {
+        let assigned = Self::addresses().await?;
+        let interface_of = move |ip: IpAddr| {
+            assigned
+                .iter()
+                .find(|a| a.net.addr() == ip)
+                .map(|a| a.interface.clone())
+        };
+        self.keepalived.set(instances, &interface_of).await
+    }
+
+    async fn stop(&self) {
+        self.keepalived.stop().await;
     }
 }
 

@@ -8,9 +8,11 @@
 //!   is on the VIP's network before the data plane binds it, announced with gratuitous ARP once
 //!   the data plane serves it, and removed when no device of the host serves it any more.
 //!   Attaching a network gives the host's interface on that network's segment the port address
-//!   the scheduler allocated, so members on the network are reached through it.
+//!   the scheduler allocated, so members on the network are reached through it. The VIPs of
+//!   ACTIVE_STANDBY pairs are left to keepalived (`vrrp.rs`), which the driver configures.
 pub mod linux;
 pub mod loopback;
+pub mod vrrp;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -51,16 +53,40 @@ pub trait NetworkDriver: Send + Sync {
         cidr: ipnet::IpNet,
         address: Option<ipnet::IpNet>,
     ) -> Result<(), NetworkError>;
+
+    /// Holds exactly these ACTIVE_STANDBY VIPs by VRRP (every device of the host together).
+    async fn set_vrrp(&self, instances: Vec<vrrp::VrrpInstance>) -> Result<(), NetworkError> {
+        if instances.is_empty() {
+            Ok(())
+        } else {
+            Err(NetworkError::Unusable(format!(
+                "ACTIVE_STANDBY needs VRRP between hosts, which the {} network driver does not do (run the agent with --network-driver linux)",
+                self.name()
+            )))
+        }
+    }
+
+    /// Stops what the driver runs beside the data plane (keepalived), on an explicit stop.
+    async fn stop(&self) {}
 }
 
 /// The network drivers `--network-driver` accepts.
 pub const KNOWN: &[&str] = &["loopback", "linux"];
 
-/// Builds the named network driver; `interfaces` maps network names to this host's interfaces.
-pub fn build(name: &str, interfaces: &HashMap<String, String>) -> Option<Arc<dyn NetworkDriver>> {
+/// Builds the named network driver; `interfaces` maps network names to this host's interfaces,
+/// `state_dir` is where it keeps files (keepalived's), `host` names the host (VRRP's router id).
+pub fn build(
+    name: &str,
+    interfaces: &HashMap<String, String>,
+    state_dir: &std::path::Path,
+    host: &str,
+) -> Option<Arc<dyn NetworkDriver>> {
     match name {
         "loopback" => Some(Arc::new(loopback::Loopback)),
-        "linux" => Some(Arc::new(linux::Linux::new(interfaces.clone()))),
+        "linux" => Some(Arc::new(linux::Linux::new(
+            interfaces.clone(),
+            vrrp::Keepalived::new(state_dir.join("keepalived"), host.to_owned()),
+        ))),
         _ => None,
     }
 }
@@ -71,6 +97,8 @@ pub fn build(name: &str, interfaces: &HashMap<String, String>) -> Option<Arc<dyn
 pub struct Vips {
     pub driver: Arc<dyn NetworkDriver>,
     holders: Mutex<HashMap<IpAddr, HashSet<String>>>,
+    /// Each device's ACTIVE_STANDBY instances; the driver gets them all together.
+    paired: tokio::sync::Mutex<HashMap<String, Vec<vrrp::VrrpInstance>>>,
 }
 
 impl Vips {
@@ -78,7 +106,28 @@ impl Vips {
         Self {
             driver,
             holders: Mutex::new(HashMap::new()),
+            paired: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes `device`'s ACTIVE_STANDBY instances exactly `instances`.
+    pub async fn pair(
+        &self,
+        device: &str,
+        instances: Vec<vrrp::VrrpInstance>,
+    ) -> Result<(), NetworkError> {
+        let mut paired = self.paired.lock().await;
+        let before = paired.get(device).cloned().unwrap_or_default();
+        if before == instances {
+            return Ok(());
+        }
+        paired.insert(device.to_owned(), instances);
+        let all: Vec<vrrp::VrrpInstance> = paired.values().flatten().cloned().collect();
+        if let Err(e) = self.driver.set_vrrp(all).await {
+            paired.insert(device.to_owned(), before);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, HashSet<String>>> {

@@ -196,6 +196,8 @@ impl Store {
                         }),
                 })
                 .collect(),
+            // The scheduler fills in each device's VRRP side for ACTIVE_STANDBY.
+            vrrp: None,
         })
     }
 

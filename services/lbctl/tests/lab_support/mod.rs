@@ -125,6 +125,43 @@ impl Lab {
         run(LBCTL, &all)
     }
 
+    /// `lbctl` that must fail: what it printed on stderr.
+    pub fn lbctl_fails(&self, args: &[&str]) -> String {
+        let mut all = vec!["--api", &self.api, "--scheduler", &self.scheduler];
+        all.extend_from_slice(args);
+        let out = Command::new(LBCTL).args(&all).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "lbctl {} succeeded: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Where a load balancer is placed: (MASTER's agent, BACKUP's agent or "").
+    pub fn placement(&self, lb: &str) -> (String, String) {
+        let p = self.lbctl_json(&["lb", "placement", lb]);
+        let devices = p["devices"].as_array().unwrap();
+        let agent = |role: &str| {
+            devices
+                .iter()
+                .find(|d| d["role"] == role)
+                .map(|d| d["agent_id"].as_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        (agent("MASTER"), agent("BACKUP"))
+    }
+
+    /// Whether keepalived runs in host `host`'s namespace.
+    pub fn runs_keepalived(&self, host: u32) -> bool {
+        let pids = run("ip", &["netns", "pids", &self.host_ns(host)]);
+        pids.split_whitespace().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "keepalived")
+        })
+    }
+
     /// `lbctl ... -o json`, parsed.
     pub fn lbctl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();

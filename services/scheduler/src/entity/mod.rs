@@ -1,9 +1,10 @@
 //! The scheduler's tables: devices, agents, the binding of each load balancer to a device, service
-//! types, networks and the devices' ports on them.
+//! types, networks and the devices' ports on them, and the standbys of ACTIVE_STANDBY pairs.
 pub mod agent;
 pub mod binding;
 pub mod device;
 pub mod network;
 pub mod port;
 pub mod service_type;
+pub mod standby;
 pub mod text;

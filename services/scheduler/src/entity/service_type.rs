@@ -17,6 +17,8 @@ pub struct Model {
     pub device_kind: String,
     pub on_demand: bool,
     pub on_demand_capacity: i32,
+    /// SINGLE or ACTIVE_STANDBY.
+    pub topology: String,
     pub created_ms: i64,
 }
 

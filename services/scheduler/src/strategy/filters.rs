@@ -10,6 +10,12 @@ pub fn check(fleet: &Fleet, d: &DeviceView, request: &PlacementRequest) -> Resul
     if request.exclude.as_deref() == Some(&*d.id) {
         return Err(("exclude", "the device being left".into()));
     }
+    if request.exclude_agent.as_deref() == Some(d.agent_id.as_str()) {
+        return Err((
+            "anti-affinity",
+            format!("on host {}, with the other device of the pair", d.agent_id),
+        ));
+    }
     if d.state != DeviceState::Active {
         return Err(("state", format!("device is {}", d.state.as_str())));
     }

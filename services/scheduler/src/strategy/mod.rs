@@ -37,6 +37,9 @@ pub struct PlacementRequest {
     pub networks: Vec<String>,
     /// A device not to choose (the one a failover leaves).
     pub exclude: Option<String>,
+    /// An agent (host) whose devices are not chosen: the other half of an ACTIVE_STANDBY pair
+    /// lives there (anti-affinity).
+    pub exclude_agent: Option<String>,
     /// Agents last heard from before this (Unix ms) are not placed on.
     pub live_after_ms: i64,
     /// Capabilities the device's driver must offer.

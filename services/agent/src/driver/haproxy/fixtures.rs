@@ -261,6 +261,7 @@ pub fn everything(ca: &TestCa, ports: &Ports) -> LoadBalancerConfig {
         project_id: "p".into(),
         vip_address: "127.0.0.1".into(),
         admin_state_up: true,
+        vrrp: None,
         listeners: vec![
             ListenerConfig {
                 id: "l-https".into(),

@@ -716,6 +716,7 @@ mod tests {
             project_id: "p".into(),
             vip_address: "127.0.10.1".into(),
             admin_state_up: true,
+            vrrp: None,
             listeners: vec![ListenerConfig {
                 id: "l-1".into(),
                 protocol: ListenerProtocol::Http as i32,
