@@ -361,6 +361,45 @@ impl Deployer {
     /// (with `loadbalancer_id`: the load balancer's own device, once placed) offers every
     /// capability in `needs`. INVALID_ARGUMENT with the api's field names when not; when the
     /// scheduler cannot say (unreachable), the request goes ahead and the deploy will tell.
+    /// The devices serving a load balancer and their roles, as the scheduler placed them; empty
+    /// when it is not placed or the scheduler does not answer within a second.
+    pub async fn device_roles(&self, loadbalancer_id: &str) -> Vec<lbaas::api::v1::DeviceRole> {
+        let mut scheduler = self.scheduler.clone();
+        let request = lbaas::scheduler::v1::GetPlacementRequest {
+            loadbalancer_id: loadbalancer_id.to_owned(),
+        };
+        let Ok(Ok(placement)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            scheduler.get_placement(lbaas::server::traced(request)),
+        )
+        .await
+        else {
+            return Vec::new();
+        };
+        let p = placement.into_inner();
+        let role = |r: &str| lbaas::api::v1::DeviceRole {
+            device_id: String::new(),
+            role: r.to_owned(),
+        };
+        if p.standby_device_id.is_empty() {
+            vec![lbaas::api::v1::DeviceRole {
+                device_id: p.device_id,
+                ..role("STANDALONE")
+            }]
+        } else {
+            vec![
+                lbaas::api::v1::DeviceRole {
+                    device_id: p.device_id,
+                    ..role("MASTER")
+                },
+                lbaas::api::v1::DeviceRole {
+                    device_id: p.standby_device_id,
+                    ..role("BACKUP")
+                },
+            ]
+        }
+    }
+
     pub async fn validate_placement(
         &self,
         flavor: &str,

@@ -211,11 +211,14 @@ impl LoadBalancerService for TenantApi {
         request: Request<pb::GetLoadBalancerStatusTreeRequest>,
     ) -> Result<Response<pb::LoadBalancerStatusTree>, Status> {
         let caller = self.caller(&request)?;
-        Ok(Response::new(
-            self.store
-                .status_tree(&caller.project_id, required_id(&request.get_ref().id)?)
-                .await?,
-        ))
+        let mut tree = self
+            .store
+            .status_tree(&caller.project_id, required_id(&request.get_ref().id)?)
+            .await?;
+        if let Some(lb) = &tree.load_balancer {
+            tree.devices = self.deployer.device_roles(&lb.id).await;
+        }
+        Ok(Response::new(tree))
     }
 
     async fn get_load_balancer_stats(

@@ -1,6 +1,8 @@
 //! Host failover on the lab (`lbctl lab up`, 3 hosts, 1 s heartbeat timeout): a load balancer on
-//! one host, the host killed (agent and data plane killed, links down), and the time from the kill
-//! to the first successful request of the client namespace through the VIP, now on another host.
+//! one host, the host killed (links down, then its agent, data plane and keepalived killed), and
+//! the time from the kill to the first successful request of the client namespace through the
+//! VIP, now on another host. SINGLE topology (re-placed on another host) on both data planes, and
+//! ACTIVE_STANDBY on HAProxy (the MASTER's host killed; the BACKUP takes the VIP, 1 s VRRP adverts).
 //! Beside it, in the same rounds: the time from the kill until the scheduler lists the device DOWN
 //! (detection, the floor the heartbeat timeout sets). Needs root.
 //!
@@ -20,9 +22,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One round: (kill -> DOWN listed, kill -> first successful request), in ms.
-fn round(driver: &str) -> (f64, f64) {
+fn round(driver: &str, pair: bool) -> (f64, f64) {
     let lab = Lab::up(70, 3, driver);
-    let (_, vip) = lab.create_web("web", &[]);
+    let extra: &[&str] = if pair {
+        lab.lbctl(&[
+            "lb",
+            "flavor",
+            "create",
+            "--name",
+            "pair",
+            "--topology",
+            "ACTIVE_STANDBY",
+        ]);
+        &["--flavor", "pair"]
+    } else {
+        &[]
+    };
+    let (_, vip) = lab.create_web("web", extra);
     let url = format!("http://{vip}/");
     assert_eq!(lab.get_from_client(&url, 5_000)["status"], 200);
     let host = lab.hosts_holding(&vip)[0];
@@ -77,13 +93,18 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    for driver in ["haproxy", "native"] {
+    for (driver, pair) in [("haproxy", false), ("native", false), ("haproxy", true)] {
+        let name = if pair {
+            format!("{driver} ACTIVE_STANDBY")
+        } else {
+            format!("{driver} SINGLE")
+        };
         let mut detected = Vec::new();
         let mut recovered = Vec::new();
         for i in 0..rounds {
-            let (d, r) = round(driver);
+            let (d, r) = round(driver, pair);
             println!(
-                "{driver} round {}: DOWN after {d:.0} ms, serving again after {r:.0} ms",
+                "{name} round {}: DOWN after {d:.0} ms, serving again after {r:.0} ms",
                 i + 1
             );
             detected.push(d);
@@ -91,7 +112,7 @@ fn main() {
         }
         let (d, r) = (median(detected), median(recovered));
         println!(
-            "{driver}: median kill -> DOWN {d:.0} ms, kill -> first successful request {r:.0} ms ({:.2}x detection; {rounds} rounds)",
+            "{name}: median kill -> DOWN {d:.0} ms, kill -> first successful request {r:.0} ms ({:.2}x detection; {rounds} rounds)",
             r / d
         );
     }

@@ -1126,12 +1126,29 @@ async fn lbctl_operates_the_provider_api() {
         .json();
     assert_eq!(
         network,
-        serde_json::json!({"name": "blue", "cidr": "127.0.230.0/24"})
+        serde_json::json!({
+            "name": "blue",
+            "cidr": "127.0.230.0/24",
+            "gateway": "",
+            "allocation_start": "127.0.230.1",
+            "allocation_end": "127.0.230.254",
+        })
     );
     let table = cli.admin(&["lb", "network", "list"]).await.stdout;
-    assert_eq!(header(&table), ["name", "cidr"]);
+    assert_eq!(
+        header(&table),
+        [
+            "name",
+            "cidr",
+            "gateway",
+            "allocation_start",
+            "allocation_end"
+        ]
+    );
     assert!(
-        table.lines().any(|l| l == "| blue | 127.0.230.0/24 |"),
+        table
+            .lines()
+            .any(|l| l.starts_with("| blue | 127.0.230.0/24 |")),
         "{table}"
     );
     let taken = cli

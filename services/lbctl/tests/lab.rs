@@ -194,6 +194,34 @@ fn active_standby_pair_survives_its_hosts() {
     // The VIP is on the MASTER's host only; both run keepalived.
     assert_eq!(lab.hosts_holding(&vip), vec![master_host]);
     assert!(lab.runs_keepalived(master_host) && lab.runs_keepalived(backup_host));
+    // Source-IP persistence: the client sticks to one member, and the pair shares the table.
+    let pools = lab.lbctl_json(&["lb", "pool", "list"]);
+    let pool = pools[0]["id"].as_str().unwrap().to_owned();
+    lab.lbctl(&[
+        "lb",
+        "pool",
+        "set",
+        &pool,
+        "--session-persistence",
+        "type=SOURCE_IP",
+        "--wait",
+    ]);
+    let stuck = lab.get_from_client(&url, 5_000)["body"].clone();
+    for _ in 0..3 {
+        assert_eq!(lab.get_from_client(&url, 5_000)["body"], stuck);
+    }
+    let replicated = |host: u32| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let tables = lab.haproxy_tables(host);
+            if tables.contains("used:1") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "host {host}'s table: {tables}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    replicated(backup_host);
 
     // The standby's host dies: a new standby on another host, the MASTER untouched.
     lab.kill_host(backup_host);
@@ -213,7 +241,15 @@ fn active_standby_pair_survives_its_hosts() {
     let new_backup_host = host_of(&new_backup);
     assert_ne!(new_backup_host, master_host);
     assert_eq!(lab.get_from_client(&url, 5_000)["status"], 200);
-    assert!(lab.runs_keepalived(new_backup_host));
+    // The placement is recorded before the new standby's apply ends: wait for its keepalived.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !lab.runs_keepalived(new_backup_host) {
+        assert!(
+            Instant::now() < deadline,
+            "no keepalived on the new standby"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // The MASTER's host dies: keepalived on the BACKUP takes the VIP, the scheduler promotes it
     // (no re-placement: the device was already serving), and the client's requests resume.
@@ -225,6 +261,8 @@ fn active_standby_pair_survives_its_hosts() {
         "lab {id} (ACTIVE_STANDBY): kill -> first successful request {} ms",
         killed.elapsed().as_millis()
     );
+    // (Not asserted: the same member answering after the takeover. The MASTER's reload for its
+    // new peer loses its stick table, so a replaced standby starts empty; see the issue notes.)
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (m, _) = lab.placement(&lb);

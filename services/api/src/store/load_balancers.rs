@@ -589,6 +589,8 @@ impl Store {
                 })
                 .map(pool_status)
                 .collect(),
+            // The scheduler knows; the service fills them in.
+            devices: Vec::new(),
         })
     }
 }

@@ -153,6 +153,29 @@ impl Lab {
         (agent("MASTER"), agent("BACKUP"))
     }
 
+    /// `show table` from the HAProxy of host `host` (its runtime API, through socat).
+    pub fn haproxy_tables(&self, host: u32) -> String {
+        let device = format!("lbl{}-h{host}-haproxy-0", self.id);
+        let socket = self
+            .dir
+            .0
+            .join(format!("h{host}"))
+            .join(&device)
+            .join("stats.sock");
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "echo 'show table' | ip netns exec {} socat stdio {}",
+                    self.host_ns(host),
+                    socket.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Whether keepalived runs in host `host`'s namespace.
     pub fn runs_keepalived(&self, host: u32) -> bool {
         let pids = run("ip", &["netns", "pids", &self.host_ns(host)]);

@@ -109,6 +109,32 @@ impl ConfigRenderer<'_> {
              retries 3\n    \
              option redispatch\n"
         );
+        // ACTIVE_STANDBY: this device is the local peer of every pair's peers section.
+        let mut local_peers: Vec<&str> = load_balancers
+            .iter()
+            .filter_map(|lb| lb.vrrp.as_ref())
+            .map(|v| v.local_device_id.as_str())
+            .collect();
+        local_peers.sort_unstable();
+        local_peers.dedup();
+        match local_peers.as_slice() {
+            [] => {}
+            [name] => {
+                check_id(name, "vrrp.local_device_id")?;
+                // After the defaults section HAProxy would not take it: insert it into global.
+                out = out.replacen(
+                    "\n\ndefaults\n",
+                    &format!("\n    localpeer {name}\n\ndefaults\n"),
+                    1,
+                );
+            }
+            _ => {
+                return Err(reject(
+                    "vrrp.local_device_id",
+                    "every pair on one device names the same local device",
+                ));
+            }
+        }
         let mut cert_files = CertFiles::new();
         let mut sorted: Vec<&LoadBalancerConfig> = load_balancers.iter().collect();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
@@ -134,6 +160,7 @@ fn render_load_balancer(
         .parse()
         .map_err(|_| reject("loadbalancer.vip_address", "not an IP address"))?;
     let _ = writeln!(out, "\n# load balancer {}", lb.id);
+    let peers = render_peers(out, lb)?;
     for (i, listener) in lb.listeners.iter().enumerate() {
         let field = format!("listeners[{i}]");
         render_listener(out, lb, vip, listener, cert_dir, cert_files, &field)?;
@@ -152,9 +179,46 @@ fn render_load_balancer(
                     })
                 })
             });
-        render_pool(out, pool, timeouts, &format!("pools[{i}]"))?;
+        let mut section = String::new();
+        render_pool(&mut section, pool, timeouts, &format!("pools[{i}]"))?;
+        if let Some(name) = &peers {
+            // The pair shares its stick tables: persistence survives a takeover.
+            section = section.replace(" size 10k\n", &format!(" size 10k peers {name}\n"));
+        }
+        out.push_str(&section);
     }
     Ok(())
+}
+
+/// ACTIVE_STANDBY: a peers section joining this device and its pair's other device, so their
+/// stick tables are one (HAProxy replicates every entry to the peer, port 10000 + the pair's
+/// virtual router id on each device's port). Returns its name, or `None` for SINGLE.
+fn render_peers(out: &mut String, lb: &LoadBalancerConfig) -> Result<Option<String>, RenderError> {
+    let Some(vrrp) = &lb.vrrp else {
+        return Ok(None);
+    };
+    check_id(&vrrp.local_device_id, "vrrp.local_device_id")?;
+    check_id(&vrrp.peer_device_id, "vrrp.peer_device_id")?;
+    if vrrp.local_device_id == vrrp.peer_device_id {
+        return Err(reject("vrrp.peer_device_id", "the pair needs two devices"));
+    }
+    if !(1..=255).contains(&vrrp.virtual_router_id) {
+        return Err(reject("vrrp.virtual_router_id", "must be 1-255"));
+    }
+    let address = |text: &str, field: &str| -> Result<std::net::Ipv4Addr, RenderError> {
+        text.parse()
+            .map_err(|_| reject(field, "an IPv4 address is needed for the pair's peers"))
+    };
+    let local = address(&vrrp.local_address, "vrrp.local_address")?;
+    let peer = address(&vrrp.peer_address, "vrrp.peer_address")?;
+    let port = 10_000 + vrrp.virtual_router_id;
+    let name = format!("lbp_{}", lb.id);
+    let _ = write!(
+        out,
+        "peers {name}\n    peer {} {local}:{port}\n    peer {} {peer}:{port}\n",
+        vrrp.local_device_id, vrrp.peer_device_id
+    );
+    Ok(Some(name))
 }
 
 /// The proxy mode of a listener's frontend.
@@ -1020,6 +1084,37 @@ mod tests {
             cookie_name: name.into(),
         });
         lb
+    }
+
+    #[test]
+    fn an_active_standby_pair_shares_its_stick_tables() {
+        let mut lb = with_persistence(PersistenceType::SourceIp, "");
+        lb.vrrp = Some(lbaas::agent::v1::VrrpConfig {
+            role: "BACKUP".into(),
+            priority: 90,
+            virtual_router_id: 7,
+            local_address: "10.101.1.12".into(),
+            peer_address: "10.101.1.10".into(),
+            advert_interval_ms: 1000,
+            local_device_id: "h2-haproxy-0".into(),
+            peer_device_id: "h1-haproxy-0".into(),
+        });
+        let text = render(&[lb.clone()]).unwrap();
+        assert!(
+            text.contains("    localpeer h2-haproxy-0\n\ndefaults\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "peers lbp_lb-1\n    peer h2-haproxy-0 10.101.1.12:10007\n    peer h1-haproxy-0 10.101.1.10:10007\n"
+        ));
+        assert!(text.contains("    stick-table type ipv6 size 10k peers lbp_lb-1\n"));
+        // Nothing from the pair's config reaches the file unchecked.
+        let mut bad = lb.clone();
+        bad.vrrp.as_mut().unwrap().peer_address = "10.0.0.1:1\n    bind :1".into();
+        assert_eq!(render(&[bad]).unwrap_err().field, "vrrp.peer_address");
+        let mut bad = lb;
+        bad.vrrp.as_mut().unwrap().peer_device_id = "x y".into();
+        assert_eq!(render(&[bad]).unwrap_err().field, "vrrp.peer_device_id");
     }
 
     #[test]
