@@ -956,6 +956,7 @@ async fn lbctl_operates_the_provider_api() {
             "device_kind": "VIRTUAL",
             "on_demand": false,
             "on_demand_capacity": 0,
+            "topology": "SINGLE",
         })
     );
     cli.admin(&[
