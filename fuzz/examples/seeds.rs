@@ -512,6 +512,7 @@ fn lb(
         admin_state_up: true,
         listeners,
         pools,
+        vrrp: None,
     }
 }
 
