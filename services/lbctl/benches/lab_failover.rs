@@ -25,15 +25,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn round(driver: &str, pair: bool) -> (f64, f64) {
     let lab = Lab::up(70, 3, driver);
     let extra: &[&str] = if pair {
-        lab.lbctl(&[
-            "lb",
-            "flavor",
-            "create",
-            "--name",
-            "pair",
-            "--topology",
-            "ACTIVE_STANDBY",
-        ]);
+        lab.create_pair_flavor();
         &["--flavor", "pair"]
     } else {
         &[]

@@ -164,15 +164,7 @@ fn active_standby_pair_survives_its_hosts() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{agent} is not a lab host"))
     };
-    lab.lbctl(&[
-        "lb",
-        "flavor",
-        "create",
-        "--name",
-        "pair",
-        "--topology",
-        "ACTIVE_STANDBY",
-    ]);
+    lab.create_pair_flavor();
     // A pair needs a VIP network for its VRRP: refused up front, nothing created.
     let refused = lab.lbctl_fails(&["lb", "create", "novip", "--flavor", "pair", "--wait"]);
     assert!(
@@ -290,15 +282,7 @@ fn active_standby_pair_survives_its_hosts() {
 #[test]
 fn active_standby_needs_two_hosts() {
     let lab = Lab::up(65, 1, "native");
-    lab.lbctl(&[
-        "lb",
-        "flavor",
-        "create",
-        "--name",
-        "pair",
-        "--topology",
-        "ACTIVE_STANDBY",
-    ]);
+    lab.create_pair_flavor();
     let members = lab.members();
     let refused = lab.lbctl_fails(&[
         "lb",

@@ -175,6 +175,14 @@ impl Placer {
         }
     }
 
+    /// SQLite's one writer, taken here (nothing on PostgreSQL).
+    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite_writer {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
     pub fn seed(&self) -> u64 {
         self.seed
     }
@@ -556,10 +564,7 @@ impl Placer {
         plan: &Plan,
         device_id: &str,
     ) -> Result<Commit, SchedulerError> {
-        let _writer = match &self.sqlite_writer {
-            Some(m) => Some(m.lock().await),
-            None => None,
-        };
+        let _writer = self.writer().await;
         let txn = lbaas::server::begin_write(&self.db).await?;
         if let Some(existing) = binding::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&txn)
@@ -811,10 +816,7 @@ impl Placer {
             )));
         };
         self.wire(&device_id, &plan.networks).await?;
-        let _writer = match &self.sqlite_writer {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
+        let _writer = self.writer().await;
         let txn = lbaas::server::begin_write(&self.db).await?;
         let mut replaced = None;
         let saved = match standby::Entity::find_by_id(&ask.loadbalancer_id)
@@ -960,10 +962,7 @@ impl Placer {
     /// address of the network's range (never a VIP, never another port, never the gateway).
     async fn port(&self, device_id: &str, net: &network::Model) -> Result<String, SchedulerError> {
         let range = Range::of_network(net).map_err(SchedulerError::NoCapacity)?;
-        let _writer = match &self.sqlite_writer {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
+        let _writer = self.writer().await;
         let txn = lbaas::server::begin_write(&self.db).await?;
         let id = port::id_of(device_id, &net.name);
         if let Some(existing) = port::Entity::find_by_id(&id).one(&txn).await? {

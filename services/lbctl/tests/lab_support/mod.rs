@@ -185,6 +185,19 @@ impl Lab {
         })
     }
 
+    /// Creates the flavor `pair`: ACTIVE_STANDBY.
+    pub fn create_pair_flavor(&self) {
+        self.lbctl(&[
+            "lb",
+            "flavor",
+            "create",
+            "--name",
+            "pair",
+            "--topology",
+            "ACTIVE_STANDBY",
+        ]);
+    }
+
     /// `lbctl ... -o json`, parsed.
     pub fn lbctl_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
