@@ -903,8 +903,8 @@ async fn data_plane_outlives_the_agent(db: Db) {
 }
 on_both_databases!(data_plane_outlives_the_agent, haproxy = true);
 
-/// A deploy the device can never apply (its port is taken) reaches ERROR with a reason within the
-/// deadline, and the load balancer can still be deleted; an agent outage past the deadline is ERROR
+/// A deploy the device can never apply (its port is taken by another process) reaches ERROR at
+/// once, with the address in the reason, and the load balancer can still be deleted; an agent outage past the deadline is ERROR
 /// too, and an update or a failover brings the load balancer back.
 async fn errors_have_reasons_and_recover(db: Db) {
     let mut stack = Stack::start(StackOptions {
@@ -933,7 +933,9 @@ async fn errors_have_reasons_and_recover(db: Db) {
     let failed = wait_settled(&api, &project, &doomed.id).await;
     assert_eq!(failed.provisioning_status(), Prov::Error);
     assert!(
-        failed.status_reason.contains("not applied within"),
+        failed
+            .status_reason
+            .contains(&format!("cannot listen on {last}:{taken}")),
         "reason: {}",
         failed.status_reason
     );

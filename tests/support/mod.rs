@@ -3,6 +3,16 @@
 //! backends that answer with their own name.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+/// `LBAAS_TEST_LOG=info` (an env filter) prints the in-process services' logs, for chasing a
+/// failure; unset, the tests log nothing.
+pub fn trace_if_asked() {
+    if let Ok(filter) = std::env::var("LBAAS_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
+}
+
 /// Runs a scenario on SQLite and on PostgreSQL. Where the build found no HAProxy (for scenarios
 /// that need it) or no `LBAAS_TEST_DATABASE_URL` (for the PostgreSQL run), the test is marked
 /// ignored with the reason; CI runs ignored tests too (`--include-ignored`), and there a missing
@@ -276,6 +286,7 @@ async fn kill(task: &mut Option<JoinHandle<anyhow::Result<()>>>) {
 
 impl Stack {
     pub async fn start(options: StackOptions) -> Self {
+        trace_if_asked();
         if options.driver == "haproxy" {
             require_haproxy();
         }

@@ -352,6 +352,10 @@ impl Driver for HaproxyDriver {
             crate::metrics::record_data_plane_change(&self.device, "runtime");
             return Ok(());
         }
+        // An address another process holds fails the reload, and HAProxy takes seconds to say so
+        // (the new master re-executes, fails to bind, re-executes again to wait): find out here,
+        // at once, and refuse the change with the address in the reason.
+        probe_binds(&rendered.text)?;
         let result = self.reload_with(&rendered).await;
         self.set_running(result.is_ok().then(|| Live {
             configs: desired.to_vec(),
@@ -481,6 +485,80 @@ fn process_alive(pid: i32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn bind_lines_are_read() {
+        let text =
+            "frontend a\n    bind 127.0.0.5:80\n    bind [fd00::1]:443 ssl crt /x\nbackend b\n";
+        assert_eq!(
+            super::bind_addresses(text),
+            vec![
+                "127.0.0.5:80".parse().unwrap(),
+                "[fd00::1]:443".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_address_another_process_holds_is_refused_and_a_shared_one_is_not() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = held.local_addr().unwrap();
+        let e = super::probe_binds(&format!("    bind {address}\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("cannot listen on {address}")),
+            "{e}"
+        );
+        // A socket that allows sharing (as HAProxy's listeners do) is no obstacle.
+        let shared =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        shared.set_reuse_address(true).unwrap();
+        shared.set_reuse_port(true).unwrap();
+        shared
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        shared.listen(8).unwrap();
+        let address = shared.local_addr().unwrap().as_socket().unwrap();
+        super::probe_binds(&format!("    bind {address}\n")).unwrap();
+    }
+}
+
+/// Every address a config's frontends bind (`bind ADDRESS:PORT ...`).
+fn bind_addresses(text: &str) -> Vec<std::net::SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("bind "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Binds every frontend address of `text` for a moment, as HAProxy does (SO_REUSEADDR and
+/// SO_REUSEPORT, so the addresses HAProxy itself serves on are no obstacle): an address another
+/// process holds is refused as the device would refuse it, without a reload.
+fn probe_binds(text: &str) -> Result<(), DriverError> {
+    use socket2::{Domain, Socket, Type};
+    for address in bind_addresses(text) {
+        let probe = Socket::new(Domain::for_address(address), Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.bind(&address.into())
+        });
+        if let Err(e) = probe {
+            return Err(DriverError::Rejected(format!(
+                "cannot listen on {address}: {e} (another process holds it)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The version `haproxy -v` reports, e.g. "2.6.12-1+deb12u4".
