@@ -513,6 +513,7 @@ fn lb(
         listeners,
         pools,
         vrrp: None,
+        additional_vip_addresses: Vec::new(),
     }
 }
 

@@ -200,7 +200,7 @@ impl DeviceReconciler {
         let wanted: Vec<std::net::IpAddr> = configs
             .iter()
             .filter(|c| c.vrrp.is_none())
-            .filter_map(|c| c.vip_address.parse().ok())
+            .flat_map(vips_of)
             .collect();
         let started = std::time::Instant::now();
         // The VIPs go on the host before the data plane binds them.
@@ -251,7 +251,7 @@ impl DeviceReconciler {
                         .applied
                         .values()
                         .filter(|(_, c)| c.vrrp.is_none())
-                        .filter_map(|(_, c)| c.vip_address.parse().ok())
+                        .flat_map(|(_, c)| vips_of(c))
                         .collect();
                     let applied: Vec<LoadBalancerConfig> =
                         slots.applied.values().map(|(_, c)| c.clone()).collect();
@@ -293,6 +293,14 @@ impl DeviceReconciler {
         }
         Ok(())
     }
+}
+
+/// Every address a load balancer serves on: its VIP and its additional VIPs.
+fn vips_of(config: &LoadBalancerConfig) -> Vec<std::net::IpAddr> {
+    std::iter::once(&config.vip_address)
+        .chain(&config.additional_vip_addresses)
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 /// The ACTIVE_STANDBY side of every config that has one.

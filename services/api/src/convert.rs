@@ -68,6 +68,8 @@ impl Protocol {
 pub const INSERT_HEADERS: [&str; 3] = ["X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto"];
 const MAX_CIDRS: usize = 100;
 const MAX_SNI: usize = 50;
+/// Octavia allows any number; one per address family is what a load balancer needs.
+const MAX_ADDITIONAL_VIPS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct NewLoadBalancer {
@@ -77,6 +79,8 @@ pub struct NewLoadBalancer {
     pub admin_state_up: bool,
     pub flavor: String,
     pub vip_network_id: String,
+    /// (network, address asked for or `None`).
+    pub additional_vips: Vec<(String, Option<IpAddr>)>,
     pub tags: Vec<String>,
     pub listeners: Vec<NewListener>,
     pub pools: Vec<NewPool>,
@@ -289,6 +293,55 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
             "must be at most 64 letters, digits, '-' or '_'",
         );
     }
+    if input.additional_vips.len() > MAX_ADDITIONAL_VIPS {
+        v.add(
+            format!("{f}.additional_vips"),
+            format!("at most {MAX_ADDITIONAL_VIPS} additional VIPs"),
+        );
+    }
+    if !input.additional_vips.is_empty() && input.vip_network_id.is_empty() {
+        v.add(
+            format!("{f}.additional_vips"),
+            "additional VIPs need vip_network_id as well",
+        );
+    }
+    let mut additional_vips = Vec::new();
+    for (i, extra) in input.additional_vips.iter().enumerate() {
+        let field = format!("{f}.additional_vips[{i}]");
+        if extra.network_id.is_empty()
+            || extra.network_id.len() > 64
+            || !extra
+                .network_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            v.add(
+                format!("{field}.network_id"),
+                "is required: at most 64 letters, digits, '-' or '_'",
+            );
+        } else if extra.network_id == input.vip_network_id
+            || input.additional_vips[..i]
+                .iter()
+                .any(|o| o.network_id == extra.network_id)
+        {
+            v.add(
+                format!("{field}.network_id"),
+                "the load balancer has a VIP on this network already",
+            );
+        }
+        let address = if extra.ip_address.is_empty() {
+            None
+        } else {
+            match extra.ip_address.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    v.add(format!("{field}.ip_address"), "is not an IP address");
+                    None
+                }
+            }
+        };
+        additional_vips.push((extra.network_id.clone(), address));
+    }
     if input.listeners.len() + input.pools.len() > MAX_CHILDREN {
         v.add(
             f,
@@ -328,6 +381,7 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
         admin_state_up: input.admin_state_up.unwrap_or(true),
         flavor: input.flavor.clone(),
         vip_network_id: input.vip_network_id.clone(),
+        additional_vips,
         tags: tags(&mut v, &format!("{f}.tags"), &input.tags),
         listeners,
         pools,
@@ -912,6 +966,20 @@ pub fn operating_status(s: &str) -> pb::OperatingStatus {
         .unwrap_or(pb::OperatingStatus::Unspecified)
 }
 
+/// Additional VIPs are stored a line each, `network=address` (`network=` until allocated).
+pub fn join_additional_vips(vips: &[(String, String)]) -> String {
+    vips.iter()
+        .map(|(network, address)| format!("{network}={address}\n"))
+        .collect()
+}
+
+pub fn split_additional_vips(s: &str) -> Vec<(String, String)> {
+    s.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, a)| (n.to_owned(), a.to_owned()))
+        .collect()
+}
+
 /// Tags are stored between newlines (`\na\nb\n`), so "carries tag t" is `LIKE '%\nt\n%'`.
 pub fn join_tags(tags: &[String]) -> String {
     if tags.is_empty() {
@@ -953,6 +1021,13 @@ pub fn load_balancer_to_proto(
         applied_generation: m.applied_generation,
         flavor: m.flavor,
         vip_network_id: m.vip_network_id,
+        additional_vips: split_additional_vips(&m.additional_vips)
+            .into_iter()
+            .map(|(network_id, ip_address)| pb::AdditionalVip {
+                network_id,
+                ip_address,
+            })
+            .collect(),
         create_time_ms: m.created_ms,
         update_time_ms: m.updated_ms,
         listener_ids,
@@ -1139,6 +1214,58 @@ mod tests {
         ] {
             assert!(got.iter().any(|f| f == want), "{want} missing from {got:?}");
         }
+    }
+
+    #[test]
+    fn additional_vips_are_checked() {
+        let extra = |network_id: &str, ip_address: &str| pb::AdditionalVip {
+            network_id: network_id.into(),
+            ip_address: ip_address.into(),
+        };
+        let lb = |vip_network_id: &str, additional_vips| pb::LoadBalancer {
+            name: "dual".into(),
+            vip_network_id: vip_network_id.into(),
+            additional_vips,
+            ..Default::default()
+        };
+        let ok = validate_load_balancer(&lb("v4", vec![extra("v6", "fd00::10")])).unwrap();
+        assert_eq!(
+            ok.additional_vips,
+            vec![("v6".to_owned(), Some("fd00::10".parse().unwrap()))]
+        );
+        let got = fields(validate_load_balancer(&lb("", vec![extra("v6", "")])).unwrap_err());
+        assert_eq!(got, ["load_balancer.additional_vips"]);
+        let got = fields(
+            validate_load_balancer(&lb(
+                "v4",
+                vec![
+                    extra("v4", ""),
+                    extra("v6", "nope"),
+                    extra("v6", ""),
+                    extra("", ""),
+                ],
+            ))
+            .unwrap_err(),
+        );
+        assert_eq!(
+            got,
+            [
+                "load_balancer.additional_vips[0].network_id",
+                "load_balancer.additional_vips[1].ip_address",
+                "load_balancer.additional_vips[2].network_id",
+                "load_balancer.additional_vips[3].network_id",
+            ]
+        );
+        assert_eq!(
+            split_additional_vips(&join_additional_vips(&[
+                ("v6".into(), "fd00::10".into()),
+                ("w".into(), String::new())
+            ])),
+            [
+                ("v6".to_owned(), "fd00::10".to_owned()),
+                ("w".into(), String::new())
+            ]
+        );
     }
 
     #[test]

@@ -269,6 +269,10 @@ impl Deployer {
             flavor: lb.flavor.clone(),
             failover: lb.failover_pending,
             vip_network: lb.vip_network_id.clone(),
+            additional_vips: crate::convert::split_additional_vips(&lb.additional_vips)
+                .into_iter()
+                .map(|(network, address)| lbaas::scheduler::v1::AdditionalVip { network, address })
+                .collect(),
         };
         let mut request = lbaas::server::traced(request);
         // The scheduler bounds its own wait on the device by this (grpc-timeout).
@@ -294,11 +298,18 @@ impl Deployer {
             };
             match event {
                 Some(Event::Placed(placed))
-                    if placed.vip_address != lb.vip_address || placed.device_id != lb.device_id =>
+                    if placed.vip_address != lb.vip_address
+                        || placed.device_id != lb.device_id
+                        || placed_extras(&placed) != lb.additional_vips =>
                 {
                     if let Err(e) = self
                         .store
-                        .record_placement(lb, &placed.vip_address, &placed.device_id)
+                        .record_placement(
+                            lb,
+                            &placed.vip_address,
+                            &placed.device_id,
+                            &placed_extras(&placed),
+                        )
                         .await
                     {
                         return Attempt::Retry(e.to_string());
@@ -405,11 +416,16 @@ impl Deployer {
         flavor: &str,
         vip_network: &str,
         vip_address: &str,
+        additional_vips: &[(String, String)],
         loadbalancer_id: &str,
         needs: &crate::needs::Needs,
     ) -> Result<(), ApiError> {
         use tonic_types::StatusExt as _;
-        if flavor.is_empty() && vip_network.is_empty() && vip_address.is_empty() && needs.is_empty()
+        if flavor.is_empty()
+            && vip_network.is_empty()
+            && vip_address.is_empty()
+            && additional_vips.is_empty()
+            && needs.is_empty()
         {
             return Ok(());
         }
@@ -423,6 +439,13 @@ impl Deployer {
             capabilities,
             loadbalancer_id: loadbalancer_id.to_owned(),
             vip_address: vip_address.to_owned(),
+            additional_vips: additional_vips
+                .iter()
+                .map(|(network, address)| lbaas::scheduler::v1::AdditionalVip {
+                    network: network.clone(),
+                    address: address.clone(),
+                })
+                .collect(),
         };
         match tokio::time::timeout(
             Duration::from_secs(2),
@@ -440,6 +463,14 @@ impl Deployer {
                             .map(|v| {
                                 let field = match v.field.as_str() {
                                     "vip_network" => "load_balancer.vip_network_id".to_owned(),
+                                    other if other.starts_with("additional_vips[") => {
+                                        format!(
+                                            "load_balancer.{}",
+                                            other
+                                                .replace(".network", ".network_id")
+                                                .replace(".address", ".ip_address")
+                                        )
+                                    }
                                     other => format!("load_balancer.{other}"),
                                 };
                                 (field, v.description.clone())
@@ -489,4 +520,15 @@ impl Deployer {
             }
         }
     }
+}
+
+/// The additional VIPs of a placement, as the load balancer stores them.
+fn placed_extras(placed: &lbaas::scheduler::v1::Placement) -> String {
+    crate::convert::join_additional_vips(
+        &placed
+            .additional_vips
+            .iter()
+            .map(|v| (v.network.clone(), v.address.clone()))
+            .collect::<Vec<_>>(),
+    )
 }

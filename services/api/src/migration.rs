@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateTables),
             Box::new(VipNetwork),
             Box::new(Features),
+            Box::new(AdditionalVips),
         ]
     }
 }
@@ -212,5 +213,40 @@ impl MigrationTrait for Features {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Load balancers gain additional VIPs (Octavia's `additional_vips`), where the column is missing.
+struct AdditionalVips;
+
+impl MigrationName for AdditionalVips {
+    fn name(&self) -> &str {
+        "m0004_additional_vips"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdditionalVips {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager
+            .has_column("load_balancers", "additional_vips")
+            .await?
+        {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(load_balancer::Entity)
+                    .add_column(
+                        ColumnDef::new(load_balancer::Column::AdditionalVips)
+                            .text()
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -74,7 +74,7 @@ impl TenantApi {
     ) -> Result<(), Status> {
         let view = self.store.get_load_balancer(project, lb).await?;
         self.deployer
-            .validate_placement(&view.model.flavor, "", "", lb, needs)
+            .validate_placement(&view.model.flavor, "", "", &[], lb, needs)
             .await?;
         Ok(())
     }
@@ -122,6 +122,10 @@ impl LoadBalancerService for TenantApi {
                 &new.flavor,
                 &new.vip_network_id,
                 &vip,
+                &new.additional_vips
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.map(|ip| ip.to_string()).unwrap_or_default()))
+                    .collect::<Vec<_>>(),
                 "",
                 &crate::needs::load_balancer(&new),
             )

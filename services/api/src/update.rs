@@ -21,6 +21,7 @@ pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
         "vip_address",
         "flavor",
         "vip_network_id",
+        "additional_vips",
         "listeners",
         "pools",
     ],

@@ -4,11 +4,12 @@
 //! the member network, and the api and scheduler run here, in the root namespace, reaching the
 //! agents over a management network of their own. Bridges join each network's segment.
 //!
-//! Everything the lab makes is named after its id (`lbl<ID>-...`) and numbered in 10.<100+ID>.0.0/16,
-//! so `lab down` removes exactly what a lab made, even after a crash, and never touches anything
-//! else.
+//! Everything the lab makes is named after its id (`lbl<ID>-...`) and numbered in 10.<100+ID>.0.0/16
+//! and, for IPv6, fd00:<100+ID>::/32 (hex), so `lab down` removes exactly what a lab made, even
+//! after a crash, and never touches anything else. The VIP and member segments carry both address
+//! families: each has an IPv4 network and an IPv6 network of the scheduler's.
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -24,6 +25,9 @@ use tokio::{
 /// The lab's networks, as the scheduler knows them.
 pub const VIP_NETWORK: &str = "lab-vip";
 pub const MEMBER_NETWORK: &str = "lab-members";
+/// The IPv6 networks on the same two segments.
+pub const VIP_NETWORK6: &str = "lab-vip6";
+pub const MEMBER_NETWORK6: &str = "lab-members6";
 /// Member backends of the tenant namespace listen on this port.
 pub const MEMBER_PORT: u16 = 8080;
 
@@ -147,9 +151,26 @@ impl Plan {
     pub fn members(&self) -> Vec<Ipv4Addr> {
         vec![self.net(2, 201), self.net(2, 202)]
     }
-    /// The networks the scheduler gets: VIPs and ports come from .10-.199.
+    /// `fd00:<100+id>:<segment>::<last>` (hex), the IPv6 twin of `net`.
+    fn net6(&self, segment: u16, last: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, u16::from(self.octet()), segment, 0, 0, 0, 0, last)
+    }
+    pub fn vip_cidr6(&self) -> String {
+        format!("{}/64", self.net6(1, 0))
+    }
+    pub fn member_cidr6(&self) -> String {
+        format!("{}/64", self.net6(2, 0))
+    }
+    pub fn client_address6(&self) -> Ipv6Addr {
+        self.net6(1, 0x250)
+    }
+    /// The same member backends on IPv6 (each serves both families, under one name).
+    pub fn members6(&self) -> Vec<Ipv6Addr> {
+        vec![self.net6(2, 0x201), self.net6(2, 0x202)]
+    }
+    /// The networks the scheduler gets: VIPs and ports come from .10-.199 (::10-::199).
     fn networks(&self) -> Vec<spb::Network> {
-        [(VIP_NETWORK, 1), (MEMBER_NETWORK, 2)]
+        let v4 = [(VIP_NETWORK, 1), (MEMBER_NETWORK, 2)]
             .into_iter()
             .map(|(name, third)| spb::Network {
                 name: name.into(),
@@ -157,8 +178,17 @@ impl Plan {
                 gateway: String::new(),
                 allocation_start: self.net(third, 10).to_string(),
                 allocation_end: self.net(third, 199).to_string(),
-            })
-            .collect()
+            });
+        let v6 = [(VIP_NETWORK6, 1), (MEMBER_NETWORK6, 2)]
+            .into_iter()
+            .map(|(name, segment)| spb::Network {
+                name: name.into(),
+                cidr: format!("{}/64", self.net6(segment, 0)),
+                gateway: String::new(),
+                allocation_start: self.net6(segment, 0x10).to_string(),
+                allocation_end: self.net6(segment, 0x199).to_string(),
+            });
+        v4.chain(v6).collect()
     }
 }
 
@@ -196,9 +226,20 @@ fn cable(
     ])?;
     ip(&["link", "set", outside, "master", bridge, "up"])?;
     if let Some(a) = address {
-        ip(&["-n", ns, "addr", "add", a, "dev", inside])?;
+        add_address(ns, a, inside)?;
     }
     ip(&["-n", ns, "link", "set", inside, "up"])?;
+    Ok(())
+}
+
+/// Adds `address` (CIDR) to `dev` in `ns`; IPv6 without duplicate address detection, as the lab
+/// hands out every address itself (and DAD would hold it back for a second or two).
+fn add_address(ns: &str, address: &str, dev: &str) -> anyhow::Result<()> {
+    let mut args = vec!["-n", ns, "addr", "add", address, "dev", dev];
+    if address.contains(':') {
+        args.push("nodad");
+    }
+    ip(&args)?;
     Ok(())
 }
 
@@ -267,15 +308,18 @@ pub fn kill_host(plan: &Plan, host: u32) -> anyhow::Result<()> {
 /// Refuses to build on addresses this machine already uses.
 fn check_free(plan: &Plan) -> anyhow::Result<()> {
     let ours = format!("10.{}.", plan.octet());
+    let ours6 = format!("fd00:{:x}:", plan.octet());
     let used: Vec<String> = ip(&["-o", "addr", "show"])?
         .lines()
         .chain(ip(&["route", "show"])?.lines())
-        .filter(|l| l.contains(&ours))
+        .chain(ip(&["-6", "route", "show"])?.lines())
+        .filter(|l| l.contains(&ours) || l.contains(&ours6))
         .map(str::to_owned)
         .collect();
     if !used.is_empty() {
         bail!(
-            "this machine already uses addresses of 10.{}.0.0/16 (pick another --id):\n  {}",
+            "this machine already uses addresses of 10.{}.0.0/16 or fd00:{:x}::/32 (pick another --id):\n  {}",
+            plan.octet(),
             plan.octet(),
             used.join("\n  ")
         );
@@ -287,7 +331,17 @@ fn check_free(plan: &Plan) -> anyhow::Result<()> {
 fn build(plan: &Plan) -> anyhow::Result<()> {
     for segment in ["mgmt", "vip", "mem"] {
         let bridge = plan.bridge(segment);
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        // No multicast snooping: IPv6 neighbour discovery (solicited-node multicast, unsolicited
+        // advertisements to all nodes) reaches every port, as on a plain switch.
+        ip(&[
+            "link",
+            "add",
+            &bridge,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
         ip(&["link", "set", &bridge, "up"])?;
     }
     ip(&[
@@ -337,6 +391,7 @@ fn build(plan: &Plan) -> anyhow::Result<()> {
         &plan.bridge("vip"),
         Some(&client_address),
     )?;
+    add_address(&client, &format!("{}/64", plan.client_address6()), "vip")?;
     let tenant = plan.tenant_ns();
     ip(&["netns", "add", &tenant])?;
     ip(&["-n", &tenant, "link", "set", "lo", "up"])?;
@@ -348,15 +403,10 @@ fn build(plan: &Plan) -> anyhow::Result<()> {
         None,
     )?;
     for member in plan.members() {
-        ip(&[
-            "-n",
-            &tenant,
-            "addr",
-            "add",
-            &format!("{member}/24"),
-            "dev",
-            "members",
-        ])?;
+        add_address(&tenant, &format!("{member}/24"), "members")?;
+    }
+    for member in plan.members6() {
+        add_address(&tenant, &format!("{member}/64"), "members")?;
     }
     Ok(())
 }
@@ -465,19 +515,24 @@ async fn run_lab(plan: &Plan, args: &UpArgs, driver: &str, data_dir: &Path) -> a
 
     let scheduler_url = format!("http://{scheduler_addr}");
     let mut children = Vec::new();
-    for (i, member) in plan.members().into_iter().enumerate() {
-        children.push(spawn_in(
-            &plan.tenant_ns(),
-            &[
-                "lab".into(),
-                "serve".into(),
-                "--listen".into(),
-                format!("{member}:{MEMBER_PORT}"),
-                "--name".into(),
-                format!("member-{}", i + 1),
-            ],
-            &data_dir.join(format!("member-{}.log", i + 1)),
-        )?);
+    let v4 = plan.members().into_iter().map(IpAddr::from);
+    let v6 = plan.members6().into_iter().map(IpAddr::from);
+    for (i, (member, member6)) in v4.zip(v6).enumerate() {
+        // Each member answers on both families, under one name.
+        for (address, log) in [(member, ""), (member6, "-v6")] {
+            children.push(spawn_in(
+                &plan.tenant_ns(),
+                &[
+                    "lab".into(),
+                    "serve".into(),
+                    "--listen".into(),
+                    SocketAddr::new(address, MEMBER_PORT).to_string(),
+                    "--name".into(),
+                    format!("member-{}", i + 1),
+                ],
+                &data_dir.join(format!("member-{}{log}.log", i + 1)),
+            )?);
+        }
     }
     for host in 1..=plan.hosts {
         let state = data_dir.join(format!("h{host}"));
@@ -502,7 +557,9 @@ async fn run_lab(plan: &Plan, args: &UpArgs, driver: &str, data_dir: &Path) -> a
             "--network-driver",
             "linux",
             "--network-interface",
-            &format!("{VIP_NETWORK}=vip,{MEMBER_NETWORK}=members"),
+            &format!(
+                "{VIP_NETWORK}=vip,{MEMBER_NETWORK}=members,{VIP_NETWORK6}=vip,{MEMBER_NETWORK6}=members"
+            ),
             "--plaintext",
             "true",
         ]
@@ -566,28 +623,41 @@ async fn run_lab(plan: &Plan, args: &UpArgs, driver: &str, data_dir: &Path) -> a
         );
     }
     println!(
-        "  client     netns {}  {} on {VIP_NETWORK} ({})",
+        "  client     netns {}  {} on {VIP_NETWORK} ({}), {} on {VIP_NETWORK6} ({})",
         plan.client_ns(),
         plan.client_address(),
-        plan.vip_cidr()
+        plan.vip_cidr(),
+        plan.client_address6(),
+        plan.vip_cidr6()
     );
     let members: Vec<String> = plan
         .members()
         .iter()
         .map(|m| format!("{m}:{MEMBER_PORT}"))
         .collect();
+    let members6: Vec<String> = plan
+        .members6()
+        .iter()
+        .map(|m| format!("[{m}]:{MEMBER_PORT}"))
+        .collect();
     println!(
-        "  members    netns {}  {} on {MEMBER_NETWORK} ({})",
+        "  members    netns {}  {} on {MEMBER_NETWORK} ({}), {} on {MEMBER_NETWORK6} ({})",
         plan.tenant_ns(),
         members.join(" "),
-        plan.member_cidr()
+        plan.member_cidr(),
+        members6.join(" "),
+        plan.member_cidr6()
     );
     println!("try:");
     println!(
         "  lbctl --api http://{api_addr} lb create web --vip-network-id {VIP_NETWORK} --listener HTTP:80 --member {} --member {} --wait",
         members[0], members[1]
     );
-    println!("  ip netns exec {p}-client lbctl lab get http://<VIP>/");
+    println!(
+        "  lbctl --api http://{api_addr} lb create dual --vip-network-id {VIP_NETWORK} --additional-vip {VIP_NETWORK6} --listener HTTP:80 --member {} --member {} --wait",
+        members[0], members6[1]
+    );
+    println!("  ip netns exec {p}-client lbctl lab get http://<VIP>/   (IPv6: http://[<VIP>]/)");
     println!("  lbctl lab kill-host --id {} 1", plan.id);
     println!("ready");
 

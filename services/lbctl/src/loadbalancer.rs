@@ -101,6 +101,10 @@ pub struct Create {
     /// The network to allocate the VIP from (one the operator defined).
     #[arg(long)]
     pub vip_network_id: Option<String>,
+    /// An additional VIP from another network (e.g. IPv6 beside an IPv4 VIP), as NETWORK or
+    /// NETWORK=ADDRESS; repeat for more (Octavia's --additional-vip subnet-id=...,ip-address=...).
+    #[arg(long = "additional-vip", value_name = "NETWORK[=ADDRESS]")]
+    pub additional_vips: Vec<String>,
     /// The flavor (service type).
     #[arg(long)]
     pub flavor: Option<String>,
@@ -201,6 +205,17 @@ impl Create {
             description: self.description.clone().unwrap_or_default(),
             vip_address: self.vip_address.clone().unwrap_or_default(),
             vip_network_id: self.vip_network_id.clone().unwrap_or_default(),
+            additional_vips: self
+                .additional_vips
+                .iter()
+                .map(|v| {
+                    let (network_id, ip_address) = v.split_once('=').unwrap_or((v, ""));
+                    pb::AdditionalVip {
+                        network_id: network_id.to_owned(),
+                        ip_address: ip_address.to_owned(),
+                    }
+                })
+                .collect(),
             flavor: self.flavor.clone().unwrap_or_default(),
             admin_state_up: self.admin.value(),
             tags: self.tags.tags.clone(),

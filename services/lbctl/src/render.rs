@@ -56,6 +56,13 @@ pub fn load_balancer(lb: &pb::LoadBalancer) -> Val {
         .field("listener_ids", &lb.listener_ids)
         .field("pool_ids", &lb.pool_ids)
         .field("vip_network_id", &lb.vip_network_id)
+        .field(
+            "additional_vips",
+            &lb.additional_vips
+                .iter()
+                .map(|v| format!("{} ({})", v.ip_address, v.network_id))
+                .collect::<Vec<_>>(),
+        )
         .build()
 }
 

@@ -4,7 +4,9 @@
 //! load balancers use and prefers devices already wired; a killed host fails over to another and
 //! the VIP moves with it (gratuitous ARP), and the client's requests resume. ACTIVE_STANDBY pairs
 //! hold the VIP by VRRP (keepalived) on two hosts: a lost MASTER hands it to the BACKUP with no
-//! re-placement, and a lost standby is replaced.
+//! re-placement, and a lost standby is replaced. Both segments carry IPv4 and IPv6: a load balancer
+//! with an additional VIP of the other family serves both, and an IPv6 VIP moves with an
+//! unsolicited neighbour advertisement.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod lab_support;
@@ -130,6 +132,147 @@ fn haproxy_hosts_serve_and_fail_over() {
 #[test]
 fn native_hosts_serve_and_fail_over() {
     serves_across_hosts_and_fails_over(62, "native");
+}
+
+/// Dual stack: a load balancer with an IPv4 VIP and an additional IPv6 VIP (Octavia's
+/// `additional_vips`) serves both families from members of both families; an IPv6-only one
+/// serves too; bad additional VIPs are refused with their field; and after a host is killed, the
+/// IPv6 VIP's new host tells the client its MAC address by itself (an unsolicited neighbour
+/// advertisement), before the client sends it anything.
+fn serves_both_families(id: u8, driver: &str) {
+    let lab = Lab::up(id, 2, driver);
+    let octet = 100 + u32::from(id);
+    let (v4, v6) = (lab.members(), lab.members6());
+    let dual = lab.lbctl_json(&[
+        "lb",
+        "create",
+        "dual",
+        "--vip-network-id",
+        "lab-vip",
+        "--additional-vip",
+        "lab-vip6",
+        "--listener",
+        "HTTP:80",
+        "--member",
+        &v4[0],
+        "--member",
+        &v6[1],
+        "--wait",
+    ]);
+    assert_eq!(dual["provisioning_status"], "ACTIVE", "{dual}");
+    let vip = dual["vip_address"].as_str().unwrap().to_owned();
+    let extra = dual["additional_vips"][0].as_str().unwrap().to_owned();
+    let (vip6, network) = extra.split_once(' ').unwrap();
+    let vip6 = vip6.to_owned();
+    assert_eq!(network, "(lab-vip6)");
+    assert!(vip.starts_with(&format!("10.{octet}.1.")), "{vip}");
+    assert!(vip6.starts_with(&format!("fd00:{octet:x}:1::")), "{vip6}");
+    // Both VIPs on one host; both families reach both members (one IPv4, one IPv6).
+    let holders = lab.hosts_holding(&vip);
+    assert_eq!(holders.len(), 1, "{vip} is held by {holders:?}");
+    assert_eq!(lab.hosts_holding(&vip6), holders);
+    for url in [format!("http://{vip}/"), format!("http://[{vip6}]/")] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let got = lab.get_from_client(&url, 5_000);
+            assert_eq!(got["status"], 200, "{url}: {got}");
+            seen.insert(got["body"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["member-1", "member-2"],
+            "{url}"
+        );
+    }
+
+    // IPv6 only: the VIP from lab-vip6, members on lab-members6.
+    let only6 = lab.lbctl_json(&[
+        "lb",
+        "create",
+        "only6",
+        "--vip-network-id",
+        "lab-vip6",
+        "--listener",
+        "HTTP:8080",
+        "--member",
+        &v6[0],
+        "--wait",
+    ]);
+    assert_eq!(only6["provisioning_status"], "ACTIVE", "{only6}");
+    let only6_vip = only6["vip_address"].as_str().unwrap().to_owned();
+    assert!(only6_vip.starts_with(&format!("fd00:{octet:x}:1::")));
+    let got = lab.get_from_client(&format!("http://[{only6_vip}]:8080/"), 5_000);
+    assert_eq!(got["body"], "member-1", "{got}");
+
+    // Bad additional VIPs: the VIP's own network, no such network, an address outside it.
+    for (extra, field) in [
+        ("lab-vip", "additional_vips[0].network_id"),
+        ("nowhere", "additional_vips[0].network_id"),
+        ("lab-vip6=10.1.2.3", "additional_vips[0].ip_address"),
+    ] {
+        let refused = lab.lbctl_fails(&[
+            "lb",
+            "create",
+            "bad",
+            "--vip-network-id",
+            "lab-vip",
+            "--additional-vip",
+            extra,
+        ]);
+        assert!(
+            refused.contains("INVALID_ARGUMENT") || refused.contains("invalid"),
+            "{extra}: {refused}"
+        );
+        assert!(refused.contains(field), "{extra}: {refused}");
+    }
+    let names: Vec<String> = lab
+        .lbctl_json(&["lb", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lb| lb["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // The client knows the IPv6 VIP's host by its MAC address now.
+    let first = holders[0];
+    let first_mac = lab.mac(&lab.host_ns(first), "vip");
+    assert_eq!(lab.client_neighbour(&vip6), first_mac);
+    // Kill that host: both VIPs move; over IPv4 the client finds the new host (gratuitous ARP).
+    lab.kill_host(first);
+    let got = lab.get_from_client(&format!("http://{vip}/"), 30_000);
+    assert_eq!(got["status"], 200, "{got}");
+    let now: Vec<u32> = lab
+        .hosts_holding(&vip6)
+        .into_iter()
+        .filter(|h| *h != first)
+        .collect();
+    assert_eq!(now.len(), 1, "{vip6} is held by {now:?}");
+    // Without sending anything to the IPv6 VIP, the client's neighbour entry points at the new
+    // host: only the new host's unsolicited advertisement can have told it.
+    let new_mac = lab.mac(&lab.host_ns(now[0]), "vip");
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while lab.client_neighbour(&vip6) != new_mac {
+        assert!(
+            Instant::now() < deadline,
+            "the client still has {} for {vip6}, not the new host's {new_mac}",
+            lab.client_neighbour(&vip6)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let got = lab.get_from_client(&format!("http://[{vip6}]/"), 10_000);
+    assert_eq!(got["status"], 200, "{got}");
+    lab.stop();
+}
+
+#[test]
+fn haproxy_serves_both_families() {
+    serves_both_families(66, "haproxy");
+}
+
+#[test]
+fn native_serves_both_families() {
+    serves_both_families(67, "native");
 }
 
 /// A lab whose own process died leaves its namespaces and processes behind; `lab down` removes

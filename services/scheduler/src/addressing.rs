@@ -7,7 +7,7 @@ use lbaas::scheduler::v1::Network;
 use sea_orm::{EntityTrait as _, QuerySelect as _};
 
 use crate::{
-    entity::{binding, network, port},
+    entity::{binding, extra_vip, network, port},
     error::SchedulerError,
 };
 
@@ -183,7 +183,8 @@ pub fn validate_network(
     })
 }
 
-/// Every address held anywhere: the VIPs of all load balancers and the ports of all devices.
+/// Every address held anywhere: the VIPs (and additional VIPs) of all load balancers and the
+/// ports of all devices.
 pub async fn held(txn: &impl sea_orm::ConnectionTrait) -> Result<HashSet<IpAddr>, SchedulerError> {
     let vips = binding::Entity::find()
         .select_only()
@@ -197,9 +198,16 @@ pub async fn held(txn: &impl sea_orm::ConnectionTrait) -> Result<HashSet<IpAddr>
         .into_tuple::<String>()
         .all(txn)
         .await?;
+    let extra = extra_vip::Entity::find()
+        .select_only()
+        .column(extra_vip::Column::Address)
+        .into_tuple::<String>()
+        .all(txn)
+        .await?;
     Ok(vips
         .iter()
         .chain(&ports)
+        .chain(&extra)
         .filter_map(|a| a.parse().ok())
         .collect())
 }

@@ -7,9 +7,9 @@ use lbaas::{
         ApplyRequest, RemoveRequest, VrrpConfig, agent_service_client::AgentServiceClient,
     },
     scheduler::v1::{
-        DeployEvent, DeployRequest, GetPlacementRequest, Placement, Topology, UndeployRequest,
-        UndeployResponse, ValidatePlacementRequest, ValidatePlacementResponse, deploy_event::Event,
-        scheduler_service_server::SchedulerService,
+        AdditionalVip, DeployEvent, DeployRequest, GetPlacementRequest, Placement, Topology,
+        UndeployRequest, UndeployResponse, ValidatePlacementRequest, ValidatePlacementResponse,
+        deploy_event::Event, scheduler_service_server::SchedulerService,
     },
 };
 use sea_orm::{DatabaseConnection, EntityTrait as _};
@@ -110,7 +110,6 @@ impl SchedulerApi {
         plan: &crate::placement::Plan,
         loadbalancer_id: &str,
     ) -> Result<(), SchedulerError> {
-        use sea_orm::{ColumnTrait as _, QueryFilter as _};
         let invalid = |why: String| SchedulerError::Invalid(vec![("vip_address".into(), why)]);
         let ip: std::net::IpAddr = requested
             .parse()
@@ -152,6 +151,36 @@ impl SchedulerApi {
                 }
             }
         }
+        self.check_free(ip, loadbalancer_id).await
+    }
+
+    /// An additional VIP the tenant asked for: inside its network's range and free.
+    async fn check_extra_vip(
+        &self,
+        index: usize,
+        requested: &str,
+        range: &crate::addressing::Range,
+        loadbalancer_id: &str,
+    ) -> Result<(), SchedulerError> {
+        let field = format!("additional_vips[{index}].address");
+        let ip: std::net::IpAddr = requested.parse().map_err(|_| {
+            SchedulerError::Invalid(vec![(field.clone(), "is not an IP address".into())])
+        })?;
+        if let Some(why) = range.refuses(ip) {
+            return Err(SchedulerError::Invalid(vec![(field, why)]));
+        }
+        self.check_free(ip, loadbalancer_id).await
+    }
+
+    /// ALREADY_EXISTS when a load balancer other than `loadbalancer_id` holds `ip` (as its VIP or
+    /// an additional VIP), or a device's port has it.
+    async fn check_free(
+        &self,
+        ip: std::net::IpAddr,
+        loadbalancer_id: &str,
+    ) -> Result<(), SchedulerError> {
+        use crate::entity::extra_vip;
+        use sea_orm::{ColumnTrait as _, QueryFilter as _};
         let held = binding::Entity::find()
             .filter(binding::Column::VipAddress.eq(ip.to_string()))
             .filter(binding::Column::LoadbalancerId.ne(loadbalancer_id))
@@ -172,8 +201,32 @@ impl SchedulerApi {
                 port.device_id, port.network
             )));
         }
+        let extra = extra_vip::Entity::find()
+            .filter(extra_vip::Column::Address.eq(ip.to_string()))
+            .filter(extra_vip::Column::LoadbalancerId.ne(loadbalancer_id))
+            .one(&self.db)
+            .await?;
+        if extra.is_some() {
+            return Err(SchedulerError::AlreadyExists(format!(
+                "{ip} is an additional VIP of another load balancer"
+            )));
+        }
         Ok(())
     }
+}
+
+/// Why an ACTIVE_STANDBY load balancer cannot have additional VIPs (yet).
+const ACTIVE_STANDBY_EXTRA_VIPS: &str = "additional VIPs are not available with the ACTIVE_STANDBY topology yet (one VRRP instance holds one VIP family); use a SINGLE flavor";
+
+/// The additional VIPs as the API shows them.
+fn additional(extras: &[crate::entity::extra_vip::Model]) -> Vec<AdditionalVip> {
+    extras
+        .iter()
+        .map(|v| AdditionalVip {
+            network: v.network.clone(),
+            address: v.address.clone(),
+        })
+        .collect()
 }
 
 fn placement(binding: &binding::Model, agent_id: &str) -> Placement {
@@ -223,9 +276,19 @@ impl SchedulerService for SchedulerApi {
                 .collect(),
             strategy_override: String::new(),
             capabilities: lbaas::capability::required(&config).into_iter().collect(),
+            additional_vips: request
+                .additional_vips
+                .iter()
+                .map(|v| (v.network.clone(), v.address.clone()))
+                .collect(),
         };
         let topology = self.placer.topology(&request.flavor).await?;
         let pair = topology == Topology::ActiveStandby;
+        if pair && !ask.additional_vips.is_empty() {
+            return Err(
+                SchedulerError::FailedPrecondition(ACTIVE_STANDBY_EXTRA_VIPS.into()).into(),
+            );
+        }
         let placed_before = binding::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&self.db)
             .await
@@ -322,8 +385,11 @@ impl SchedulerService for SchedulerApi {
         let (device, address) = self.route(&binding).await?;
         let mut client = self.agents.client(&address)?;
         config.vip_address = binding.vip_address.clone();
+        let extras = self.placer.extra_vips(&binding.loadbalancer_id).await?;
+        config.additional_vip_addresses = extras.iter().map(|v| v.address.clone()).collect();
         let (tx, rx) = mpsc::channel(8);
         let mut placed = placement(&binding, &device.agent_id);
+        placed.additional_vips = additional(&extras);
         if let Some((standby_device, _, _)) = &standby_apply {
             placed.standby_device_id = standby_device.id.clone();
             placed.standby_agent_id = standby_device.agent_id.clone();
@@ -523,9 +589,32 @@ impl SchedulerService for SchedulerApi {
             flavor: r.flavor,
             vip_network: r.vip_network,
             capabilities: r.capabilities,
+            additional_vips: r
+                .additional_vips
+                .iter()
+                .map(|v| (v.network.clone(), v.address.clone()))
+                .collect(),
             ..Default::default()
         };
         let plan = self.placer.plan(&ask, None).await?;
+        if !ask.additional_vips.is_empty()
+            && self.placer.topology(&ask.flavor).await? == Topology::ActiveStandby
+        {
+            return Err(
+                SchedulerError::FailedPrecondition(ACTIVE_STANDBY_EXTRA_VIPS.into()).into(),
+            );
+        }
+        for (i, ((_, requested), range)) in ask
+            .additional_vips
+            .iter()
+            .zip(&plan.extra_ranges)
+            .enumerate()
+        {
+            if !requested.is_empty() {
+                self.check_extra_vip(i, requested, range, &r.loadbalancer_id)
+                    .await?;
+            }
+        }
         let placed = !r.loadbalancer_id.is_empty()
             && binding::Entity::find_by_id(&r.loadbalancer_id)
                 .one(&self.db)
@@ -674,6 +763,7 @@ pub async fn placement_of(db: &DatabaseConnection, id: &str) -> Result<Placement
         .map(|d| d.agent_id)
         .unwrap_or_default();
     let mut found = placement(&binding, &agent_id);
+    found.additional_vips = additional(&crate::placement::extra_vips_of(db, id).await?);
     if let Some(standby) = crate::entity::standby::Entity::find_by_id(id)
         .one(db)
         .await?

@@ -638,6 +638,7 @@ impl DeviceService for DeviceApi {
             member_addresses: r.member_addresses,
             strategy_override: r.strategy,
             capabilities: Vec::new(),
+            additional_vips: Vec::new(),
         };
         let (explained, plan) = self.placer.explain(&ask).await?;
         Ok(Response::new(Explanation {

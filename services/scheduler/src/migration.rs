@@ -2,7 +2,7 @@
 use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
-use crate::entity::{agent, binding, device, network, port, service_type, standby};
+use crate::entity::{agent, binding, device, extra_vip, network, port, service_type, standby};
 
 pub struct Migrator;
 
@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(ServiceTypesAndNetworks),
             Box::new(Capabilities),
             Box::new(NetworkRanges),
+            Box::new(AdditionalVips),
         ]
     }
 }
@@ -206,6 +207,37 @@ impl MigrationTrait for NetworkRanges {
         ] {
             manager
                 .create_table(table.if_not_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Load balancers gain additional VIPs (Octavia's `additional_vips`).
+struct AdditionalVips;
+
+impl MigrationName for AdditionalVips {
+    fn name(&self) -> &str {
+        "m0005_additional_vips"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdditionalVips {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let schema = Schema::new(manager.get_database_backend());
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(extra_vip::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        for mut index in schema.create_index_from_entity(extra_vip::Entity) {
+            manager
+                .create_index(index.if_not_exists().to_owned())
                 .await?;
         }
         Ok(())

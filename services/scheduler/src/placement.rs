@@ -26,7 +26,7 @@ use sea_orm::{
 use crate::{
     addressing::Range,
     deploy::AgentClients,
-    entity::{agent, binding, device, network, port, service_type, standby, text},
+    entity::{agent, binding, device, extra_vip, network, port, service_type, standby, text},
     error::SchedulerError,
     now_ms,
     strategy::{
@@ -71,6 +71,8 @@ pub struct PlacementAsk {
     pub strategy_override: String,
     /// What the load balancer uses (`lbaas::capability` names): only devices offering all of it.
     pub capabilities: Vec<String>,
+    /// Additional VIPs: (network, the address asked for or empty), each from its own network.
+    pub additional_vips: Vec<(String, String)>,
 }
 
 /// A service type resolved for one placement.
@@ -81,6 +83,8 @@ pub struct Plan {
     pub networks: BTreeMap<String, network::Model>,
     /// The VIP network's range; `None` for the chosen device's own VIP range.
     pub vip_range: Option<Range>,
+    /// The range of each additional VIP's network, in the order asked for.
+    pub extra_ranges: Vec<Range>,
     pub on_demand: Option<OnDemand>,
 }
 
@@ -352,6 +356,31 @@ impl Placer {
             networks.insert(n.name.clone(), n.clone());
             vip_range = Some(Range::of_network(n).map_err(SchedulerError::NoCapacity)?);
         }
+        let mut extra_ranges = Vec::new();
+        for (i, (name, _)) in ask.additional_vips.iter().enumerate() {
+            let field = format!("additional_vips[{i}].network");
+            if ask.vip_network.is_empty() {
+                return Err(SchedulerError::Invalid(vec![(
+                    field,
+                    "additional VIPs need a VIP network (vip_network) as well".into(),
+                )]));
+            }
+            if *name == ask.vip_network || ask.additional_vips[..i].iter().any(|(n, _)| n == name) {
+                return Err(SchedulerError::Invalid(vec![(
+                    field,
+                    format!("the load balancer has a VIP on network {name:?} already"),
+                )]));
+            }
+            let n = known.iter().find(|n| n.name == *name).ok_or_else(|| {
+                SchedulerError::Invalid(vec![(
+                    field.clone(),
+                    format!("no network is named {name:?}"),
+                )])
+            })?;
+            names.push(n.name.clone());
+            networks.insert(n.name.clone(), n.clone());
+            extra_ranges.push(Range::of_network(n).map_err(SchedulerError::NoCapacity)?);
+        }
         for address in &ask.member_addresses {
             let Ok(ip) = address.parse::<IpAddr>() else {
                 continue;
@@ -405,6 +434,7 @@ impl Placer {
             request,
             networks,
             vip_range,
+            extra_ranges,
             on_demand,
         })
     }
@@ -580,7 +610,7 @@ impl Placer {
             None => Range::of_cidr(&device.vip_cidr).map_err(SchedulerError::NoCapacity)?,
         };
         lock_range(&txn, &range).await?;
-        let vip = allocate_vip(&txn, &range, &ask.vip_address).await?;
+        let vip = allocate_vip(&txn, &range, &ask.vip_address, "config.vip_address").await?;
         let model = binding::ActiveModel {
             loadbalancer_id: Set(ask.loadbalancer_id.clone()),
             device_id: Set(device.id.clone()),
@@ -589,7 +619,16 @@ impl Placer {
             strategy: Set(plan.strategy.name()),
             created_ms: Set(now_ms()),
         };
-        match model.insert(&txn).await {
+        let inserted = match model.insert(&txn).await {
+            // The additional VIPs, in the same transaction: the binding and all its VIPs, or none.
+            Ok(bound) => match allocate_extra_vips(&txn, ask, plan).await {
+                Ok(()) => Ok(bound),
+                Err(ExtraVip::Taken(e)) => Err(e),
+                Err(ExtraVip::Refused(e)) => return Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match inserted {
             Ok(bound) => {
                 txn.commit().await?;
                 Ok(Commit::Done(bound))
@@ -603,9 +642,11 @@ impl Placer {
                 {
                     return Ok(Commit::Done(existing));
                 }
-                if !ask.vip_address.is_empty() {
+                if !ask.vip_address.is_empty()
+                    || ask.additional_vips.iter().any(|(_, a)| !a.is_empty())
+                {
                     return Err(SchedulerError::AlreadyExists(format!(
-                        "VIP {vip} is held by another load balancer"
+                        "VIP {vip} (or an additional VIP asked for) is held by another load balancer"
                     )));
                 }
                 Ok(Commit::Lost)
@@ -873,10 +914,19 @@ impl Placer {
             .map(|p| p.address))
     }
 
-    /// Forgets a load balancer's binding (and its standby).
+    /// The additional VIPs of a load balancer, in the order it asked for them.
+    pub async fn extra_vips(&self, id: &str) -> Result<Vec<extra_vip::Model>, SchedulerError> {
+        extra_vips_of(&self.db, id).await
+    }
+
+    /// Forgets a load balancer's binding (and its standby and additional VIPs).
     pub async fn release(&self, bound: binding::Model) -> Result<(), SchedulerError> {
         let (device, project) = (bound.device_id.clone(), bound.project_id.clone());
         standby::Entity::delete_by_id(&bound.loadbalancer_id)
+            .exec(&self.db)
+            .await?;
+        extra_vip::Entity::delete_many()
+            .filter(extra_vip::Column::LoadbalancerId.eq(&bound.loadbalancer_id))
             .exec(&self.db)
             .await?;
         bound.delete(&self.db).await?;
@@ -1148,26 +1198,74 @@ pub fn vip_outside(ip: IpAddr, range: &str) -> Option<String> {
     None
 }
 
+/// The additional VIPs of a load balancer, in the order it asked for them.
+pub async fn extra_vips_of(
+    db: &impl sea_orm::ConnectionTrait,
+    id: &str,
+) -> Result<Vec<extra_vip::Model>, SchedulerError> {
+    use sea_orm::QueryOrder as _;
+    Ok(extra_vip::Entity::find()
+        .filter(extra_vip::Column::LoadbalancerId.eq(id))
+        .order_by_asc(extra_vip::Column::Position)
+        .all(db)
+        .await?)
+}
+
+/// Why an additional VIP was not allocated.
+enum ExtraVip {
+    /// Its address was taken by a concurrent placement (a unique violation): choose again.
+    Taken(sea_orm::DbErr),
+    /// The request cannot be met.
+    Refused(SchedulerError),
+}
+
+/// Allocates (and records) every additional VIP the load balancer asks for, within `txn`.
+async fn allocate_extra_vips(
+    txn: &sea_orm::DatabaseTransaction,
+    ask: &PlacementAsk,
+    plan: &Plan,
+) -> Result<(), ExtraVip> {
+    for (i, ((network, requested), range)) in ask
+        .additional_vips
+        .iter()
+        .zip(&plan.extra_ranges)
+        .enumerate()
+    {
+        lock_range(txn, range).await.map_err(ExtraVip::Refused)?;
+        let field = format!("additional_vips[{i}].address");
+        let address = allocate_vip(txn, range, requested, &field)
+            .await
+            .map_err(ExtraVip::Refused)?;
+        extra_vip::ActiveModel {
+            address: Set(address),
+            loadbalancer_id: Set(ask.loadbalancer_id.clone()),
+            network: Set(network.clone()),
+            position: Set(i32::try_from(i).unwrap_or(i32::MAX)),
+            created_ms: Set(now_ms()),
+        }
+        .insert(txn)
+        .await
+        .map_err(ExtraVip::Taken)?;
+    }
+    Ok(())
+}
+
 /// The requested VIP if `range` may hold it and it is free, or the first free address of the
-/// range's allocation range. Free: no load balancer's VIP and no device's port.
+/// range's allocation range. Free: no load balancer's VIP and no device's port. `field` names the
+/// request's field in a refusal.
 async fn allocate_vip(
     txn: &sea_orm::DatabaseTransaction,
     range: &Range,
     requested: &str,
+    field: &str,
 ) -> Result<String, SchedulerError> {
     let used = crate::addressing::held(txn).await?;
     if !requested.is_empty() {
         let ip: IpAddr = requested.parse().map_err(|_| {
-            SchedulerError::Invalid(vec![(
-                "config.vip_address".into(),
-                "not an IP address".into(),
-            )])
+            SchedulerError::Invalid(vec![(field.to_owned(), "not an IP address".into())])
         })?;
         if let Some(why) = range.refuses(ip) {
-            return Err(SchedulerError::Invalid(vec![(
-                "config.vip_address".into(),
-                why,
-            )]));
+            return Err(SchedulerError::Invalid(vec![(field.to_owned(), why)]));
         }
         if used.contains(&ip) {
             return Err(SchedulerError::AlreadyExists(format!(

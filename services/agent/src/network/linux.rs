@@ -1,5 +1,6 @@
 //! The linux network driver: VIPs on the host's real interfaces (with iproute2), announced with
-//! gratuitous ARP (iputils' `arping -U`), and ports on tenant networks configured on the
+//! gratuitous ARP (iputils' `arping -U`) or, for IPv6, unsolicited neighbour advertisements
+//! (`ndp.rs`), and ports on tenant networks configured on the
 //! interfaces `--network-interface NET=IFACE` names.
 use std::{collections::HashMap, net::IpAddr};
 
@@ -93,18 +94,30 @@ impl NetworkDriver for Linux {
     }
 
     async fn announce_vip(&self, vip: IpAddr) -> Result<(), NetworkError> {
-        let IpAddr::V4(_) = vip else {
-            return Err(NetworkError::Unusable(format!(
-                "announcing the IPv6 VIP {vip} is not implemented"
-            )));
-        };
         let interface = Self::interface_for(vip).await?;
-        let target = vip.to_string();
-        // Unsolicited ARPs: neighbours (the clients, the gateway) point the VIP at this host's
-        // MAC address at once, without waiting for their cache to expire. The first goes out at
-        // once, a second a second later in case the first was lost.
-        run("arping", &["-U", "-c", "2", "-I", &interface, &target]).await?;
-        tracing::info!(%vip, %interface, "VIP announced (gratuitous ARP)");
+        match vip {
+            IpAddr::V4(_) => {
+                let target = vip.to_string();
+                // Unsolicited ARPs: neighbours (the clients, the gateway) point the VIP at this
+                // host's MAC address at once, without waiting for their cache to expire. The
+                // first goes out at once, a second a second later in case the first was lost.
+                run("arping", &["-U", "-c", "2", "-I", &interface, &target]).await?;
+                tracing::info!(%vip, %interface, "VIP announced (gratuitous ARP)");
+            }
+            IpAddr::V6(v6) => {
+                // Unsolicited neighbour advertisements with the override flag, the same two.
+                for round in 0..2 {
+                    if round > 0 {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    let on = interface.clone();
+                    tokio::task::spawn_blocking(move || super::ndp::advertise(&on, v6))
+                        .await
+                        .map_err(|e| NetworkError::Failed(e.to_string()))??;
+                }
+                tracing::info!(%vip, %interface, "VIP announced (unsolicited neighbour advertisement)");
+            }
+        }
         Ok(())
     }
 
@@ -144,11 +157,14 @@ impl NetworkDriver for Linux {
             )));
         }
         run("ip", &["link", "set", interface, "up"]).await?;
-        run(
-            "ip",
-            &["addr", "replace", &address.to_string(), "dev", interface],
-        )
-        .await?;
+        let text = address.to_string();
+        let mut args = vec!["addr", "replace", &text, "dev", interface];
+        if address.addr().is_ipv6() {
+            // The scheduler gives each port its own address: no duplicate to detect, and the
+            // port is usable at once instead of after DAD's second or two.
+            args.push("nodad");
+        }
+        run("ip", &args).await?;
         tracing::info!(network = %name, %interface, %address, "port configured");
         Ok(())
     }

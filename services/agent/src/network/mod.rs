@@ -5,13 +5,15 @@
 //!   loopback interface whole, so there is nothing to plug; attaching a network checks that this
 //!   host can bind an address of it.
 //! - `linux`: a real host (in the lab, a network namespace). A VIP is added to the interface that
-//!   is on the VIP's network before the data plane binds it, announced with gratuitous ARP once
-//!   the data plane serves it, and removed when no device of the host serves it any more.
-//!   Attaching a network gives the host's interface on that network's segment the port address
-//!   the scheduler allocated, so members on the network are reached through it. The VIPs of
-//!   ACTIVE_STANDBY pairs are left to keepalived (`vrrp.rs`), which the driver configures.
+//!   is on the VIP's network before the data plane binds it, announced with gratuitous ARP (IPv4)
+//!   or unsolicited neighbour advertisements (IPv6, `ndp.rs`) once the data plane serves it, and
+//!   removed when no device of the host serves it any more. Attaching a network gives the host's
+//!   interface on that network's segment the port address the scheduler allocated, so members on
+//!   the network are reached through it. The VIPs of ACTIVE_STANDBY pairs are left to keepalived
+//!   (`vrrp.rs`), which the driver configures.
 pub mod linux;
 pub mod loopback;
+pub mod ndp;
 pub mod vrrp;
 
 use std::{
@@ -39,7 +41,8 @@ pub trait NetworkDriver: Send + Sync {
     /// Makes the host hold `vip` (idempotent). The data plane binds it next.
     async fn plug_vip(&self, vip: IpAddr) -> Result<(), NetworkError>;
 
-    /// Tells the VIP's segment that this host holds `vip` now (gratuitous ARP for IPv4).
+    /// Tells the VIP's segment that this host holds `vip` now (gratuitous ARP for IPv4,
+    /// unsolicited neighbour advertisements for IPv6).
     async fn announce_vip(&self, vip: IpAddr) -> Result<(), NetworkError>;
 
     /// Makes the host stop holding `vip` (succeeds when it does not).

@@ -23,6 +23,8 @@ pub struct Model {
     pub flavor: String,
     /// Empty for the device's own VIP range.
     pub vip_network_id: String,
+    /// Additional VIPs, a line each: `network=address` (`network=` until one is allocated).
+    pub additional_vips: String,
     pub device_id: String,
     /// A failover was asked for and is not done yet: the next deploy re-places the load balancer.
     pub failover_pending: bool,

@@ -107,6 +107,11 @@ impl Store {
             id: lb.id.clone(),
             project_id: lb.project_id.clone(),
             vip_address: lb.vip_address.clone(),
+            additional_vip_addresses: crate::convert::split_additional_vips(&lb.additional_vips)
+                .into_iter()
+                .map(|(_, a)| a)
+                .filter(|a| !a.is_empty())
+                .collect(),
             admin_state_up: lb.admin_state_up,
             listeners: listeners
                 .iter()
@@ -207,11 +212,16 @@ impl Store {
         lb: &load_balancer::Model,
         vip: &str,
         device: &str,
+        additional_vips: &str,
     ) -> Result<(), ApiError> {
         let id = lb.id.as_str();
         load_balancer::Entity::update_many()
             .col_expr(load_balancer::Column::VipAddress, Expr::value(vip))
             .col_expr(load_balancer::Column::DeviceId, Expr::value(device))
+            .col_expr(
+                load_balancer::Column::AdditionalVips,
+                Expr::value(additional_vips),
+            )
             .filter(load_balancer::Column::Id.eq(id))
             .exec(&self.db)
             .await?;

@@ -175,6 +175,14 @@ impl Store {
                     pending_since_ms: Set(now),
                     flavor: Set(new.flavor.clone()),
                     vip_network_id: Set(new.vip_network_id.clone()),
+                    additional_vips: Set(crate::convert::join_additional_vips(
+                        &new.additional_vips
+                            .iter()
+                            .map(|(n, a)| {
+                                (n.clone(), a.map(|ip| ip.to_string()).unwrap_or_default())
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
                     device_id: Set(String::new()),
                     failover_pending: Set(false),
                     tags: Set(join_tags(&new.tags)),

@@ -223,7 +223,36 @@ impl Lab {
         ]
     }
 
-    /// The hosts whose VIP interface holds `vip` (as a /32 of its own).
+    /// The same members on IPv6, as [ADDRESS]:PORT.
+    pub fn members6(&self) -> Vec<String> {
+        let octet = 100 + u32::from(self.id);
+        vec![
+            format!("[fd00:{octet:x}:2::201]:8080"),
+            format!("[fd00:{octet:x}:2::202]:8080"),
+        ]
+    }
+
+    /// The MAC address of `dev` in namespace `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> String {
+        let out = run("ip", &["-n", ns, "-o", "link", "show", "dev", dev]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {out}"))
+            .to_owned()
+    }
+
+    /// The link-layer address the client's neighbour table has for `ip` (empty if none).
+    pub fn client_neighbour(&self, ip: &str) -> String {
+        let out = run("ip", &["-n", &self.client_ns(), "neigh", "show", ip]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The hosts whose VIP interface holds `vip` (as a /32 or /128 of its own).
     pub fn hosts_holding(&self, vip: &str) -> Vec<u32> {
         (1..=self.hosts)
             .filter(|h| {
@@ -231,7 +260,9 @@ impl Lab {
                     .args(["-n", &self.host_ns(*h), "-o", "addr", "show", "dev", "vip"])
                     .output()
                     .is_ok_and(|o| {
-                        String::from_utf8_lossy(&o.stdout).contains(&format!(" {vip}/32 "))
+                        let text = String::from_utf8_lossy(&o.stdout);
+                        text.contains(&format!(" {vip}/32 "))
+                            || text.contains(&format!(" {vip}/128 "))
                     })
             })
             .collect()

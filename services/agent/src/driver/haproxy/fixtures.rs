@@ -262,6 +262,7 @@ pub fn everything(ca: &TestCa, ports: &Ports) -> LoadBalancerConfig {
         vip_address: "127.0.0.1".into(),
         admin_state_up: true,
         vrrp: None,
+        additional_vip_addresses: Vec::new(),
         listeners: vec![
             ListenerConfig {
                 id: "l-https".into(),

@@ -155,15 +155,31 @@ fn render_load_balancer(
     cert_files: &mut CertFiles,
 ) -> Result<(), RenderError> {
     check_id(&lb.id, "loadbalancer.id")?;
-    let vip: IpAddr = lb
-        .vip_address
-        .parse()
-        .map_err(|_| reject("loadbalancer.vip_address", "not an IP address"))?;
+    let mut vips: Vec<IpAddr> = vec![
+        lb.vip_address
+            .parse()
+            .map_err(|_| reject("loadbalancer.vip_address", "not an IP address"))?,
+    ];
+    for (i, extra) in lb.additional_vip_addresses.iter().enumerate() {
+        let ip: IpAddr = extra.parse().map_err(|_| {
+            reject(
+                format!("loadbalancer.additional_vip_addresses[{i}]"),
+                "not an IP address",
+            )
+        })?;
+        if vips.contains(&ip) {
+            return Err(reject(
+                format!("loadbalancer.additional_vip_addresses[{i}]"),
+                "the load balancer holds this address already",
+            ));
+        }
+        vips.push(ip);
+    }
     let _ = writeln!(out, "\n# load balancer {}", lb.id);
     let peers = render_peers(out, lb)?;
     for (i, listener) in lb.listeners.iter().enumerate() {
         let field = format!("listeners[{i}]");
-        render_listener(out, lb, vip, listener, cert_dir, cert_files, &field)?;
+        render_listener(out, lb, &vips, listener, cert_dir, cert_files, &field)?;
     }
     for (i, pool) in lb.pools.iter().enumerate() {
         // The member timeouts of the listener sending its traffic: by default, else through an
@@ -205,18 +221,28 @@ fn render_peers(out: &mut String, lb: &LoadBalancerConfig) -> Result<Option<Stri
     if !(1..=255).contains(&vrrp.virtual_router_id) {
         return Err(reject("vrrp.virtual_router_id", "must be 1-255"));
     }
-    let address = |text: &str, field: &str| -> Result<std::net::Ipv4Addr, RenderError> {
+    let address = |text: &str, field: &str| -> Result<IpAddr, RenderError> {
         text.parse()
-            .map_err(|_| reject(field, "an IPv4 address is needed for the pair's peers"))
+            .map_err(|_| reject(field, "an IP address is needed for the pair's peers"))
     };
     let local = address(&vrrp.local_address, "vrrp.local_address")?;
     let peer = address(&vrrp.peer_address, "vrrp.peer_address")?;
-    let port = 10_000 + vrrp.virtual_router_id;
+    if local.is_ipv4() != peer.is_ipv4() {
+        return Err(reject(
+            "vrrp.peer_address",
+            "the pair's two ports must be of one address family",
+        ));
+    }
+    let port = u16::try_from(10_000 + vrrp.virtual_router_id)
+        .map_err(|_| reject("vrrp.virtual_router_id", "must be 1-255"))?;
     let name = format!("lbp_{}", lb.id);
     let _ = write!(
         out,
-        "peers {name}\n    peer {} {local}:{port}\n    peer {} {peer}:{port}\n",
-        vrrp.local_device_id, vrrp.peer_device_id
+        "peers {name}\n    peer {} {}\n    peer {} {}\n",
+        vrrp.local_device_id,
+        socket_address(local, port),
+        vrrp.peer_device_id,
+        socket_address(peer, port)
     );
     Ok(Some(name))
 }
@@ -251,7 +277,7 @@ pub(super) fn pool_mode(
 fn render_listener(
     out: &mut String,
     lb: &LoadBalancerConfig,
-    vip: IpAddr,
+    vips: &[IpAddr],
     listener: &ListenerConfig,
     cert_dir: &str,
     cert_files: &mut CertFiles,
@@ -265,10 +291,14 @@ fn render_listener(
     let _ = writeln!(out, "    mode {mode}");
     if protocol == ListenerProtocol::TerminatedHttps {
         let ssl = tls::bind_options(listener, cert_dir, cert_files, field)?;
-        let _ = writeln!(out, "    bind {} {ssl}", socket_address(vip, port));
+        for vip in vips {
+            let _ = writeln!(out, "    bind {} {ssl}", socket_address(*vip, port));
+        }
     } else {
         tls::refuse_certificates(listener, field)?;
-        let _ = writeln!(out, "    bind {}", socket_address(vip, port));
+        for vip in vips {
+            let _ = writeln!(out, "    bind {}", socket_address(*vip, port));
+        }
     }
     if !lb.admin_state_up || !listener.admin_state_up {
         let _ = writeln!(out, "    disabled");
@@ -781,6 +811,7 @@ mod tests {
             vip_address: "127.0.10.1".into(),
             admin_state_up: true,
             vrrp: None,
+            additional_vip_addresses: Vec::new(),
             listeners: vec![ListenerConfig {
                 id: "l-1".into(),
                 protocol: ListenerProtocol::Http as i32,
@@ -822,6 +853,22 @@ mod tests {
         assert!(text.contains("default_backend p_p-1"));
         assert!(text.contains("backend p_p-1\n    mode http\n    balance roundrobin\n"));
         assert!(text.contains("    server m_m-1 127.0.0.1:9000 weight 1\n"));
+    }
+
+    #[test]
+    fn every_listener_binds_every_vip() {
+        let mut dual = lb();
+        dual.additional_vip_addresses = vec!["fd00:65:1::10".into()];
+        let text = render(&[dual.clone()]).unwrap();
+        assert!(
+            text.contains("    bind 127.0.10.1:8080\n    bind [fd00:65:1::10]:8080\n"),
+            "{text}"
+        );
+        dual.additional_vip_addresses = vec!["127.0.10.1".into()];
+        assert!(render(&[dual.clone()]).is_err(), "the VIP twice");
+        dual.additional_vip_addresses = vec!["fd00::1:80".into(), "nope".into()];
+        let e = render(&[dual]).unwrap_err().to_string();
+        assert!(e.contains("additional_vip_addresses[1]"), "{e}");
     }
 
     #[test]

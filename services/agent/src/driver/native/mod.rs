@@ -493,7 +493,11 @@ impl Driver for NativeDriver {
                 if !l.admin_state_up {
                     continue;
                 }
-                let addr = address(&lb.vip_address, l.port, &format!("listener {}", l.id))?;
+                // The listener serves on the VIP and on every additional VIP.
+                let addrs = std::iter::once(&lb.vip_address)
+                    .chain(&lb.additional_vip_addresses)
+                    .map(|vip| address(vip, l.port, &format!("listener {}", l.id)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let listener_counters = rt.counters.get(&l.id).cloned().unwrap_or_default();
                 let (transport, route) = listener_route(
                     l,
@@ -503,8 +507,10 @@ impl Driver for NativeDriver {
                     &self.provider,
                 )?;
                 counters.insert(l.id.clone(), listener_counters);
-                if wanted.insert((transport, addr), route).is_some() {
-                    return Err(rejected(format!("two {transport:?} listeners on {addr}")));
+                for addr in addrs {
+                    if wanted.insert((transport, addr), route.clone()).is_some() {
+                        return Err(rejected(format!("two {transport:?} listeners on {addr}")));
+                    }
                 }
             }
         }
