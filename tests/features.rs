@@ -592,6 +592,55 @@ async fn session_persistence(driver: &'static str) {
     // SOURCE_IP: a round-robin pool, yet one client stays on one member.
     let by_source = counts(&vip(8081), 20, &[]).await;
     assert_eq!(by_source.len(), 1, "{by_source:?}");
+    // Twelve clients (source addresses), each on its member...
+    let sources: Vec<IpAddr> = (10..22).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+    let member_of = |source: IpAddr| {
+        let vip = vip(8081);
+        async move {
+            get_from(&vip, "/", &[], Some(source))
+                .await
+                .unwrap_or_else(|e| panic!("GET from {source}: {e}"))
+                .body
+        }
+    };
+    let mut before = Vec::new();
+    for source in &sources {
+        before.push(member_of(*source).await);
+    }
+    assert_eq!(
+        before
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        2,
+        "round robin spreads new clients: {before:?}"
+    );
+    // ... stays on it across a change of the load balancer (a reload on HAProxy, whose tables
+    // the driver carries over): had the table been lost, each client would be balanced afresh.
+    api.create_listener(in_project(
+        &project,
+        pb::CreateListenerRequest {
+            listener: Some(pb::Listener {
+                loadbalancer_id: created.id.clone(),
+                protocol: pb::Protocol::Http as i32,
+                protocol_port: 8084,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    let settled = wait_settled(&api, &project, &created.id).await;
+    assert_eq!(
+        settled.provisioning_status(),
+        pb::ProvisioningStatus::Active
+    );
+    let mut after = Vec::new();
+    for source in &sources {
+        after.push(member_of(*source).await);
+    }
+    assert_eq!(after, before, "{driver}: SOURCE_IP across a reload");
 
     // HTTP_COOKIE: the load balancer's cookie keeps a client on its member; without it, the
     // pool balances.

@@ -385,6 +385,10 @@ fn active_standby_pair_survives_its_hosts() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The MASTER reloaded for its new peer and kept its table (the driver carries tables over a
+    // reload), and the new standby learns it.
+    assert_eq!(lab.get_from_client(&url, 5_000)["body"], stuck);
+    replicated(new_backup_host);
 
     // The MASTER's host dies: keepalived on the BACKUP takes the VIP, the scheduler promotes it
     // (no re-placement: the device was already serving), and the client's requests resume.
@@ -396,8 +400,8 @@ fn active_standby_pair_survives_its_hosts() {
         "lab {id} (ACTIVE_STANDBY): kill -> first successful request {} ms",
         killed.elapsed().as_millis()
     );
-    // (Not asserted: the same member answering after the takeover. The MASTER's reload for its
-    // new peer loses its stick table, so a replaced standby starts empty; see the issue notes.)
+    // Persistence survived the takeover: the client is still on its member.
+    assert_eq!(got["body"], stuck, "{got}");
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (m, _) = lab.placement(&lb);
@@ -416,6 +420,16 @@ fn active_standby_pair_survives_its_hosts() {
         .filter(|h| *h != master_host)
         .collect();
     assert_eq!(live, vec![new_backup_host]);
+    // And after the promoted MASTER's own reload (its new role and new peer), once the failover's
+    // deploy is done.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while lab.lbctl_json(&["lb", "show", &lb])["provisioning_status"] != "ACTIVE" {
+        assert!(Instant::now() < deadline, "the failover never finished");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for _ in 0..3 {
+        assert_eq!(lab.get_from_client(&url, 5_000)["body"], stuck);
+    }
 
     lab.lbctl(&["lb", "delete", &lb, "--cascade", "--wait"]);
     lab.stop();

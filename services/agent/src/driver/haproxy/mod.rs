@@ -16,6 +16,7 @@ mod master;
 mod plan;
 pub mod render;
 mod runtime;
+mod tables;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -235,6 +236,56 @@ impl HaproxyDriver {
         runtime::command(&self.dir.join("master.sock"), &format!("@1 {command}")).await
     }
 
+    /// Every stick table entry of the current worker, with its server's name (`tables.rs`).
+    async fn save_tables(&self) -> Vec<tables::Entry> {
+        let Ok(list) = self.worker_command("show table").await else {
+            return Vec::new();
+        };
+        let mut saved = Vec::new();
+        for table in tables::used_tables(&list) {
+            let names = self
+                .worker_command(&format!("show servers state {table}"))
+                .await
+                .map(|a| tables::server_names(&a))
+                .unwrap_or_default();
+            if let Ok(dump) = self.worker_command(&format!("show table {table}")).await {
+                saved.extend(tables::entries(&table, &dump, &names));
+            }
+        }
+        saved
+    }
+
+    /// Writes saved entries into the (new) current worker, mapped to its server ids.
+    async fn restore_tables(&self, saved: &[tables::Entry]) {
+        if saved.is_empty() {
+            return;
+        }
+        let mut ids = std::collections::HashMap::new();
+        let names: std::collections::BTreeSet<&str> =
+            saved.iter().map(|e| e.table.as_str()).collect();
+        for table in names {
+            if let Ok(answer) = self
+                .worker_command(&format!("show servers state {table}"))
+                .await
+            {
+                let by_name = tables::server_names(&answer)
+                    .into_iter()
+                    .map(|(id, name)| (name, id))
+                    .collect();
+                ids.insert(table.to_owned(), by_name);
+            }
+        }
+        let commands = tables::restore_commands(saved, &ids);
+        // The master CLI routes one command per `@1`: a batch is `a; @1 b; @1 c`.
+        for batch in commands.chunks(50) {
+            if let Err(e) = self.worker_command(&batch.join("; @1 ")).await {
+                tracing::warn!(device = %self.device, error = %e, "cannot restore stick table entries after the reload");
+                return;
+            }
+        }
+        tracing::debug!(device = %self.device, entries = commands.len(), "stick tables carried over the reload");
+    }
+
     fn set_running(&self, state: Option<Live>) {
         if let Ok(mut running) = self.running.lock() {
             *running = state;
@@ -299,10 +350,12 @@ impl HaproxyDriver {
         self.install(&rendered.text).await?;
         match running {
             Ok(before) => {
+                let saved = self.save_tables().await;
                 master
                     .reload(&before, READY_TIMEOUT)
                     .await
                     .map_err(|e| DriverError::Unavailable(format!("reload failed: {e}")))?;
+                self.restore_tables(&saved).await;
                 crate::metrics::record_data_plane_change(&self.device, "reload");
             }
             // HAProxy is gone (killed, crashed): start it on the new config.
