@@ -326,6 +326,22 @@ fn active_standby_pair_survives_its_hosts() {
         "{master} / {backup}"
     );
     let (master_host, backup_host) = (host_of(&master), host_of(&backup));
+    // Both devices (one per host) carry it: the standby takes room as the primary does.
+    let loads: std::collections::BTreeMap<String, i64> = lab
+        .lbctl_json(&["lb", "device", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["agent_id"].as_str().unwrap().to_owned(),
+                d["load"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(loads[&master], 1, "{loads:?}");
+    assert_eq!(loads[&backup], 1, "{loads:?}");
+    assert_eq!(loads.values().sum::<i64>(), 2, "{loads:?}");
     // The VIP is on the MASTER's host only; both run keepalived.
     assert_eq!(lab.hosts_holding(&vip), vec![master_host]);
     assert!(lab.runs_keepalived(master_host) && lab.runs_keepalived(backup_host));

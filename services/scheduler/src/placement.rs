@@ -255,8 +255,13 @@ impl Placer {
             .into_tuple()
             .all(&self.db)
             .await?;
+        let standbys = standby_loads(&self.db).await?;
         let mut loads: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for (_, d, n) in &per_project {
+            *loads.entry(d.as_str()).or_default() += n;
+        }
+        // A standby takes a device's room as its primary does.
+        for (d, n) in &standbys {
             *loads.entry(d.as_str()).or_default() += n;
         }
         let mut fleet = Fleet::default();
@@ -281,10 +286,7 @@ impl Placer {
         match model {
             None => self.fleet_change().remove(id),
             Some(d) => {
-                let load = binding::Entity::find()
-                    .filter(binding::Column::DeviceId.eq(id))
-                    .count(&self.db)
-                    .await?;
+                let load = device_load(&self.db, id).await?;
                 let view = view_of(&d, i64::try_from(load).unwrap_or(i64::MAX));
                 self.fleet_change().upsert(view);
             }
@@ -810,6 +812,9 @@ impl Placer {
             fleet.unbind(&old, &ask.project_id);
             fleet.bind(&new, &ask.project_id);
         }
+        // The swap leaves each device's load as it was (a primary for a standby): read it back.
+        self.refresh_device(&old).await?;
+        self.refresh_device(&new).await?;
         tracing::info!(loadbalancer = %ask.loadbalancer_id, from = %old, to = %new, "failover: the standby is the primary now");
         Ok((promoted, Some(old)))
     }
@@ -859,6 +864,15 @@ impl Placer {
         self.wire(&device_id, &plan.networks).await?;
         let _writer = self.writer().await;
         let txn = lbaas::server::begin_write(&self.db).await?;
+        // The standby takes room on its device like a primary: refused when the device filled
+        // up (or left ACTIVE) since the fleet last saw it.
+        if lock_room(&txn, &device_id).await?.is_none() {
+            drop(txn);
+            self.refresh_device(&device_id).await?;
+            return Err(SchedulerError::Unavailable(format!(
+                "device {device_id} filled up before the standby was placed; try again"
+            )));
+        }
         let mut replaced = None;
         let saved = match standby::Entity::find_by_id(&ask.loadbalancer_id)
             .one(&txn)
@@ -898,6 +912,11 @@ impl Placer {
             }
         };
         txn.commit().await?;
+        self.refresh_device(&device_id).await?;
+        if let Some(old) = &replaced {
+            self.refresh_device(old).await?;
+        }
+        self.export_devices();
         tracing::info!(loadbalancer = %ask.loadbalancer_id, standby = %device_id, vrid = saved.vrid, "standby placed");
         Ok((saved, replaced))
     }
@@ -922,6 +941,10 @@ impl Placer {
     /// Forgets a load balancer's binding (and its standby and additional VIPs).
     pub async fn release(&self, bound: binding::Model) -> Result<(), SchedulerError> {
         let (device, project) = (bound.device_id.clone(), bound.project_id.clone());
+        let standing_by = standby::Entity::find_by_id(&bound.loadbalancer_id)
+            .one(&self.db)
+            .await?
+            .map(|s| s.device_id);
         standby::Entity::delete_by_id(&bound.loadbalancer_id)
             .exec(&self.db)
             .await?;
@@ -931,6 +954,9 @@ impl Placer {
             .await?;
         bound.delete(&self.db).await?;
         self.fleet_change().unbind(&device, &project);
+        if let Some(standby_device) = standing_by {
+            self.refresh_device(&standby_device).await?;
+        }
         self.export_devices();
         Ok(())
     }
@@ -1143,10 +1169,7 @@ async fn lock_room(
     if device.state != "ACTIVE" {
         return Ok(None);
     }
-    let load = binding::Entity::find()
-        .filter(binding::Column::DeviceId.eq(device_id))
-        .count(txn)
-        .await?;
+    let load = device_load(txn, device_id).await?;
     if load >= u64::try_from(device.capacity).unwrap_or(0) {
         return Ok(None);
     }
@@ -1280,14 +1303,50 @@ async fn allocate_vip(
         .ok_or_else(|| SchedulerError::NoCapacity(format!("VIP range {} is exhausted", range.net)))
 }
 
-/// How many load balancers each device hosts.
+/// How many load balancers each device hosts, as primary or as ACTIVE_STANDBY standby.
 pub async fn device_loads(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, SchedulerError> {
-    Ok(binding::Entity::find()
+    let mut loads: BTreeMap<String, i64> = binding::Entity::find()
         .select_only()
         .column(binding::Column::DeviceId)
         .column_as(binding::Column::LoadbalancerId.count(), "load")
         .group_by(binding::Column::DeviceId)
         .into_tuple::<(String, i64)>()
         .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    for (device, n) in standby_loads(db).await? {
+        *loads.entry(device).or_default() += n;
+    }
+    Ok(loads.into_iter().collect())
+}
+
+/// How many standbys each device holds.
+async fn standby_loads(
+    db: &impl sea_orm::ConnectionTrait,
+) -> Result<Vec<(String, i64)>, SchedulerError> {
+    Ok(standby::Entity::find()
+        .select_only()
+        .column(standby::Column::DeviceId)
+        .column_as(standby::Column::LoadbalancerId.count(), "load")
+        .group_by(standby::Column::DeviceId)
+        .into_tuple::<(String, i64)>()
+        .all(db)
         .await?)
+}
+
+/// A device's load: the load balancers bound to it plus the standbys it holds.
+async fn device_load(
+    db: &impl sea_orm::ConnectionTrait,
+    device_id: &str,
+) -> Result<u64, SchedulerError> {
+    let bound = binding::Entity::find()
+        .filter(binding::Column::DeviceId.eq(device_id))
+        .count(db)
+        .await?;
+    let standing_by = standby::Entity::find()
+        .filter(standby::Column::DeviceId.eq(device_id))
+        .count(db)
+        .await?;
+    Ok(bound + standing_by)
 }
