@@ -101,25 +101,7 @@ impl MigrationName for VipNetwork {
 impl MigrationTrait for VipNetwork {
     #[allow(elided_lifetimes_in_paths)]
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager
-            .has_column("load_balancers", "vip_network_id")
-            .await?
-        {
-            return Ok(());
-        }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(load_balancer::Entity)
-                    .add_column(
-                        ColumnDef::new(load_balancer::Column::VipNetworkId)
-                            .text()
-                            .not_null()
-                            .default(""),
-                    )
-                    .to_owned(),
-            )
-            .await
+        add_load_balancer_text_column(manager, load_balancer::Column::VipNetworkId).await
     }
 }
 
@@ -229,24 +211,28 @@ impl MigrationName for AdditionalVips {
 impl MigrationTrait for AdditionalVips {
     #[allow(elided_lifetimes_in_paths)]
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager
-            .has_column("load_balancers", "additional_vips")
-            .await?
-        {
-            return Ok(());
-        }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(load_balancer::Entity)
-                    .add_column(
-                        ColumnDef::new(load_balancer::Column::AdditionalVips)
-                            .text()
-                            .not_null()
-                            .default(""),
-                    )
-                    .to_owned(),
-            )
-            .await
+        add_load_balancer_text_column(manager, load_balancer::Column::AdditionalVips).await
     }
+}
+
+/// Adds a text column (empty by default) to load_balancers, unless the table has it already.
+async fn add_load_balancer_text_column(
+    manager: &SchemaManager<'_>,
+    column: load_balancer::Column,
+) -> Result<(), DbErr> {
+    use sea_orm::IdenStatic as _;
+    if manager
+        .has_column("load_balancers", column.as_str())
+        .await?
+    {
+        return Ok(());
+    }
+    manager
+        .alter_table(
+            Table::alter()
+                .table(load_balancer::Entity)
+                .add_column(ColumnDef::new(column).text().not_null().default(""))
+                .to_owned(),
+        )
+        .await
 }
