@@ -262,6 +262,45 @@ fn serves_both_families(id: u8, driver: &str) {
     }
     let got = lab.get_from_client(&format!("http://[{vip6}]/"), 10_000);
     assert_eq!(got["status"], 200, "{got}");
+
+    // An additional VIP is held like a VIP: asking for it again is refused at once; once its
+    // load balancer is deleted, it is free for another.
+    let extra_again = format!("lab-vip6={vip6}");
+    let ask_again = |name: &str| {
+        vec![
+            "lb".to_owned(),
+            "create".into(),
+            name.into(),
+            "--vip-network-id".into(),
+            "lab-vip".into(),
+            "--additional-vip".into(),
+            extra_again.clone(),
+            "--listener".into(),
+            "HTTP:80".into(),
+            "--member".into(),
+            v6[0].clone(),
+            "--wait".into(),
+        ]
+    };
+    let args = ask_again("clash");
+    let refused = lab.lbctl_fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        refused.contains("ALREADY_EXISTS") || refused.contains("AlreadyExists"),
+        "{refused}"
+    );
+    lab.lbctl(&["lb", "delete", "dual", "--cascade", "--wait"]);
+    // No live host holds it any more (the dead one lost its IPv6 addresses with its links).
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while lab.hosts_holding(&vip6).iter().any(|h| *h != first) {
+        assert!(Instant::now() < deadline, "{vip6} is still held");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let args = ask_again("again");
+    let again = lab.lbctl_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(again["provisioning_status"], "ACTIVE", "{again}");
+    assert_eq!(again["additional_vips"][0], format!("{vip6} (lab-vip6)"));
+    let got = lab.get_from_client(&format!("http://[{vip6}]/"), 10_000);
+    assert_eq!(got["body"], "member-1", "{got}");
     lab.stop();
 }
 
