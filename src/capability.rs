@@ -16,6 +16,8 @@ pub const INSERT_HEADERS: &str = "insert_headers";
 pub const POOL_TLS: &str = "pool_tls";
 /// Connection limits on listeners.
 pub const CONNECTION_LIMIT: &str = "connection_limit";
+/// Pools that open member connections with a PROXY protocol header (PROXY, PROXYV2).
+pub const PROXY_PROTOCOL: &str = "proxy_protocol";
 
 pub fn protocol(p: ListenerProtocol) -> String {
     format!(
@@ -74,6 +76,9 @@ pub fn required(config: &LoadBalancerConfig) -> BTreeSet<String> {
         if p.tls_enabled {
             need.insert(POOL_TLS.to_owned());
         }
+        if p.proxy_protocol() != crate::agent::v1::ProxyProtocol::None {
+            need.insert(PROXY_PROTOCOL.to_owned());
+        }
         if let Some(m) = &p.monitor {
             need.insert(monitor(m.r#type()));
         }
@@ -89,6 +94,7 @@ pub fn all() -> Vec<String> {
         INSERT_HEADERS,
         POOL_TLS,
         CONNECTION_LIMIT,
+        PROXY_PROTOCOL,
     ]
     .iter()
     .map(|s| (*s).to_owned())

@@ -22,6 +22,9 @@ pub enum Protocol {
     Https,
     TerminatedHttps,
     Udp,
+    /// Pools only: TCP to members, opened with a PROXY protocol header (v1, or v2).
+    Proxy,
+    ProxyV2,
 }
 
 impl Protocol {
@@ -32,6 +35,8 @@ impl Protocol {
             Self::Https => "HTTPS",
             Self::TerminatedHttps => "TERMINATED_HTTPS",
             Self::Udp => "UDP",
+            Self::Proxy => "PROXY",
+            Self::ProxyV2 => "PROXYV2",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -41,6 +46,8 @@ impl Protocol {
             "HTTPS" => Some(Self::Https),
             "TERMINATED_HTTPS" => Some(Self::TerminatedHttps),
             "UDP" => Some(Self::Udp),
+            "PROXY" => Some(Self::Proxy),
+            "PROXYV2" => Some(Self::ProxyV2),
             _ => None,
         }
     }
@@ -56,7 +63,15 @@ impl Protocol {
                 | (Self::Https, Self::Tcp)
                 | (Self::TerminatedHttps, Self::Http)
                 | (Self::Udp, Self::Udp)
+                | (
+                    Self::Tcp | Self::Http | Self::Https | Self::TerminatedHttps,
+                    Self::Proxy | Self::ProxyV2
+                )
         )
+    }
+    /// PROXY and PROXYV2 name how a pool reaches its members; no listener speaks them.
+    pub fn is_pool_only(self) -> bool {
+        matches!(self, Self::Proxy | Self::ProxyV2)
     }
     /// Listeners that see requests (headers, L7 policies).
     pub fn is_http(self) -> bool {
@@ -219,6 +234,8 @@ fn protocol(v: &mut Violations, field: &str, value: i32) -> Protocol {
         Ok(pb::Protocol::Https) => Protocol::Https,
         Ok(pb::Protocol::TerminatedHttps) => Protocol::TerminatedHttps,
         Ok(pb::Protocol::Udp) => Protocol::Udp,
+        Ok(pb::Protocol::Proxy) => Protocol::Proxy,
+        Ok(pb::Protocol::Proxyv2) => Protocol::ProxyV2,
         Ok(pb::Protocol::Unspecified) => {
             v.add(
                 field,
@@ -402,6 +419,15 @@ fn listener_fields(
     in_tree: bool,
 ) -> NewListener {
     let protocol = protocol(v, &format!("{f}.protocol"), input.protocol);
+    if protocol.is_pool_only() {
+        v.add(
+            format!("{f}.protocol"),
+            format!(
+                "{} is a pool protocol (the PROXY header to members); listeners take TCP, HTTP, HTTPS, TERMINATED_HTTPS or UDP",
+                protocol.as_str()
+            ),
+        );
+    }
     if input.connection_limit < -1 {
         v.add(
             format!("{f}.connection_limit"),

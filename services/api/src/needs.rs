@@ -17,6 +17,7 @@ fn protocol(p: Protocol) -> String {
         Protocol::Https => ListenerProtocol::Https,
         Protocol::TerminatedHttps => ListenerProtocol::TerminatedHttps,
         Protocol::Udp => ListenerProtocol::Udp,
+        Protocol::Proxy | Protocol::ProxyV2 => return capability::PROXY_PROTOCOL.to_owned(),
     })
 }
 

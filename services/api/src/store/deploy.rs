@@ -103,6 +103,27 @@ impl Store {
                 .map_or(0, |v| v as i32)
         };
         let nonneg = |v: i32| u32::try_from(v).unwrap_or(0);
+        // A PROXY pool speaks the mode of the listeners it serves: HTTP behind HTTP and
+        // TERMINATED_HTTPS listeners (by default or through an L7 policy), TCP otherwise.
+        let serves_http = |pool: &str| {
+            listeners.iter().any(|l| {
+                matches!(l.protocol.as_str(), "HTTP" | "TERMINATED_HTTPS")
+                    && (l.default_pool_id.as_deref() == Some(pool)
+                        || policies.iter().any(|p| {
+                            p.listener_id == l.id && p.redirect_pool_id.as_deref() == Some(pool)
+                        }))
+            })
+        };
+        let pool_protocol = |p: &crate::entity::pool::Model| match p.protocol.as_str() {
+            "PROXY" | "PROXYV2" if serves_http(&p.id) => agent::ListenerProtocol::Http as i32,
+            "PROXY" | "PROXYV2" => agent::ListenerProtocol::Tcp as i32,
+            other => protocol(other),
+        };
+        let proxy_protocol = |p: &str| match p {
+            "PROXY" => agent::ProxyProtocol::V1 as i32,
+            "PROXYV2" => agent::ProxyProtocol::V2 as i32,
+            _ => agent::ProxyProtocol::None as i32,
+        };
         Ok(agent::LoadBalancerConfig {
             id: lb.id.clone(),
             project_id: lb.project_id.clone(),
@@ -156,7 +177,8 @@ impl Store {
                 .iter()
                 .map(|p| agent::PoolConfig {
                     id: p.id.clone(),
-                    protocol: protocol(&p.protocol),
+                    protocol: pool_protocol(p),
+                    proxy_protocol: proxy_protocol(&p.protocol),
                     algorithm: agent::Algorithm::from_str_name(&format!(
                         "ALGORITHM_{}",
                         p.lb_algorithm

@@ -15,7 +15,7 @@ use std::{fmt::Write as _, net::IpAddr, path::Path};
 use ipnet::IpNet;
 use lbaas::agent::v1::{
     Algorithm, InsertHeader, L7Action, ListenerConfig, ListenerProtocol, LoadBalancerConfig,
-    MemberConfig, MonitorConfig, MonitorType, PersistenceType, PoolConfig,
+    MemberConfig, MonitorConfig, MonitorType, PersistenceType, PoolConfig, ProxyProtocol,
 };
 
 use super::{l7, tls};
@@ -575,6 +575,13 @@ fn server_options(out: &mut String, pool: &PoolConfig, field: &str) -> Result<St
             ));
         }
         options.push_str(" ssl verify none");
+    }
+    // PROXY pools: every connection to a member (and its health checks, which HAProxy sends
+    // through the same protocol) starts with the header.
+    match pool.proxy_protocol() {
+        ProxyProtocol::None => {}
+        ProxyProtocol::V1 => options.push_str(" send-proxy"),
+        ProxyProtocol::V2 => options.push_str(" send-proxy-v2"),
     }
     if let Some(monitor) = &pool.monitor {
         options.push(' ');

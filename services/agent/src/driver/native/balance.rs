@@ -144,6 +144,7 @@ mod tests {
             persistence: Persistence::None,
             sticky: Arc::default(),
             tls: false,
+            proxy: lbaas::agent::v1::ProxyProtocol::None,
         }
     }
 

@@ -59,7 +59,8 @@ pub async fn run(pool: Arc<Pool>, monitor: MonitorConfig, tls: Option<tokio_rust
         let results =
             futures::future::join_all(pool.members.iter().filter(|m| m.admin_up).map(|m| {
                 let (monitor, codes, tls) = (&monitor, &codes, &tls);
-                async move { (m, check(m.addr, monitor, codes, tls, timeout).await) }
+                let proxy = pool.proxy;
+                async move { (m, check(m.addr, monitor, codes, tls, proxy, timeout).await) }
             }))
             .await;
         for (member, ok) in results {
@@ -86,11 +87,21 @@ async fn check(
     monitor: &MonitorConfig,
     codes: &[u16],
     tls: &Option<tokio_rustls::TlsConnector>,
+    proxy: lbaas::agent::v1::ProxyProtocol,
     timeout: Duration,
 ) -> bool {
     let probe = async {
         let tls = tls.as_ref();
-        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        // A PROXY pool's members expect the header on every connection, checks too (as HAProxy
+        // sends it): a check is the load balancer's own connection (v1 UNKNOWN, v2 LOCAL).
+        if proxy != lbaas::agent::v1::ProxyProtocol::None {
+            use tokio::io::AsyncWriteExt as _;
+            stream
+                .write_all(&super::proxy_header::local(proxy))
+                .await
+                .ok()?;
+        }
         match monitor.r#type() {
             MonitorType::Http => http(stream, addr, monitor, codes).await,
             MonitorType::Https => {
@@ -144,6 +155,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::driver::native::tests::http_member;
+    use lbaas::agent::v1::ProxyProtocol;
 
     fn monitor(r#type: MonitorType) -> MonitorConfig {
         MonitorConfig {
@@ -164,7 +176,17 @@ mod tests {
         ));
         let codes = [200];
         let t = Duration::from_secs(5);
-        let probe = async |addr, kind| check(addr, &monitor(kind), &codes, &connector, t).await;
+        let probe = async |addr, kind| {
+            check(
+                addr,
+                &monitor(kind),
+                &codes,
+                &connector,
+                ProxyProtocol::None,
+                t,
+            )
+            .await
+        };
         assert!(probe(secure, MonitorType::Https).await);
         assert!(probe(secure, MonitorType::TlsHello).await);
         assert!(probe(secure, MonitorType::Tcp).await);
@@ -174,7 +196,17 @@ mod tests {
         assert!(!probe(plain, MonitorType::Https).await);
         let mut wrong_code = monitor(MonitorType::Https);
         wrong_code.expected_codes = "404".into();
-        assert!(!check(secure, &wrong_code, &[404], &connector, t).await);
+        assert!(
+            !check(
+                secure,
+                &wrong_code,
+                &[404],
+                &connector,
+                ProxyProtocol::None,
+                t
+            )
+            .await
+        );
         assert!(validate(&wrong_code).is_ok());
         wrong_code.http_method = "NOT A METHOD".into();
         assert!(validate(&wrong_code).is_err());

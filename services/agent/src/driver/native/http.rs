@@ -26,6 +26,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
 };
+use lbaas::agent::v1::ProxyProtocol;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
@@ -118,6 +119,7 @@ fn redirect(code: StatusCode, location: HeaderValue) -> Response<Body> {
 pub async fn serve<I>(
     io: I,
     peer: SocketAddr,
+    local: SocketAddr,
     https: bool,
     route: Arc<RwLock<Route>>,
     upstream: Upstream,
@@ -129,7 +131,9 @@ pub async fn serve<I>(
         let route = route.read().unwrap_or_else(|p| p.into_inner()).clone();
         let upstream = upstream.clone();
         async move {
-            Ok::<_, std::convert::Infallible>(forward(request, peer, https, route, upstream).await)
+            Ok::<_, std::convert::Infallible>(
+                forward(request, (peer, local), https, route, upstream).await,
+            )
         }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -139,7 +143,7 @@ pub async fn serve<I>(
 
 async fn forward(
     mut request: Request<Incoming>,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     https: bool,
     route: Route,
     upstream: Upstream,
@@ -211,10 +215,26 @@ async fn forward(
     let _active = Active(member.state.clone());
     let clients = upstream.clients(route.connect_timeout);
     let sent = async {
-        if pool.tls {
-            clients.tls.request(request).await
+        // (whether the connect failed, why).
+        let failed = |connect: bool, e: &dyn std::fmt::Display| (connect, e.to_string());
+        if pool.proxy != ProxyProtocol::None {
+            // A PROXY header names one client per connection: no pooled connection will do.
+            let to = (peer, local);
+            with_proxy_header(request, member.addr, pool.proxy, to, route.connect_timeout)
+                .await
+                .map_err(|e| failed(e.is_connect(), &e))
+        } else if pool.tls {
+            clients
+                .tls
+                .request(request)
+                .await
+                .map_err(|e| failed(e.is_connect(), &e))
         } else {
-            clients.plain.request(request).await
+            clients
+                .plain
+                .request(request)
+                .await
+                .map_err(|e| failed(e.is_connect(), &e))
         }
     };
     match tokio::time::timeout(route.connect_timeout + route.data_timeout, sent).await {
@@ -240,7 +260,7 @@ async fn forward(
             Response::from_parts(parts, body.map_err(Into::into).boxed())
         }
         // No connection within the connect timeout (or refused): 503, as HAProxy answers.
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err((true, e))) => {
             tracing::debug!(member = %member.id, error = %e, "member connect failed");
             counters.errors.fetch_add(1, Ordering::Relaxed);
             plain(
@@ -248,7 +268,7 @@ async fn forward(
                 "no member could be reached\n",
             )
         }
-        Ok(Err(e)) => {
+        Ok(Err((false, e))) => {
             tracing::debug!(member = %member.id, error = %e, "member request failed");
             counters.errors.fetch_add(1, Ordering::Relaxed);
             plain(StatusCode::BAD_GATEWAY, "the member did not answer\n")
@@ -257,6 +277,68 @@ async fn forward(
             counters.errors.fetch_add(1, Ordering::Relaxed);
             plain(StatusCode::GATEWAY_TIMEOUT, "the member took too long\n")
         }
+    }
+}
+
+/// Sends one request to `member` over a connection of its own that begins with the PROXY
+/// header for `client` -> `local`; the connection closes after the response.
+async fn with_proxy_header(
+    mut request: Request<Incoming>,
+    member: SocketAddr,
+    version: ProxyProtocol,
+    (client, local): (SocketAddr, SocketAddr),
+    connect_timeout: Duration,
+) -> Result<Response<Incoming>, ProxiedError> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(member))
+        .await
+        .map_err(|_| ProxiedError::Connect)?
+        .map_err(|_| ProxiedError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(&super::proxy_header::header(version, client, local))
+        .await
+        .map_err(|_| ProxiedError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ProxiedError::Request)?;
+    tokio::spawn(conn);
+    // The origin form (path and query) on a connection to the member itself.
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|_| ProxiedError::Connect)?;
+    *request.uri_mut() = path;
+    request
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    sender
+        .send_request(request)
+        .await
+        .map_err(ProxiedError::Request)
+}
+
+/// Why a request through a PROXY connection failed (as the pooled client's errors tell apart).
+#[derive(Debug)]
+enum ProxiedError {
+    Connect,
+    Request(hyper::Error),
+}
+
+impl std::fmt::Display for ProxiedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect => write!(f, "connect failed"),
+            Self::Request(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl ProxiedError {
+    fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod checks;
 mod http;
 pub mod l7;
 pub mod persist;
+mod proxy_header;
 pub mod tls;
 mod udp;
 
@@ -90,6 +91,8 @@ pub struct Pool {
     pub sticky: Arc<StickTable>,
     /// Connect to members over TLS (not verifying them).
     pub tls: bool,
+    /// Open each member connection (and health check) with a PROXY protocol header.
+    pub proxy: lbaas::agent::v1::ProxyProtocol,
 }
 
 /// A listener's traffic counters, kept while the listener exists.
@@ -314,6 +317,7 @@ fn build_pools(
                     persistence,
                     sticky,
                     tls: p.tls_enabled,
+                    proxy: p.proxy_protocol(),
                 }),
             );
             built.configs.insert(p.id.clone(), p.clone());
@@ -759,14 +763,18 @@ async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>, upstream: h
             let _ = client.set_nodelay(true);
             match &current.front {
                 Front::Http(_) => {
+                    let local = client.local_addr().unwrap_or(peer);
                     let io = http::Counted::new(client, counters);
-                    http::serve(io, peer, false, route, upstream).await;
+                    http::serve(io, peer, local, false, route, upstream).await;
                 }
                 Front::TerminatedHttps(_, config) => {
+                    let local = client.local_addr().unwrap_or(peer);
                     let io = http::Counted::new(client, counters.clone());
                     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
                     match tokio::time::timeout(current.client_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(tls)) => http::serve(tls, peer, true, route, upstream).await,
+                        Ok(Ok(tls)) => {
+                            http::serve(tls, peer, local, true, route, upstream).await;
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
                             counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -826,6 +834,15 @@ async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route
             continue;
         };
         let _ = server.set_nodelay(true);
+        if pool.proxy != lbaas::agent::v1::ProxyProtocol::None {
+            use tokio::io::AsyncWriteExt as _;
+            let local = client.local_addr().unwrap_or(peer);
+            let header = proxy_header::header(pool.proxy, peer, local);
+            if server.write_all(&header).await.is_err() {
+                drop(active);
+                continue;
+            }
+        }
         let idle = route.client_timeout.min(route.data_timeout);
         let (sent, received) = relay(&mut client, &mut server, idle).await;
         counters.bytes_in.fetch_add(sent, Ordering::Relaxed);
@@ -932,6 +949,7 @@ mod tests {
                 cookie_name: "JSESSIONID".into(),
             }),
             tls_enabled: false,
+            proxy_protocol: 0,
         }
     }
 
