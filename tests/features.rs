@@ -1261,12 +1261,18 @@ mod tls {
     }
 
     pub fn connector() -> tokio_rustls::TlsConnector {
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        offering(&[])
+    }
+
+    /// A connector that offers these ALPN protocols.
+    pub fn offering(alpn: &[&str]) -> tokio_rustls::TlsConnector {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny))
             .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 }
@@ -1502,6 +1508,36 @@ async fn tls_termination_with_sni(driver: &'static str) {
         assert_eq!(*mode, 0o600, "{driver}: {} is {mode:o}", file.display());
         for (folder, mode) in folders {
             assert_eq!(*mode, 0o700, "{driver}: {} is {mode:o}", folder.display());
+        }
+    }
+    // HTTP/2 by ALPN: a client offering h2 gets it and is answered over it; one offering only
+    // HTTP/1.1 gets that.
+    for (offer, want) in [
+        (&["h2", "http/1.1"][..], "h2"),
+        (&["http/1.1"][..], "http/1.1"),
+    ] {
+        let tcp = connect_from(&vip, None).await.unwrap();
+        let server_name = rustls_pki_types::ServerName::try_from("one.example.com").unwrap();
+        let stream = tls::offering(offer)
+            .connect(server_name, tcp)
+            .await
+            .unwrap();
+        let negotiated = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(negotiated.as_deref(), Some(want.as_bytes()), "{driver}");
+        if want == "h2" {
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let request = hyper::Request::get("https://one.example.com/")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{driver}: h2");
+            assert_eq!(response.version(), hyper::Version::HTTP_2);
         }
     }
     let (_, seen) = tls_get(&vip, "one.example.com", "/headers").await;

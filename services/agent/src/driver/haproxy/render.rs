@@ -1045,7 +1045,7 @@ mod tests {
         let rendered = render_files(std::slice::from_ref(&lb)).unwrap();
         let frontend = section(&rendered.text, "frontend l_l-1");
         assert!(frontend.contains(
-            "    mode http\n    bind 127.0.10.1:8443 ssl crt-list /state/certs/l_l-1.crtlist\n"
+            "    mode http\n    bind 127.0.10.1:8443 ssl crt-list /state/certs/l_l-1.crtlist alpn h2,http/1.1\n"
         ));
         assert!(frontend.contains("http-request set-header X-Forwarded-Proto https"));
         assert_eq!(

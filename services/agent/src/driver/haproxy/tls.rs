@@ -173,7 +173,10 @@ pub fn bind_options(
     }
     let list_name = format!("l_{}.crtlist", listener.id);
     files.insert(list_name.clone(), list);
-    Ok(format!("ssl crt-list {cert_dir}/{list_name}"))
+    // HTTP/2 for clients that offer it (ALPN), HTTP/1.1 for the others, as the native data plane.
+    Ok(format!(
+        "ssl crt-list {cert_dir}/{list_name} alpn h2,http/1.1"
+    ))
 }
 
 /// Refuses certificates on a listener that does not terminate TLS.
@@ -248,7 +251,7 @@ mod tests {
         };
         let mut files = CertFiles::new();
         let bind = bind_options(&listener, "/s/certs", &mut files, "l").unwrap();
-        assert_eq!(bind, "ssl crt-list /s/certs/l_l-1.crtlist");
+        assert_eq!(bind, "ssl crt-list /s/certs/l_l-1.crtlist alpn h2,http/1.1");
         assert_eq!(
             files["l_l-1.crtlist"],
             "/s/certs/c-default.pem\n/s/certs/c-b.pem\n/s/certs/c-a.pem\n"
