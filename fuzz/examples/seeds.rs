@@ -544,6 +544,7 @@ fn devices(certs: &Certs) -> Vec<(bool, Device)> {
         http_method: "GET".into(),
         url_path: "/healthz".into(),
         expected_codes: "200-204".into(),
+        ..Default::default()
     });
     let mut app = pool(
         2,
@@ -711,6 +712,7 @@ fn devices(certs: &Certs) -> Vec<(bool, Device)> {
         http_method: "HEAD".into(),
         url_path: "/status?full=1".into(),
         expected_codes: "200,202,204".into(),
+        ..Default::default()
     });
     let mut redis = pool(22, P::Tcp, vec![member(25, "2001:db8::31", 6379)]);
     redis.algorithm = Algorithm::LeastConnections as i32;

@@ -166,6 +166,9 @@ pub struct NewMonitor {
     pub http_method: String,
     pub url_path: String,
     pub expected_codes: String,
+    /// "1.0" or "1.1"; empty for the default (1.0) and for non-HTTP monitors.
+    pub http_version: String,
+    pub domain_name: String,
     pub admin_state_up: bool,
 }
 
@@ -953,11 +956,37 @@ fn monitor_fields(v: &mut Violations, f: &str, input: &pb::HealthMonitor) -> New
     } else if !input.http_method.is_empty()
         || !input.url_path.is_empty()
         || !input.expected_codes.is_empty()
+        || input.http_version != 0.0
+        || !input.domain_name.is_empty()
     {
         v.add(
             format!("{f}.type"),
-            "http_method, url_path and expected_codes need an HTTP or HTTPS monitor",
+            "http_method, url_path, expected_codes, http_version and domain_name need an HTTP or HTTPS monitor",
         );
+    }
+    #[allow(clippy::float_cmp)]
+    let http_version = if input.http_version == 0.0 {
+        String::new()
+    } else if input.http_version == 1.0 {
+        "1.0".to_owned()
+    } else if input.http_version == 1.1 {
+        "1.1".to_owned()
+    } else {
+        v.add(format!("{f}.http_version"), "must be 1.0 or 1.1");
+        String::new()
+    };
+    if !input.domain_name.is_empty() {
+        if !valid_domain_name(&input.domain_name) {
+            v.add(
+                format!("{f}.domain_name"),
+                "must be a host name (letters, digits, '-' and dots, at most 253 characters)",
+            );
+        } else if http && http_version != "1.1" {
+            v.add(
+                format!("{f}.domain_name"),
+                "needs http_version 1.1 (HTTP/1.0 requests carry no Host header)",
+            );
+        }
     }
     NewMonitor {
         pool_id: String::new(),
@@ -970,8 +999,23 @@ fn monitor_fields(v: &mut Violations, f: &str, input: &pb::HealthMonitor) -> New
         http_method,
         url_path,
         expected_codes,
+        http_version,
+        domain_name: input.domain_name.clone(),
         admin_state_up: input.admin_state_up.unwrap_or(true),
     }
+}
+
+/// A DNS host name (RFC 1123): dot-separated labels of letters, digits and '-', none starting or
+/// ending with '-', 253 characters at most.
+fn valid_domain_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn valid_expected_codes(spec: &str) -> bool {
@@ -1181,6 +1225,8 @@ pub fn health_monitor_to_proto(m: health_monitor::Model) -> pb::HealthMonitor {
         http_method: m.http_method,
         url_path: m.url_path,
         expected_codes: m.expected_codes,
+        http_version: m.http_version.parse().unwrap_or(0.0),
+        domain_name: m.domain_name,
         admin_state_up: Some(m.admin_state_up),
     }
 }

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(VipNetwork),
             Box::new(Features),
             Box::new(AdditionalVips),
+            Box::new(MonitorHttpFields),
         ]
     }
 }
@@ -220,9 +221,18 @@ async fn add_load_balancer_text_column(
     manager: &SchemaManager<'_>,
     column: load_balancer::Column,
 ) -> Result<(), DbErr> {
+    add_text_column(manager, load_balancer::Entity, column).await
+}
+
+/// Adds a text column (empty by default) to `table`, unless the table has it already.
+async fn add_text_column<E: sea_orm::EntityTrait>(
+    manager: &SchemaManager<'_>,
+    table: E,
+    column: E::Column,
+) -> Result<(), DbErr> {
     use sea_orm::IdenStatic as _;
     if manager
-        .has_column("load_balancers", column.as_str())
+        .has_column(table.table_name(), column.as_str())
         .await?
     {
         return Ok(());
@@ -230,9 +240,32 @@ async fn add_load_balancer_text_column(
     manager
         .alter_table(
             Table::alter()
-                .table(load_balancer::Entity)
+                .table(table)
                 .add_column(ColumnDef::new(column).text().not_null().default(""))
                 .to_owned(),
         )
         .await
+}
+
+/// HTTP(S) monitors gain Octavia's http_version and domain_name, where the columns are missing.
+struct MonitorHttpFields;
+
+impl MigrationName for MonitorHttpFields {
+    fn name(&self) -> &str {
+        "m0005_monitor_http_fields"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for MonitorHttpFields {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            health_monitor::Column::HttpVersion,
+            health_monitor::Column::DomainName,
+        ] {
+            add_text_column(manager, health_monitor::Entity, column).await?;
+        }
+        Ok(())
+    }
 }

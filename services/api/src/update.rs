@@ -94,6 +94,8 @@ pub const HEALTH_MONITOR: UpdatableFields = UpdatableFields {
         "http_method",
         "url_path",
         "expected_codes",
+        "http_version",
+        "domain_name",
         "admin_state_up",
     ],
     immutable: &["id", "project_id", "pool_id", "loadbalancer_id", "type"],
@@ -290,6 +292,8 @@ pub fn overlay_health_monitor(
             "http_method" => base.http_method.clone_from(&patch.http_method),
             "url_path" => base.url_path.clone_from(&patch.url_path),
             "expected_codes" => base.expected_codes.clone_from(&patch.expected_codes),
+            "http_version" => base.http_version = patch.http_version,
+            "domain_name" => base.domain_name.clone_from(&patch.domain_name),
             "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
             _ => {}
         }

@@ -63,6 +63,12 @@ pub struct Settings {
     /// HTTP(S) monitors: the method (GET, HEAD, ...).
     #[arg(long)]
     pub http_method: Option<String>,
+    /// HTTP(S) monitors: the HTTP version of the check request, 1.0 (default) or 1.1.
+    #[arg(long)]
+    pub http_version: Option<f64>,
+    /// HTTP(S) monitors: the Host header of the check request (needs --http-version 1.1).
+    #[arg(long)]
+    pub domain_name: Option<String>,
     #[command(flatten)]
     pub admin: AdminState,
 }
@@ -85,6 +91,8 @@ impl Settings {
             &mut h.http_method,
             self.http_method.map(|m| m.to_ascii_uppercase()),
         );
+        mask.set("http_version", &mut h.http_version, self.http_version);
+        mask.set("domain_name", &mut h.domain_name, self.domain_name);
         mask.set(
             "admin_state_up",
             &mut h.admin_state_up,

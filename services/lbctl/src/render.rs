@@ -210,6 +210,8 @@ pub fn health_monitor(h: &pb::HealthMonitor) -> Val {
         .field("http_method", &h.http_method)
         .field("url_path", &h.url_path)
         .field("expected_codes", &h.expected_codes)
+        .field("http_version", h.http_version)
+        .field("domain_name", &h.domain_name)
         .field("admin_state_up", h.admin_state_up)
         .field(
             "provisioning_status",

@@ -19,6 +19,10 @@ pub struct Model {
     pub http_method: String,
     pub url_path: String,
     pub expected_codes: String,
+    /// "1.0" or "1.1"; empty for the default (1.0).
+    pub http_version: String,
+    /// The Host header of HTTP(S) checks; empty for none.
+    pub domain_name: String,
     pub admin_state_up: bool,
     pub provisioning_status: String,
     pub operating_status: String,

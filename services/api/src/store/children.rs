@@ -186,6 +186,8 @@ async fn insert_monitor(
         http_method: Set(new.http_method),
         url_path: Set(new.url_path),
         expected_codes: Set(new.expected_codes),
+        http_version: Set(new.http_version),
+        domain_name: Set(new.domain_name),
         admin_state_up: Set(new.admin_state_up),
         provisioning_status: Set(PENDING_CREATE.into()),
         operating_status: Set(OFFLINE.into()),
@@ -942,6 +944,8 @@ impl Store {
         active.http_method = Set(checked.http_method);
         active.url_path = Set(checked.url_path);
         active.expected_codes = Set(checked.expected_codes);
+        active.http_version = Set(checked.http_version);
+        active.domain_name = Set(checked.domain_name);
         active.admin_state_up = Set(checked.admin_state_up);
         active.provisioning_status = Set(status.into());
         active.revision = Set(found.revision + 1);

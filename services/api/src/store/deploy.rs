@@ -220,6 +220,8 @@ impl Store {
                             http_method: h.http_method.clone(),
                             url_path: h.url_path.clone(),
                             expected_codes: h.expected_codes.clone(),
+                            http_version: h.http_version.clone(),
+                            domain_name: h.domain_name.clone(),
                         }),
                 })
                 .collect(),

@@ -648,7 +648,29 @@ fn render_monitor(
             let codes =
                 expected_codes(&monitor.expected_codes, &format!("{field}.expected_codes"))?;
             let _ = writeln!(out, "    option httpchk");
-            let _ = writeln!(out, "    http-check send meth {method} uri {path}");
+            let mut send = format!("    http-check send meth {method} uri {path}");
+            match monitor.http_version.as_str() {
+                "" | "1.0" => {}
+                "1.1" => send.push_str(" ver HTTP/1.1"),
+                _ => {
+                    return Err(reject(
+                        format!("{field}.http_version"),
+                        "must be 1.0 or 1.1",
+                    ));
+                }
+            }
+            if !monitor.domain_name.is_empty() {
+                let host = &monitor.domain_name;
+                if host.len() > 253
+                    || !host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    return Err(reject(format!("{field}.domain_name"), "not a host name"));
+                }
+                let _ = write!(send, " hdr Host {host}");
+            }
+            let _ = writeln!(out, "{send}");
             let _ = writeln!(out, "    http-check expect rstatus ^({})$", codes.join("|"));
             if monitor.r#type() == MonitorType::Https && !tls {
                 server_opts.push_str(" check-ssl verify none");
@@ -919,9 +941,24 @@ mod tests {
             http_method: "HEAD".into(),
             url_path: "/healthz".into(),
             expected_codes: "200-202".into(),
+            ..Default::default()
         });
         let text = render(&[with_monitor]).unwrap();
         assert!(text.contains("http-check send meth HEAD uri /healthz"));
+        let mut hosted = lb();
+        hosted.pools[0].monitor = Some(MonitorConfig {
+            r#type: MonitorType::Http as i32,
+            http_version: "1.1".into(),
+            domain_name: "health.example.com".into(),
+            ..Default::default()
+        });
+        let text = render(&[hosted.clone()]).unwrap();
+        assert!(
+            text.contains("uri / ver HTTP/1.1 hdr Host health.example.com\n"),
+            "{text}"
+        );
+        hosted.pools[0].monitor.as_mut().unwrap().domain_name = "x\n    server evil".into();
+        assert!(render(&[hosted]).is_err());
         assert!(text.contains("http-check expect rstatus ^(200|201|202)$"));
         assert!(text.contains("check inter 2s fall 3 rise 2"));
     }

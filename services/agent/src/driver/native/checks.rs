@@ -35,6 +35,20 @@ pub fn validate(monitor: &MonitorConfig) -> Result<(), String> {
         };
         path.parse::<hyper::Uri>()
             .map_err(|_| format!("monitor.url_path: {path:?} is not a path"))?;
+        if !matches!(monitor.http_version.as_str(), "" | "1.0" | "1.1") {
+            return Err(format!(
+                "monitor.http_version: {:?} is not 1.0 or 1.1",
+                monitor.http_version
+            ));
+        }
+        if !monitor.domain_name.is_empty()
+            && hyper::header::HeaderValue::from_str(&monitor.domain_name).is_err()
+        {
+            return Err(format!(
+                "monitor.domain_name: {:?} is not a host name",
+                monitor.domain_name
+            ));
+        }
     }
     Ok(())
 }
@@ -140,10 +154,22 @@ where
     } else {
         &monitor.url_path
     };
+    let host = if monitor.domain_name.is_empty() {
+        addr.to_string()
+    } else {
+        monitor.domain_name.clone()
+    };
+    // HTTP/1.0 unless the monitor asks for 1.1 (Octavia's default, and HAProxy's).
+    let version = if monitor.http_version == "1.1" {
+        hyper::Version::HTTP_11
+    } else {
+        hyper::Version::HTTP_10
+    };
     let request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
+        .version(version)
+        .header(hyper::header::HOST, host)
         .body(Empty::<Bytes>::new())
         .ok()?;
     let response = sender.send_request(request).await.ok()?;
