@@ -214,6 +214,7 @@ pub async fn held(txn: &impl sea_orm::ConnectionTrait) -> Result<HashSet<IpAddr>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn net(name: &str, cidr: &str) -> network::Model {

@@ -190,6 +190,7 @@ impl NetworkDriver for Linux {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -219,6 +219,7 @@ pub(crate) async fn run(program: &str, args: &[&str]) -> Result<String, NetworkE
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     /// Records what it was asked to do.

@@ -81,6 +81,7 @@ pub fn advertise(interface: &str, target: Ipv6Addr) -> Result<(), NetworkError> 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

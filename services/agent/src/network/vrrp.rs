@@ -293,6 +293,7 @@ impl Keepalived {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn instance(role: &str) -> VrrpInstance {

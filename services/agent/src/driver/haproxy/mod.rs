@@ -540,6 +540,50 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// Every address a config's frontends bind (`bind ADDRESS:PORT ...`).
+fn bind_addresses(text: &str) -> Vec<std::net::SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("bind "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Binds every frontend address of `text` for a moment, as HAProxy does (SO_REUSEADDR and
+/// SO_REUSEPORT, so the addresses HAProxy itself serves on are no obstacle): an address another
+/// process holds is refused as the device would refuse it, without a reload.
+fn probe_binds(text: &str) -> Result<(), DriverError> {
+    use socket2::{Domain, Socket, Type};
+    for address in bind_addresses(text) {
+        let probe = Socket::new(Domain::for_address(address), Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.bind(&address.into())
+        });
+        if let Err(e) = probe {
+            return Err(DriverError::Rejected(format!(
+                "cannot listen on {address}: {e} (another process holds it)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The version `haproxy -v` reports, e.g. "2.6.12-1+deb12u4".
+pub async fn version(bin: &Path) -> Result<String, String> {
+    let output = tokio::process::Command::new(bin)
+        .arg("-v")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("HAProxy version "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} -v said {:?}", bin.display(), text.trim()))
+}
+
 #[cfg(test)]
 mod probe_tests {
     #![allow(clippy::unwrap_used)]
@@ -584,48 +628,4 @@ mod probe_tests {
         let address = shared.local_addr().unwrap().as_socket().unwrap();
         super::probe_binds(&format!("    bind {address}\n")).unwrap();
     }
-}
-
-/// Every address a config's frontends bind (`bind ADDRESS:PORT ...`).
-fn bind_addresses(text: &str) -> Vec<std::net::SocketAddr> {
-    text.lines()
-        .filter_map(|l| l.trim_start().strip_prefix("bind "))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
-/// Binds every frontend address of `text` for a moment, as HAProxy does (SO_REUSEADDR and
-/// SO_REUSEPORT, so the addresses HAProxy itself serves on are no obstacle): an address another
-/// process holds is refused as the device would refuse it, without a reload.
-fn probe_binds(text: &str) -> Result<(), DriverError> {
-    use socket2::{Domain, Socket, Type};
-    for address in bind_addresses(text) {
-        let probe = Socket::new(Domain::for_address(address), Type::STREAM, None).and_then(|s| {
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
-            s.bind(&address.into())
-        });
-        if let Err(e) = probe {
-            return Err(DriverError::Rejected(format!(
-                "cannot listen on {address}: {e} (another process holds it)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The version `haproxy -v` reports, e.g. "2.6.12-1+deb12u4".
-pub async fn version(bin: &Path) -> Result<String, String> {
-    let output = tokio::process::Command::new(bin)
-        .arg("-v")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .next()
-        .and_then(|l| l.strip_prefix("HAProxy version "))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{} -v said {:?}", bin.display(), text.trim()))
 }

@@ -952,10 +952,10 @@ mod tests {
             domain_name: "health.example.com".into(),
             ..Default::default()
         });
-        let text = render(&[hosted.clone()]).unwrap();
+        let hosted_text = render(&[hosted.clone()]).unwrap();
         assert!(
-            text.contains("uri / ver HTTP/1.1 hdr Host health.example.com\n"),
-            "{text}"
+            hosted_text.contains("uri / ver HTTP/1.1 hdr Host health.example.com\n"),
+            "{hosted_text}"
         );
         hosted.pools[0].monitor.as_mut().unwrap().domain_name = "x\n    server evil".into();
         assert!(render(&[hosted]).is_err());
