@@ -194,6 +194,9 @@ fn directive_ok(w: &[String]) -> bool {
         ["balance", "roundrobin" | "leastconn" | "source"] => true,
         ["bind", address] => address.parse::<std::net::SocketAddr>().is_ok(),
         ["bind", address, "ssl", "crt-list", _] => address.parse::<std::net::SocketAddr>().is_ok(),
+        ["bind", address, "ssl", "crt-list", _, "alpn", "h2,http/1.1"] => {
+            address.parse::<std::net::SocketAddr>().is_ok()
+        }
         ["acl", "allowed_cidrs", "src", networks @ ..] => {
             !networks.is_empty() && networks.iter().all(|n| n.parse::<ipnet::IpNet>().is_ok())
         }
@@ -278,8 +281,16 @@ fn directive_ok(w: &[String]) -> bool {
         ["stick", "store-response", c] => call(c, "res.cook("),
         ["stick", "match", c] => call(c, "req.cook("),
         ["cookie", "SRV", "insert", "indirect", "nocache"] => true,
-        ["http-check", "send", "meth", method, "uri", path] => {
-            method.bytes().all(|b| b.is_ascii_uppercase()) && path.starts_with('/')
+        ["http-check", "send", "meth", method, "uri", path, rest @ ..] => {
+            method.bytes().all(|b| b.is_ascii_uppercase())
+                && path.starts_with('/')
+                && match rest {
+                    [] | ["ver", "HTTP/1.1"] => true,
+                    ["hdr", "Host", host] | ["ver", "HTTP/1.1", "hdr", "Host", host] => host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+                    _ => false,
+                }
         }
         ["http-check", "expect", "rstatus", codes] => codes
             .strip_prefix("^(")
@@ -308,7 +319,7 @@ fn server_options_ok(options: &[&str]) -> bool {
                 7
             }
             ["cookie", id, ..] if proxy_name(id) => 2,
-            ["backup" | "disabled", ..] => 1,
+            ["backup" | "disabled" | "send-proxy" | "send-proxy-v2", ..] => 1,
             _ => return false,
         };
     }

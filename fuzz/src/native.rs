@@ -97,6 +97,7 @@ fn compile_load_balancer(lb: &LoadBalancerConfig, refused: &mut Vec<String>) {
             persistence,
             sticky: Arc::default(),
             tls: p.tls_enabled,
+            proxy: p.proxy_protocol(),
         };
         pools.insert(&p.id, (Arc::new(pool), p.admin_state_up));
     }
