@@ -3,7 +3,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use lbaas::agent::v1::{HealthReport, MemberHealth};
 use sea_orm::{
-    ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, sea_query::Expr,
+    ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, QuerySelect as _,
+    sea_query::Expr,
 };
 
 use super::{ACTIVE, Store};
@@ -42,6 +43,7 @@ impl Store {
         }
         let mut changed_lbs = BTreeSet::new();
         let txn = self.write().await?;
+        let mut updates: Vec<(String, &'static str)> = Vec::new();
         for chunk in ids.chunks(500) {
             let members = member::Entity::find()
                 .filter(member::Column::Id.is_in(chunk.to_vec()))
@@ -53,14 +55,28 @@ impl Store {
                 };
                 let now = status::member_status(m.admin_state_up, *h);
                 if m.operating_status != now {
-                    member::Entity::update_many()
-                        .col_expr(member::Column::OperatingStatus, Expr::value(now))
-                        .filter(member::Column::Id.eq(m.id.as_str()))
-                        .exec(&txn)
-                        .await?;
+                    updates.push((m.id.clone(), now));
                     changed_lbs.insert((m.project_id.clone(), m.loadbalancer_id.clone()));
                 }
             }
+        }
+        // Locks in the order every other writer takes them: the load balancer's row first, then
+        // what is under it (recording an apply locks the load balancer and then updates its
+        // members; taking the members first deadlocked against it on PostgreSQL). Sorted, so two
+        // replicas applying reports never cross either.
+        let lb_ids: BTreeSet<&str> = changed_lbs.iter().map(|(_, lb)| lb.as_str()).collect();
+        for lb in lb_ids {
+            load_balancer::Entity::find_by_id(lb)
+                .lock_exclusive()
+                .one(&txn)
+                .await?;
+        }
+        for (id, now) in &updates {
+            member::Entity::update_many()
+                .col_expr(member::Column::OperatingStatus, Expr::value(*now))
+                .filter(member::Column::Id.eq(id.as_str()))
+                .exec(&txn)
+                .await?;
         }
         for (_, lb) in &changed_lbs {
             recompute_operating(&txn, lb).await?;
