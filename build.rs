@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/lbaas/api/v1/api.proto",
     "proto/lbaas/scheduler/v1/scheduler.proto",
     "proto/lbaas/agent/v1/agent.proto",
+    "proto/lbaas/dataplane/v1/dataplane.proto",
 ];
 
 include!("build_support.rs");

@@ -31,6 +31,15 @@ pub mod agent {
     }
 }
 
+pub mod dataplane {
+    //! Generated from `proto/lbaas/dataplane/v1`.
+    pub mod v1 {
+        //! Generated from `proto/lbaas/dataplane/v1/dataplane.proto`; never edited by hand.
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("lbaas.dataplane.v1");
+    }
+}
+
 /// Every contract's file descriptors, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/lbaas_descriptor.bin"));

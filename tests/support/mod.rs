@@ -377,6 +377,8 @@ impl Stack {
             vip_cidr: vip_cidr.clone(),
             state_dir: dir.join("agent"),
             haproxy_bin: "haproxy".into(),
+            dataplane_bin: Some(dataplane_bin()),
+            dataplane_command: Vec::new(),
             noop_apply_delay_ms: options.noop_apply_delay_ms,
             health_interval_ms: 100,
             stats_interval_ms: 500,
@@ -541,7 +543,8 @@ impl Stack {
         (device, vip_cidr)
     }
 
-    /// Kills the first agent and its HAProxy, as the death of their host would.
+    /// Kills the first agent and its data plane (HAProxy or lbaas-dataplane), as the death of their
+    /// host would.
     pub async fn kill_agent_host(&mut self) {
         kill(&mut self.agent_task).await;
         let pid_file = self
@@ -557,6 +560,12 @@ impl Stack {
             let _ = std::process::Command::new("pkill")
                 .args(["-9", "-P", pid.trim()])
                 .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+        let dataplane = pid_file.with_file_name(lbaas_agent::dataplane::PID_FILE);
+        if let Ok(pid) = std::fs::read_to_string(&dataplane) {
             let _ = std::process::Command::new("kill")
                 .args(["-9", pid.trim()])
                 .status();
@@ -621,8 +630,8 @@ impl Stack {
         admin_devices(self.scheduler).await
     }
 
-    /// Kills the HAProxy instances this stack started that are still running (a test that
-    /// panicked never reached `stop`). Only processes whose command line names this stack's
+    /// Kills the HAProxy instances and native data planes this stack started that are still
+    /// running (a test that panicked never reached `stop`). Only processes whose command line names this stack's
     /// directory are touched.
     fn kill_leftover_haproxy(&self) {
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -639,7 +648,9 @@ impl Stack {
             };
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.starts_with("haproxy") && cmdline.contains(&dir) {
+            let program = cmdline.split('\0').next().unwrap_or_default();
+            let ours = program.starts_with("haproxy") || program.ends_with("lbaas-dataplane");
+            if ours && cmdline.contains(&dir) {
                 let _ = std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
                     .status();
@@ -683,6 +694,24 @@ impl Drop for Stack {
             self.kill_leftover_haproxy();
         }
     }
+}
+
+/// The native data plane binary: `lbaas-dataplane` beside the test binaries (`target/<profile>/`),
+/// which `cargo test --workspace` builds with the agent. Missing, it fails loudly with how to build
+/// it: a native-driver test never runs on an old or absent data plane without saying so.
+pub fn dataplane_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = profile.join("lbaas-dataplane");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p lbaas-agent --bin lbaas-dataplane` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
 }
 
 pub async fn channel(addr: SocketAddr) -> Channel {

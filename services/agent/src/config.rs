@@ -43,6 +43,14 @@ pub struct AgentConfig {
     /// The HAProxy binary.
     #[arg(long, env = "LBAAS_HAPROXY_BIN", default_value = "haproxy")]
     pub haproxy_bin: PathBuf,
+    /// The native data plane binary (`lbaas-dataplane`); by default the one beside this agent's
+    /// binary.
+    #[arg(long, env = "LBAAS_DATAPLANE_BIN")]
+    pub dataplane_bin: Option<PathBuf>,
+    /// The native data plane's command when `dataplane_bin` is unset, for binaries that carry the
+    /// data plane themselves (`lbctl` runs it as `lbctl dataplane`).
+    #[arg(skip)]
+    pub dataplane_command: Vec<std::ffi::OsString>,
     /// How often member health is read from the devices.
     #[arg(long, env = "LBAAS_AGENT_HEALTH_INTERVAL_MS", default_value_t = 100)]
     pub health_interval_ms: u64,
@@ -116,6 +124,22 @@ impl NetworkConfig {
 }
 
 impl AgentConfig {
+    /// The native data plane's command: `--dataplane-bin`, else the command a hosting binary set,
+    /// else `lbaas-dataplane` beside this binary (else on the PATH).
+    pub fn dataplane_command(&self) -> Vec<std::ffi::OsString> {
+        if let Some(bin) = &self.dataplane_bin {
+            return vec![bin.clone().into_os_string()];
+        }
+        if !self.dataplane_command.is_empty() {
+            return self.dataplane_command.clone();
+        }
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("lbaas-dataplane")))
+            .filter(|p| p.is_file());
+        vec![beside.map_or_else(|| "lbaas-dataplane".into(), PathBuf::into_os_string)]
+    }
+
     /// Checks everything at once, before any port is bound, and reports every problem together.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = self.tls.problems();

@@ -36,6 +36,8 @@ pub struct DeviceFactory {
     pub agent_id: String,
     pub state_dir: PathBuf,
     pub haproxy_bin: PathBuf,
+    /// The native data plane's command (`AgentConfig::dataplane_command`).
+    pub dataplane: Vec<std::ffi::OsString>,
     pub noop_apply_delay: std::time::Duration,
     pub vip_cidr: String,
 }
@@ -56,6 +58,7 @@ impl DeviceFactory {
             state_dir: dir.clone(),
             haproxy_bin: self.haproxy_bin.clone(),
             noop_apply_delay: self.noop_apply_delay,
+            dataplane: self.dataplane.clone(),
         };
         let driver = build_driver(&record.driver, &options)
             .with_context(|| format!("unknown driver {:?}", record.driver))?;

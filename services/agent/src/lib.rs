@@ -2,6 +2,7 @@
 //! balancer the scheduler sends, and keeps itself registered with the scheduler.
 
 pub mod config;
+pub mod dataplane;
 pub mod devices;
 pub mod driver;
 pub mod health;
@@ -49,6 +50,7 @@ pub async fn run(
         agent_id: config.agent_id.clone(),
         state_dir: config.state_dir.clone(),
         haproxy_bin: config.haproxy_bin.clone(),
+        dataplane: config.dataplane_command(),
         noop_apply_delay: std::time::Duration::from_millis(config.noop_apply_delay_ms),
         vip_cidr: config.vip_cidr.clone(),
     };

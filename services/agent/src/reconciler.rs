@@ -360,6 +360,7 @@ mod tests {
             state_dir: dir.into(),
             haproxy_bin: "haproxy".into(),
             noop_apply_delay: std::time::Duration::ZERO,
+            dataplane: Vec::new(),
         };
         DeviceReconciler::new(
             "d".into(),

@@ -252,6 +252,15 @@ pub fn host_port(s: &str) -> anyhow::Result<(String, i32)> {
     ))
 }
 
+/// How an agent this binary runs starts the native data plane: `lbctl dataplane` (this very
+/// binary, so `cargo run -p lbctl` needs nothing else built).
+pub fn dataplane_command() -> Vec<std::ffi::OsString> {
+    match std::env::current_exe() {
+        Ok(exe) => vec![exe.into_os_string(), "dataplane".into()],
+        Err(_) => vec!["lbctl".into(), "dataplane".into()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -690,7 +690,8 @@ async fn run_lab(plan: &Plan, args: &UpArgs, driver: &str, data_dir: &Path) -> a
 }
 
 /// `lbctl lab agent`: an agent of a lab host (in its namespace).
-pub async fn agent(config: lbaas_agent::AgentConfig) -> anyhow::Result<()> {
+pub async fn agent(mut config: lbaas_agent::AgentConfig) -> anyhow::Result<()> {
+    config.dataplane_command = crate::common::dataplane_command();
     let _telemetry = lbaas::server::Telemetry::init(&lbaas::server::TelemetryConfig {
         service_name: "lbaas-agent".into(),
         otlp_endpoint: None,

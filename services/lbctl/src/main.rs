@@ -120,6 +120,9 @@ enum Command {
     /// TLS certificates for TERMINATED_HTTPS listeners.
     #[command(subcommand)]
     Certificate(certificate::Command),
+    /// The native data plane of one device (the agent of `lbctl stack` and of the lab starts it).
+    #[command(hide = true)]
+    Dataplane(lbaas_agent::dataplane::DataPlaneArgs),
 }
 
 /// `lbctl loadbalancer ...`: the tenant commands, which use the api, and the operator ones, which
@@ -161,6 +164,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             operator::run(&operator_ctx().await?, command).await
         }
         Command::Certificate(command) => certificate::run(&ctx(connect().await?), command).await,
+        Command::Dataplane(args) => {
+            let _telemetry = lbaas::server::Telemetry::init(&lbaas::server::TelemetryConfig {
+                service_name: "lbaas-dataplane".into(),
+                otlp_endpoint: None,
+                json_logs: false,
+            })?;
+            lbaas_agent::dataplane::run(args).await
+        }
     }
 }
 

@@ -98,6 +98,9 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         vip_cidr: args.vip_cidr.clone(),
         state_dir: data_dir.join("agent"),
         haproxy_bin: "haproxy".into(),
+        dataplane_bin: None,
+        // The native data plane is this binary too: `lbctl dataplane`.
+        dataplane_command: crate::common::dataplane_command(),
         noop_apply_delay_ms: 0,
         health_interval_ms: 100,
         stats_interval_ms: 1000,

@@ -122,6 +122,8 @@ impl Stack {
             vip_cidr: "127.0.201.0/24".into(),
             state_dir: dir.join("agent"),
             haproxy_bin: "haproxy".into(),
+            dataplane_bin: None,
+            dataplane_command: vec![env!("CARGO_BIN_EXE_lbctl").into(), "dataplane".into()],
             noop_apply_delay_ms: 300,
             health_interval_ms: 100,
             stats_interval_ms: 500,

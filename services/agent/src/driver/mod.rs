@@ -99,6 +99,9 @@ pub struct DriverOptions {
     pub haproxy_bin: PathBuf,
     /// How long the noop driver takes to apply: lets tests catch a deploy in flight.
     pub noop_apply_delay: std::time::Duration,
+    /// The native data plane's command: a program and the arguments that come before
+    /// `--state-dir` (`AgentConfig::dataplane_command`).
+    pub dataplane: Vec<std::ffi::OsString>,
 }
 
 type DriverFactory = fn(&DriverOptions) -> Arc<dyn Driver>;
@@ -106,7 +109,9 @@ type DriverFactory = fn(&DriverOptions) -> Arc<dyn Driver>;
 /// The known drivers. Adding one is a module plus one line here.
 const KNOWN_DRIVERS: &[(&str, DriverFactory)] = &[
     ("haproxy", |o| Arc::new(haproxy::HaproxyDriver::new(o))),
-    ("native", |o| Arc::new(native::NativeDriver::new(o))),
+    ("native", |o| {
+        Arc::new(native::process::NativeDriver::new(o))
+    }),
     ("noop", |o| Arc::new(noop::NoopDriver::new(o))),
 ];
 
@@ -130,6 +135,7 @@ pub fn capabilities_of(name: &str) -> Vec<String> {
         state_dir: std::env::temp_dir(),
         haproxy_bin: PathBuf::from("haproxy"),
         noop_apply_delay: std::time::Duration::ZERO,
+        dataplane: Vec::new(),
     };
     build_driver(name, &options).map_or_else(Vec::new, |d| d.capabilities())
 }
@@ -158,7 +164,7 @@ pub async fn discover(haproxy_bin: &std::path::Path) -> Vec<DriverInfo> {
     };
     vec![
         haproxy,
-        built_in("native", "in-process data plane"),
+        built_in("native", "data plane process (lbaas-dataplane)"),
         built_in("noop", "accepts configs, carries no traffic"),
     ]
 }

@@ -227,6 +227,7 @@ async fn certificates_sni_re_encryption_and_runtime_members() {
         state_dir: dir.clone(),
         haproxy_bin: bin,
         noop_apply_delay: Duration::ZERO,
+        dataplane: Vec::new(),
     });
     let ca = TestCa::new();
     let [default, a, b] = fixtures::certificates(&ca);

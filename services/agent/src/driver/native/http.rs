@@ -115,12 +115,13 @@ fn redirect(code: StatusCode, location: HeaderValue) -> Response<Body> {
 }
 
 /// Serves one client connection until it closes; each request reads the listener's current route.
-/// `https`: the client spoke TLS to the listener.
+/// `https`: the client spoke TLS to the listener; `h2`: it chose HTTP/2 by ALPN.
 pub async fn serve<I>(
     io: I,
     peer: SocketAddr,
     local: SocketAddr,
     https: bool,
+    h2: bool,
     route: Arc<RwLock<Route>>,
     upstream: Upstream,
 ) where
@@ -131,14 +132,52 @@ pub async fn serve<I>(
         let route = route.read().unwrap_or_else(|p| p.into_inner()).clone();
         let upstream = upstream.clone();
         async move {
-            Ok::<_, std::convert::Infallible>(
-                forward(request, (peer, local), https, route, upstream).await,
-            )
+            let http1 = request.version() < hyper::Version::HTTP_2;
+            let mut response = forward(request, (peer, local), https, route, upstream).await;
+            // A draining process ends each HTTP/1 connection after its current response: the
+            // client opens its next one on the successor, and no request is lost in between.
+            if http1 && draining() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
-        .await;
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = drain_started(), if h2 => {}
+    }
+    // HTTP/2: GOAWAY, so the client sends new streams to the successor; streams in flight finish.
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// Set once this process has handed its listening sockets to a successor (one data plane per
+/// process, so one flag per process).
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static DRAIN: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Whether this process is draining.
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::Relaxed)
+}
+
+/// Starts draining: see `serve`.
+pub fn start_draining() {
+    DRAINING.store(true, Ordering::Relaxed);
+    DRAIN.notify_waiters();
+}
+
+async fn drain_started() {
+    let notified = DRAIN.notified();
+    if draining() {
+        return;
+    }
+    notified.await;
 }
 
 async fn forward(

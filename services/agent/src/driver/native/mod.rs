@@ -1,4 +1,6 @@
-//! The native driver: a data plane inside the agent process, needing nothing installed. Each
+//! The native data plane's engine, needing nothing installed. It runs in its own process
+//! (`lbaas-dataplane`, see `crate::dataplane`), which the native driver (`process.rs`) starts,
+//! feeds and adopts, so traffic does not depend on the agent being alive. Each
 //! listener is a tokio socket on VIP:port. TCP and HTTPS (passthrough) listeners proxy each
 //! connection to a member; HTTP listeners are HTTP/1.1 and HTTP/2 (cleartext) servers (hyper) that
 //! balance each request (`http.rs`), with L7 policies (`l7.rs`) and X-Forwarded-* headers;
@@ -22,6 +24,7 @@ pub mod checks;
 mod http;
 pub mod l7;
 pub mod persist;
+pub mod process;
 mod proxy_header;
 pub mod tls;
 mod udp;
@@ -47,7 +50,7 @@ use lbaas::{
 use persist::{Persistence, StickTable};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use super::{DeviceHealth, Driver, DriverError, DriverOptions};
+use super::{DeviceHealth, Driver, DriverError};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Octavia's default member data timeout.
@@ -158,7 +161,16 @@ enum Transport {
 
 struct Listener {
     route: Arc<RwLock<Route>>,
+    /// A second descriptor of the listening socket, for handing it to a successor process.
+    fd: Option<std::os::fd::OwnedFd>,
     _task: AbortOnDrop,
+}
+
+/// A listening socket received from a predecessor process, waiting for the apply that serves
+/// its address.
+pub enum Inherited {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
 }
 
 #[derive(Default)]
@@ -171,26 +183,127 @@ struct Runtime {
     counters: HashMap<String, Arc<Counters>>,
 }
 
-pub struct NativeDriver {
+/// The in-process data plane: what `lbaas-dataplane` runs.
+pub struct Engine {
     runtime: tokio::sync::Mutex<Runtime>,
+    /// Sockets handed over by the process this one replaces, by address.
+    inherited: std::sync::Mutex<HashMap<(Transport, SocketAddr), Inherited>>,
     upstream: http::Upstream,
     /// For re-encryption and TLS checks (`None` only if rustls could not build it).
     member_tls: Option<Arc<rustls::ClientConfig>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl NativeDriver {
-    pub fn new(_options: &DriverOptions) -> Self {
+impl Engine {
+    pub fn new() -> Self {
         let member_tls = tls::member_client_config()
             .inspect_err(|e| tracing::error!(error = %e, "no TLS client config for members"))
             .ok();
         Self {
             runtime: tokio::sync::Mutex::new(Runtime::default()),
+            inherited: std::sync::Mutex::new(HashMap::new()),
             upstream: http::upstream(member_tls.clone()),
             member_tls,
             provider: tls::provider(),
         }
     }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the native data plane can do.
+pub fn capabilities() -> Vec<String> {
+    // ICMP needs raw sockets: PING monitors are refused by apply.
+    lbaas::capability::all_except(&["monitor:PING"])
+}
+
+impl Engine {
+    /// Sockets received from the process this one replaces: the next apply serves them instead of
+    /// binding its addresses anew (those no apply wants are closed by `drop_inherited`).
+    pub fn inherit(&self, sockets: Vec<(Inherited, SocketAddr)>) {
+        let mut inherited = self.inherited.lock().unwrap_or_else(|p| p.into_inner());
+        for (socket, addr) in sockets {
+            let transport = match socket {
+                Inherited::Tcp(_) => Transport::Tcp,
+                Inherited::Udp(_) => Transport::Udp,
+            };
+            inherited.insert((transport, addr), socket);
+        }
+    }
+
+    /// Closes inherited sockets that no apply took.
+    pub fn drop_inherited(&self) -> usize {
+        let mut inherited = self.inherited.lock().unwrap_or_else(|p| p.into_inner());
+        let n = inherited.len();
+        inherited.clear();
+        n
+    }
+
+    /// A copy of every listening socket, for a successor process: (udp?, address, descriptor).
+    pub async fn listening_sockets(&self) -> Vec<(bool, SocketAddr, std::os::fd::OwnedFd)> {
+        let rt = self.runtime.lock().await;
+        rt.listeners
+            .iter()
+            .filter_map(|((transport, addr), l)| {
+                let fd = l.fd.as_ref()?.try_clone().ok()?;
+                Some((*transport == Transport::Udp, *addr, fd))
+            })
+            .collect()
+    }
+
+    /// Stops accepting (a successor holds the sockets now), asks open connections to finish
+    /// (HTTP/1 responses say `Connection: close`, HTTP/2 connections get GOAWAY) and waits until
+    /// none is open or `timeout` passes. Returns how many were still open.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        http::start_draining();
+        let counters: Vec<Arc<Counters>> = {
+            let mut rt = self.runtime.lock().await;
+            rt.listeners.clear();
+            rt.checkers.clear();
+            rt.counters.values().cloned().collect()
+        };
+        let open = || {
+            counters
+                .iter()
+                .map(|c| c.active.load(Ordering::Relaxed))
+                .sum::<u64>() as usize
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        open()
+    }
+
+    /// A socket for `key`: the one a predecessor handed over, or a new one.
+    fn take_or_bind(&self, key: (Transport, SocketAddr)) -> std::io::Result<Bound> {
+        let inherited = self
+            .inherited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        match (key.0, inherited) {
+            (Transport::Tcp, Some(Inherited::Tcp(socket))) => {
+                socket.set_nonblocking(true)?;
+                Ok(Bound::Tcp(TcpListener::from_std(socket)?))
+            }
+            (Transport::Udp, Some(Inherited::Udp(socket))) => {
+                socket.set_nonblocking(true)?;
+                Ok(Bound::Udp(tokio::net::UdpSocket::from_std(socket)?))
+            }
+            (Transport::Tcp, _) => Ok(Bound::Tcp(bind(key.1)?)),
+            (Transport::Udp, _) => Ok(Bound::Udp(bind_udp(key.1)?)),
+        }
+    }
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Udp(tokio::net::UdpSocket),
 }
 
 fn rejected(what: impl Into<String>) -> DriverError {
@@ -214,6 +327,19 @@ fn millis(ms: u32, default: Duration) -> Duration {
     } else {
         Duration::from_millis(u64::from(ms))
     }
+}
+
+/// What the engine may refuse as unsupported, so the refusal keeps its words across the control
+/// socket.
+const UNSUPPORTED: &[&str] = &["PING health monitors"];
+
+/// The operation an unsupported refusal names (as `DriverError::Unsupported` needs it static).
+pub fn operation_name(message: &str) -> &'static str {
+    UNSUPPORTED
+        .iter()
+        .find(|known| **known == message)
+        .copied()
+        .unwrap_or("this configuration")
 }
 
 fn unsupported(operation: &'static str) -> DriverError {
@@ -462,14 +588,13 @@ fn listener_route(
 }
 
 #[async_trait::async_trait]
-impl Driver for NativeDriver {
+impl Driver for Engine {
     fn name(&self) -> &'static str {
         "native"
     }
 
     fn capabilities(&self) -> Vec<String> {
-        // ICMP needs raw sockets: PING monitors are refused by apply.
-        lbaas::capability::all_except(&["monitor:PING"])
+        capabilities()
     }
 
     async fn start(&self) -> Result<(), DriverError> {
@@ -519,21 +644,15 @@ impl Driver for NativeDriver {
             }
         }
         // Bind what is new before changing anything, so a refused address changes nothing.
-        let mut bound_tcp = HashMap::new();
-        let mut bound_udp = HashMap::new();
+        let mut bound = HashMap::new();
         for &(transport, addr) in wanted.keys() {
             if rt.listeners.contains_key(&(transport, addr)) {
                 continue;
             }
-            let refused = |e: std::io::Error| rejected(format!("cannot listen on {addr}: {e}"));
-            match transport {
-                Transport::Tcp => {
-                    bound_tcp.insert(addr, bind(addr).map_err(refused)?);
-                }
-                Transport::Udp => {
-                    bound_udp.insert(addr, bind_udp(addr).map_err(refused)?);
-                }
-            }
+            let socket = self
+                .take_or_bind((transport, addr))
+                .map_err(|e| rejected(format!("cannot listen on {addr}: {e}")))?;
+            bound.insert((transport, addr), socket);
         }
         rt.listeners.retain(|key, _| wanted.contains_key(key));
         for (key, mut route) in wanted {
@@ -552,24 +671,28 @@ impl Driver for NativeDriver {
                 None => {
                     route.limit = limit(route.limit_n);
                     let route = Arc::new(RwLock::new(route));
-                    let task = match key.0 {
-                        Transport::Tcp => {
-                            let Some(socket) = bound_tcp.remove(&key.1) else {
-                                continue;
-                            };
-                            tokio::spawn(accept_loop(socket, route.clone(), self.upstream.clone()))
+                    use std::os::fd::AsFd as _;
+                    let (task, fd) = match bound.remove(&key) {
+                        Some(Bound::Tcp(socket)) => {
+                            let fd = socket.as_fd().try_clone_to_owned().ok();
+                            let task = tokio::spawn(accept_loop(
+                                socket,
+                                route.clone(),
+                                self.upstream.clone(),
+                            ));
+                            (task, fd)
                         }
-                        Transport::Udp => {
-                            let Some(socket) = bound_udp.remove(&key.1) else {
-                                continue;
-                            };
-                            tokio::spawn(udp::serve(socket, route.clone()))
+                        Some(Bound::Udp(socket)) => {
+                            let fd = socket.as_fd().try_clone_to_owned().ok();
+                            (tokio::spawn(udp::serve(socket, route.clone())), fd)
                         }
+                        None => continue,
                     };
                     rt.listeners.insert(
                         key,
                         Listener {
                             route,
+                            fd,
                             _task: AbortOnDrop(task),
                         },
                     );
@@ -765,7 +888,7 @@ async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>, upstream: h
                 Front::Http(_) => {
                     let local = client.local_addr().unwrap_or(peer);
                     let io = http::Counted::new(client, counters);
-                    http::serve(io, peer, local, false, route, upstream).await;
+                    http::serve(io, peer, local, false, false, route, upstream).await;
                 }
                 Front::TerminatedHttps(_, config) => {
                     let local = client.local_addr().unwrap_or(peer);
@@ -773,7 +896,8 @@ async fn accept_loop(socket: TcpListener, route: Arc<RwLock<Route>>, upstream: h
                     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
                     match tokio::time::timeout(current.client_timeout, acceptor.accept(io)).await {
                         Ok(Ok(tls)) => {
-                            http::serve(tls, peer, local, true, route, upstream).await;
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            http::serve(tls, peer, local, true, h2, route, upstream).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
@@ -1454,12 +1578,7 @@ mod tests {
     /// the certificate and the UDP pool's members behind the same sockets, counters carrying on.
     #[tokio::test]
     async fn applies_swap_certificates_and_udp_routes_in_place() {
-        let driver = NativeDriver::new(&DriverOptions {
-            device_id: "d".into(),
-            state_dir: std::env::temp_dir(),
-            haproxy_bin: "haproxy".into(),
-            noop_apply_delay: Duration::ZERO,
-        });
+        let driver = Engine::new();
         let (web, _, _web) = http_member("web", None).await;
         let echo_a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let echo_b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -1549,12 +1668,7 @@ mod tests {
     /// Everything the driver cannot do is refused before anything is bound.
     #[tokio::test]
     async fn apply_refuses_what_it_cannot_do() {
-        let driver = NativeDriver::new(&DriverOptions {
-            device_id: "d".into(),
-            state_dir: std::env::temp_dir(),
-            haproxy_bin: "haproxy".into(),
-            noop_apply_delay: Duration::ZERO,
-        });
+        let driver = Engine::new();
         let m = member("m", "127.0.0.1:9".parse().unwrap());
         let http_pool = || {
             pool_config(
