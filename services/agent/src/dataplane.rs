@@ -170,10 +170,9 @@ impl DataPlaneService for Control {
     }
 }
 
+/// The config holds TLS private keys: 0600, durably, as every key file of the agent.
 fn save_desired(dir: &Path, request: &ApplyRequest) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{DESIRED}.tmp"));
-    std::fs::write(&tmp, request.encode_to_vec())?;
-    std::fs::rename(tmp, dir.join(DESIRED))
+    crate::private_files::write_private(&dir.join(DESIRED), &request.encode_to_vec())
 }
 
 fn load_desired(dir: &Path) -> Option<ApplyRequest> {
