@@ -18,6 +18,9 @@ pub const POOL_TLS: &str = "pool_tls";
 pub const CONNECTION_LIMIT: &str = "connection_limit";
 /// Pools that open member connections with a PROXY protocol header (PROXY, PROXYV2).
 pub const PROXY_PROTOCOL: &str = "proxy_protocol";
+/// TLS beyond what every driver has: SSLv3, TLS 1.0 or 1.1, or ciphers other than the
+/// forward-secret AEAD suites (`tls_options::MODERN_CIPHERS`), on a listener or a pool.
+pub const TLS_LEGACY: &str = "tls_legacy";
 
 pub fn protocol(p: ListenerProtocol) -> String {
     format!(
@@ -64,6 +67,11 @@ pub fn required(config: &LoadBalancerConfig) -> BTreeSet<String> {
         if l.connection_limit > 0 {
             need.insert(CONNECTION_LIMIT.to_owned());
         }
+        if let Some(tls) = &l.tls
+            && crate::tls_options::needs_legacy(&tls.tls_versions, &tls.tls_ciphers)
+        {
+            need.insert(TLS_LEGACY.to_owned());
+        }
     }
     for p in &config.pools {
         need.insert(protocol(p.protocol()));
@@ -75,6 +83,11 @@ pub fn required(config: &LoadBalancerConfig) -> BTreeSet<String> {
         }
         if p.tls_enabled {
             need.insert(POOL_TLS.to_owned());
+            if let Some(tls) = &p.tls
+                && crate::tls_options::needs_legacy(&tls.tls_versions, &tls.tls_ciphers)
+            {
+                need.insert(TLS_LEGACY.to_owned());
+            }
         }
         if p.proxy_protocol() != crate::agent::v1::ProxyProtocol::None {
             need.insert(PROXY_PROTOCOL.to_owned());
@@ -95,6 +108,7 @@ pub fn all() -> Vec<String> {
         POOL_TLS,
         CONNECTION_LIMIT,
         PROXY_PROTOCOL,
+        TLS_LEGACY,
     ]
     .iter()
     .map(|s| (*s).to_owned())

@@ -3,6 +3,7 @@
 
 pub mod capability;
 pub mod server;
+pub mod tls_options;
 
 pub mod api {
     //! Generated from `proto/lbaas/api/v1`.

@@ -8,6 +8,8 @@
 
 #[macro_use]
 mod support;
+#[path = "features/grpc.rs"]
+mod grpc;
 
 use std::{
     collections::BTreeMap,
@@ -2182,6 +2184,97 @@ async fn invalid_combinations_refused(db: Db) {
             ),
             "load_balancer.listeners[0].default_pool.healthmonitor",
         ),
+        (
+            "an unknown ALPN protocol",
+            pb::Listener {
+                default_tls_container_ref: some_id.clone(),
+                alpn_protocols: vec!["h2".into(), "spdy/3".into()],
+                ..listener(P::TerminatedHttps, 443, http_pool())
+            },
+            "load_balancer.listeners[0].alpn_protocols[1]",
+        ),
+        (
+            "an unknown TLS version",
+            pb::Listener {
+                default_tls_container_ref: some_id.clone(),
+                tls_versions: vec!["TLSv1.2".into(), "TLSv2".into()],
+                ..listener(P::TerminatedHttps, 443, http_pool())
+            },
+            "load_balancer.listeners[0].tls_versions",
+        ),
+        (
+            "TLS versions with a gap",
+            pb::Listener {
+                default_tls_container_ref: some_id.clone(),
+                tls_versions: vec!["TLSv1.1".into(), "TLSv1.3".into()],
+                ..listener(P::TerminatedHttps, 443, http_pool())
+            },
+            "load_balancer.listeners[0].tls_versions",
+        ),
+        (
+            "an unknown cipher",
+            pb::Listener {
+                default_tls_container_ref: some_id.clone(),
+                tls_ciphers: "ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5".into(),
+                ..listener(P::TerminatedHttps, 443, http_pool())
+            },
+            "load_balancer.listeners[0].tls_ciphers",
+        ),
+        (
+            "TLS options on an HTTP listener",
+            pb::Listener {
+                tls_versions: vec!["TLSv1.3".into()],
+                ..http(80, http_pool())
+            },
+            "load_balancer.listeners[0].tls_versions",
+        ),
+        (
+            "an unknown ALPN protocol on a pool",
+            http(
+                80,
+                pb::Pool {
+                    tls_enabled: true,
+                    alpn_protocols: vec!["h3".into()],
+                    ..http_pool()
+                },
+            ),
+            "load_balancer.listeners[0].default_pool.alpn_protocols[0]",
+        ),
+        (
+            "h2 among others on a clear-text pool (nothing negotiates)",
+            http(
+                80,
+                pb::Pool {
+                    alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+                    ..http_pool()
+                },
+            ),
+            "load_balancer.listeners[0].default_pool.alpn_protocols",
+        ),
+        (
+            "ALPN on a TCP pool",
+            listener(
+                P::Tcp,
+                80,
+                pb::Pool {
+                    alpn_protocols: vec!["h2".into()],
+                    ..tcp_pool()
+                },
+            ),
+            "load_balancer.listeners[0].default_pool.alpn_protocols",
+        ),
+        (
+            "an unknown cipher on a pool",
+            http(
+                80,
+                pb::Pool {
+                    tls_enabled: true,
+                    tls_ciphers: "NULL-SHA".into(),
+                    ..http_pool()
+                },
+            ),
+            "load_balancer.listeners[0].default_pool.tls_ciphers",
+        ),
     ];
     for (what, l, field) in cases {
         let status = api
@@ -2644,3 +2737,7 @@ async fn monitor_http_version_and_host(driver: &'static str) {
     stack.stop().await;
 }
 on_each_driver!(monitor_http_version_and_host);
+
+use grpc::{grpc_through_terminated_https, legacy_tls};
+on_each_driver!(grpc_through_terminated_https);
+on_each_driver!(legacy_tls);

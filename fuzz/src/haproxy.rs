@@ -193,9 +193,8 @@ fn directive_ok(w: &[String]) -> bool {
         ["mode", "http" | "tcp"] | ["disabled"] => true,
         ["balance", "roundrobin" | "leastconn" | "source"] => true,
         ["bind", address] => address.parse::<std::net::SocketAddr>().is_ok(),
-        ["bind", address, "ssl", "crt-list", _] => address.parse::<std::net::SocketAddr>().is_ok(),
-        ["bind", address, "ssl", "crt-list", _, "alpn", "h2,http/1.1"] => {
-            address.parse::<std::net::SocketAddr>().is_ok()
+        ["bind", address, "ssl", "crt-list", _, tls @ ..] => {
+            address.parse::<std::net::SocketAddr>().is_ok() && tls_options_ok(tls)
         }
         ["acl", "allowed_cidrs", "src", networks @ ..] => {
             !networks.is_empty() && networks.iter().all(|n| n.parse::<ipnet::IpNet>().is_ok())
@@ -306,12 +305,51 @@ fn directive_ok(w: &[String]) -> bool {
     }
 }
 
+/// The words of one TLS option (`alpn`, `ssl-min-ver`, `ssl-max-ver`, `ciphers`, `ciphersuites`)
+/// at the start of `rest`, if it is one with only known names in it.
+fn tls_option(rest: &[&str]) -> Option<usize> {
+    use lbaas::tls_options as opts;
+    let known_ciphers = |list: &str, tls13: bool| {
+        list.split(':')
+            .all(|c| opts::CIPHERS.contains(&c) && opts::is_tls13_suite(c) == tls13)
+    };
+    match rest {
+        ["alpn", list, ..] => list
+            .split(',')
+            .all(|p| opts::ALPN_PROTOCOLS.contains(&p))
+            .then_some(2),
+        ["ssl-min-ver" | "ssl-max-ver", v, ..] => {
+            matches!(*v, "SSLv3" | "TLSv1.0" | "TLSv1.1" | "TLSv1.2" | "TLSv1.3").then_some(2)
+        }
+        ["ciphers", list, ..] => known_ciphers(list, false).then_some(2),
+        ["ciphersuites", list, ..] => known_ciphers(list, true).then_some(2),
+        _ => None,
+    }
+}
+
+/// A bind's TLS options after its crt-list.
+fn tls_options_ok(options: &[&str]) -> bool {
+    let mut i = 0;
+    while i < options.len() {
+        match tls_option(&options[i..]) {
+            Some(n) => i += n,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// What follows `weight N` on a server line.
 fn server_options_ok(options: &[&str]) -> bool {
     let mut i = 0;
     while i < options.len() {
         let rest = &options[i..];
+        if let Some(n) = tls_option(rest) {
+            i += n;
+            continue;
+        }
         i += match rest {
+            ["proto", "h2", ..] => 2,
             ["ssl" | "check-ssl", "verify", "none", ..] => 3,
             ["check", "inter", d, "fall", f, "rise", r, ..]
                 if duration(d) && number(f) && number(r) =>

@@ -3,11 +3,12 @@
 //! The driver builds routes in `apply` (`build_pools`, then `listener_route` per listener), which
 //! also binds sockets and starts health checks, so it is not called here. This runs the same
 //! compile steps, through the driver's own functions, on every pool and listener of the input:
-//! - pools: `persist::Persistence::from_config`, `checks::validate` of the monitor, members'
-//!   addresses, into the driver's `Pool`;
+//! - pools: `persist::Persistence::from_config`, `checks::validate` of the monitor,
+//!   `tls::pool_client_config` of re-encrypting pools' TLS options, members' addresses, into the
+//!   driver's `Pool`;
 //! - HTTP and TERMINATED_HTTPS listeners: `l7::compile` of each policy, REDIRECT_TO_POOL resolved
 //!   as `listener_route` resolves it; TERMINATED_HTTPS: `tls::server_config` (PEM parsing, key
-//!   checks, SNI table);
+//!   checks, SNI table, ALPN, versions and ciphers);
 //! - then `l7::decide` for a few fixed requests and one built from the listener's own rules.
 //!
 //! Properties: nothing panics, and a decided policy is one with rules (a policy without rules
@@ -16,7 +17,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, AtomicUsize},
     },
 };
@@ -48,11 +49,6 @@ pub fn compile(device: &Device) -> Vec<String> {
     refused
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(tls::provider).clone()
-}
-
 fn compile_load_balancer(lb: &LoadBalancerConfig, refused: &mut Vec<String>) {
     // Pools, as build_pools makes them (each on its own: one bad pool does not hide the others).
     let mut pools: HashMap<&str, (Arc<Pool>, bool)> = HashMap::new();
@@ -66,6 +62,12 @@ fn compile_load_balancer(lb: &LoadBalancerConfig, refused: &mut Vec<String>) {
         };
         if let Some(monitor) = &p.monitor
             && let Err(e) = checks::validate(monitor)
+        {
+            refused.push(format!("pool {}: {e}", p.id));
+            continue;
+        }
+        if p.tls_enabled
+            && let Err(e) = tls::pool_client_config(p.tls.as_ref())
         {
             refused.push(format!("pool {}: {e}", p.id));
             continue;
@@ -97,6 +99,8 @@ fn compile_load_balancer(lb: &LoadBalancerConfig, refused: &mut Vec<String>) {
             persistence,
             sticky: Arc::default(),
             tls: p.tls_enabled,
+            member_tls: None,
+            h2c: !p.tls_enabled && p.tls.as_ref().is_some_and(|t| t.alpn_protocols == ["h2"]),
             proxy: p.proxy_protocol(),
         };
         pools.insert(&p.id, (Arc::new(pool), p.admin_state_up));
@@ -118,7 +122,7 @@ fn compile_listener(
             tls::server_config(
                 l.default_certificate.as_ref(),
                 &l.sni_certificates,
-                provider(),
+                l.tls.as_ref(),
             )?;
         }
         // No routing to compile: the connection goes to the default pool.

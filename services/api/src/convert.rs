@@ -7,6 +7,7 @@ use lbaas::api::v1 as pb;
 use crate::{
     entity::{health_monitor, listener, load_balancer, member, pool},
     error::ApiError,
+    tls_fields::{self, TlsFields},
 };
 
 const MAX_NAME: usize = 255;
@@ -120,6 +121,8 @@ pub struct NewListener {
     pub insert_headers: Vec<String>,
     pub default_tls_container_ref: Option<String>,
     pub sni_container_refs: Vec<String>,
+    /// ALPN, versions and ciphers as given (empty: the defaults).
+    pub tls: TlsFields,
     pub default_pool: Option<NewPool>,
 }
 
@@ -135,6 +138,8 @@ pub struct NewPool {
     pub session_persistence: &'static str,
     pub persistence_cookie_name: String,
     pub tls_enabled: bool,
+    /// ALPN, versions and ciphers as given (empty: the defaults).
+    pub tls: TlsFields,
     pub admin_state_up: bool,
     pub tags: Vec<String>,
     pub members: Vec<NewMember>,
@@ -501,6 +506,14 @@ fn listener_fields(
         insert_headers: insert_headers(v, f, protocol, &input.insert_headers),
         default_tls_container_ref: tls_refs(v, f, protocol, input),
         sni_container_refs: input.sni_container_refs.clone(),
+        tls: tls_fields::listener(
+            v,
+            f,
+            protocol,
+            &input.alpn_protocols,
+            &input.tls_versions,
+            &input.tls_ciphers,
+        ),
         default_pool,
     }
 }
@@ -697,6 +710,15 @@ fn pool_fields(v: &mut Violations, f: &str, input: &pb::Pool, in_tree: bool) -> 
         session_persistence,
         persistence_cookie_name,
         tls_enabled: input.tls_enabled,
+        tls: tls_fields::pool(
+            v,
+            f,
+            pool_protocol,
+            input.tls_enabled,
+            &input.alpn_protocols,
+            &input.tls_versions,
+            &input.tls_ciphers,
+        ),
         admin_state_up: input.admin_state_up.unwrap_or(true),
         tags: tags(v, &format!("{f}.tags"), &input.tags),
         members,
@@ -1118,6 +1140,8 @@ pub fn revision_etag(revision: i64) -> String {
 }
 
 pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
+    let tls = TlsFields::from_columns(&m.alpn_protocols, &m.tls_versions, &m.tls_ciphers)
+        .listener_effective(Protocol::parse(&m.protocol).unwrap_or(Protocol::Tcp));
     pb::Listener {
         etag: revision_etag(m.revision),
         protocol: proto_protocol(&m.protocol),
@@ -1149,10 +1173,15 @@ pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
         default_tls_container_ref: m.default_tls_container_ref.unwrap_or_default(),
         sni_container_refs: split_tags(&m.sni_container_refs),
         l7policy_ids: Vec::new(),
+        alpn_protocols: tls.alpn_protocols,
+        tls_versions: tls.tls_versions,
+        tls_ciphers: tls.tls_ciphers,
     }
 }
 
 pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
+    let tls = TlsFields::from_columns(&m.alpn_protocols, &m.tls_versions, &m.tls_ciphers)
+        .pool_effective(m.tls_enabled);
     pb::Pool {
         etag: revision_etag(m.revision),
         protocol: proto_protocol(&m.protocol),
@@ -1180,6 +1209,9 @@ pub fn pool_to_proto(m: pool::Model, monitor_id: Option<String>) -> pb::Pool {
             cookie_name: m.persistence_cookie_name,
         }),
         tls_enabled: m.tls_enabled,
+        alpn_protocols: tls.alpn_protocols,
+        tls_versions: tls.tls_versions,
+        tls_ciphers: tls.tls_ciphers,
     }
 }
 

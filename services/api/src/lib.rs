@@ -16,6 +16,7 @@ pub mod service;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod tls_fields;
 pub mod update;
 pub mod watch;
 

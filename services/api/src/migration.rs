@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(Features),
             Box::new(AdditionalVips),
             Box::new(MonitorHttpFields),
+            Box::new(TlsOptions),
         ]
     }
 }
@@ -265,6 +266,38 @@ impl MigrationTrait for MonitorHttpFields {
             health_monitor::Column::DomainName,
         ] {
             add_text_column(manager, health_monitor::Entity, column).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Listeners and pools gain Octavia's alpn_protocols, tls_versions and tls_ciphers, where the
+/// columns are missing.
+struct TlsOptions;
+
+impl MigrationName for TlsOptions {
+    fn name(&self) -> &str {
+        "m0006_tls_options"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TlsOptions {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            listener::Column::AlpnProtocols,
+            listener::Column::TlsVersions,
+            listener::Column::TlsCiphers,
+        ] {
+            add_text_column(manager, listener::Entity, column).await?;
+        }
+        for column in [
+            pool::Column::AlpnProtocols,
+            pool::Column::TlsVersions,
+            pool::Column::TlsCiphers,
+        ] {
+            add_text_column(manager, pool::Entity, column).await?;
         }
         Ok(())
     }

@@ -41,6 +41,14 @@ pub fn listener(l: &NewListener, f: &str, out: &mut Needs) {
             format!("{f}.connection_limit"),
         ));
     }
+    if lbaas::tls_options::needs_legacy(&l.tls.tls_versions, &l.tls.tls_ciphers) {
+        let field = if l.tls.tls_ciphers.is_empty() {
+            "tls_versions"
+        } else {
+            "tls_ciphers"
+        };
+        out.push((capability::TLS_LEGACY.into(), format!("{f}.{field}")));
+    }
     if let Some(p) = &l.default_pool {
         pool(p, &format!("{f}.default_pool"), out);
     }
@@ -71,6 +79,14 @@ pub fn pool(p: &NewPool, f: &str, out: &mut Needs) {
     }
     if p.tls_enabled {
         out.push((capability::POOL_TLS.into(), format!("{f}.tls_enabled")));
+        if lbaas::tls_options::needs_legacy(&p.tls.tls_versions, &p.tls.tls_ciphers) {
+            let field = if p.tls.tls_ciphers.is_empty() {
+                "tls_versions"
+            } else {
+                "tls_ciphers"
+            };
+            out.push((capability::TLS_LEGACY.into(), format!("{f}.{field}")));
+        }
     }
     if let Some(m) = &p.monitor {
         let t = match m.monitor_type {

@@ -356,6 +356,23 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let patch = required(r.listener, "listener")?;
         let paths = update::LISTENER.paths(r.update_mask.as_ref())?;
+        if paths
+            .iter()
+            .any(|p| update::TLS_PATHS.contains(&p.as_str()))
+        {
+            // TLS options a device's driver may lack: checked before anything is stored.
+            let found = self
+                .store
+                .get_listener(&caller.project_id, required_id(&patch.id)?)
+                .await?;
+            let mut merged = convert::listener_to_proto(found);
+            update::overlay_listener(&mut merged, &patch, &paths);
+            let checked = convert::validate_listener(&merged)?;
+            let mut needs = Vec::new();
+            crate::needs::listener(&checked, "listener", &mut needs);
+            self.check_capabilities(&caller.project_id, &checked.loadbalancer_id, &needs)
+                .await?;
+        }
         self.store
             .update_listener(&caller.project_id, &patch, &paths)
             .await?;
@@ -453,6 +470,25 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let patch = required(r.pool, "pool")?;
         let paths = update::POOL.paths(r.update_mask.as_ref())?;
+        if paths
+            .iter()
+            .any(|p| p == "tls_enabled" || update::TLS_PATHS.contains(&p.as_str()))
+        {
+            // Re-encryption and TLS options a device's driver may lack: checked before anything
+            // is stored.
+            let (found, _) = self
+                .store
+                .get_pool(&caller.project_id, required_id(&patch.id)?)
+                .await?;
+            let mut merged = convert::pool_to_proto(found, None);
+            merged.listener_id.clear();
+            update::overlay_pool(&mut merged, &patch, &paths);
+            let checked = convert::validate_pool(&merged)?;
+            let mut needs = Vec::new();
+            crate::needs::pool(&checked, "pool", &mut needs);
+            self.check_capabilities(&caller.project_id, &checked.loadbalancer_id, &needs)
+                .await?;
+        }
         self.store
             .update_pool(&caller.project_id, &patch, &paths)
             .await?;

@@ -12,6 +12,9 @@ pub struct UpdatableFields {
     pub immutable: &'static [&'static str],
 }
 
+/// The TLS option paths of listeners and pools (their driver may lack what they name).
+pub const TLS_PATHS: &[&str] = &["alpn_protocols", "tls_versions", "tls_ciphers"];
+
 pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
     kind: "load_balancer",
     updatable: &["name", "description", "admin_state_up", "tags"],
@@ -43,6 +46,9 @@ pub const LISTENER: UpdatableFields = UpdatableFields {
         "insert_headers",
         "default_tls_container_ref",
         "sni_container_refs",
+        "alpn_protocols",
+        "tls_versions",
+        "tls_ciphers",
     ],
     immutable: &[
         "id",
@@ -65,6 +71,9 @@ pub const POOL: UpdatableFields = UpdatableFields {
         "tags",
         "session_persistence",
         "tls_enabled",
+        "alpn_protocols",
+        "tls_versions",
+        "tls_ciphers",
     ],
     immutable: &[
         "id",
@@ -209,6 +218,9 @@ pub fn overlay_listener(base: &mut pb::Listener, patch: &pb::Listener, paths: &[
             "sni_container_refs" => base
                 .sni_container_refs
                 .clone_from(&patch.sni_container_refs),
+            "alpn_protocols" => base.alpn_protocols.clone_from(&patch.alpn_protocols),
+            "tls_versions" => base.tls_versions.clone_from(&patch.tls_versions),
+            "tls_ciphers" => base.tls_ciphers.clone_from(&patch.tls_ciphers),
             _ => {}
         }
     }
@@ -226,6 +238,9 @@ pub fn overlay_pool(base: &mut pb::Pool, patch: &pb::Pool, paths: &[String]) {
                 .session_persistence
                 .clone_from(&patch.session_persistence),
             "tls_enabled" => base.tls_enabled = patch.tls_enabled,
+            "alpn_protocols" => base.alpn_protocols.clone_from(&patch.alpn_protocols),
+            "tls_versions" => base.tls_versions.clone_from(&patch.tls_versions),
+            "tls_ciphers" => base.tls_ciphers.clone_from(&patch.tls_ciphers),
             _ => {}
         }
     }

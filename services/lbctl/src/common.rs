@@ -365,3 +365,60 @@ mod tests {
         assert!(Mask::default().finish().is_err());
     }
 }
+
+/// `--alpn-protocol`, `--tls-version`, `--tls-ciphers` (listeners and pools, as Octavia's CLI).
+#[derive(clap::Args, Debug, Default)]
+pub struct TlsOptionArgs {
+    /// An ALPN protocol (h2, http/1.1, http/1.0); repeat for more, in order of preference.
+    #[arg(long = "alpn-protocol", value_name = "PROTOCOL")]
+    pub alpn_protocols: Vec<String>,
+    /// A TLS version allowed (SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3); repeat for more.
+    #[arg(long = "tls-version", value_name = "VERSION")]
+    pub tls_versions: Vec<String>,
+    /// OpenSSL cipher names separated by ':' (TLS_* names are TLS 1.3 suites).
+    #[arg(long, value_name = "CIPHERS")]
+    pub tls_ciphers: Option<String>,
+}
+
+impl TlsOptionArgs {
+    /// Writes the options given into the three fields, recording each in `mask`.
+    pub fn apply(
+        self,
+        (alpn, versions, ciphers): (&mut Vec<String>, &mut Vec<String>, &mut String),
+        mask: &mut Mask,
+    ) {
+        if !self.alpn_protocols.is_empty() {
+            mask.set("alpn_protocols", alpn, Some(self.alpn_protocols));
+        }
+        if !self.tls_versions.is_empty() {
+            mask.set("tls_versions", versions, Some(self.tls_versions));
+        }
+        mask.set("tls_ciphers", ciphers, self.tls_ciphers);
+    }
+}
+
+/// `--alpn-protocols`, `--tls-versions`, `--tls-ciphers` on unset: back to the defaults.
+#[derive(clap::Args, Debug, Default)]
+pub struct UnsetTlsOptions {
+    /// Back to the default ALPN protocols.
+    #[arg(long)]
+    pub alpn_protocols: bool,
+    /// Back to the default TLS versions.
+    #[arg(long)]
+    pub tls_versions: bool,
+    /// Back to the default ciphers.
+    #[arg(long)]
+    pub tls_ciphers: bool,
+}
+
+impl UnsetTlsOptions {
+    pub fn apply(
+        &self,
+        (alpn, versions, ciphers): (&mut Vec<String>, &mut Vec<String>, &mut String),
+        mask: &mut Mask,
+    ) {
+        mask.clear("alpn_protocols", alpn, self.alpn_protocols);
+        mask.clear("tls_versions", versions, self.tls_versions);
+        mask.clear("tls_ciphers", ciphers, self.tls_ciphers);
+    }
+}

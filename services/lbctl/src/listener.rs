@@ -3,7 +3,10 @@ use lbaas::api::v1 as pb;
 
 use crate::{
     client::CallExt as _,
-    common::{AdminState, CreateTags, Ctx, Mask, SetTags, UnsetTags, insert_headers},
+    common::{
+        AdminState, CreateTags, Ctx, Mask, SetTags, TlsOptionArgs, UnsetTags, UnsetTlsOptions,
+        insert_headers,
+    },
     enums, render,
     wait::{self, Until, WaitArgs},
 };
@@ -87,6 +90,9 @@ pub struct Settings {
     /// A CIDR allowed to connect (repeat for more); everyone when none.
     #[arg(long = "allowed-cidr", value_name = "CIDR")]
     pub allowed_cidrs: Vec<String>,
+    /// TERMINATED_HTTPS: ALPN, TLS versions and ciphers offered to clients.
+    #[command(flatten)]
+    pub tls: TlsOptionArgs,
     #[command(flatten)]
     pub admin: AdminState,
 }
@@ -159,6 +165,8 @@ pub struct Unset {
     #[arg(long)]
     pub allowed_cidrs: bool,
     #[command(flatten)]
+    pub tls: UnsetTlsOptions,
+    #[command(flatten)]
     pub tags: UnsetTags,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -219,6 +227,14 @@ impl Settings {
                 Some(self.allowed_cidrs),
             );
         }
+        self.tls.apply(
+            (
+                &mut l.alpn_protocols,
+                &mut l.tls_versions,
+                &mut l.tls_ciphers,
+            ),
+            mask,
+        );
         mask.set(
             "admin_state_up",
             &mut l.admin_state_up,
@@ -344,6 +360,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 "allowed_cidrs",
                 &mut patch.allowed_cidrs,
                 args.allowed_cidrs,
+            );
+            args.tls.apply(
+                (
+                    &mut patch.alpn_protocols,
+                    &mut patch.tls_versions,
+                    &mut patch.tls_ciphers,
+                ),
+                &mut mask,
             );
             mask.set("tags", &mut patch.tags, args.tags.apply(&current.tags));
             update(ctx, &current, patch, mask, &args.wait).await?;

@@ -127,6 +127,8 @@ enum Command {
 
 /// `lbctl loadbalancer ...`: the tenant commands, which use the api, and the operator ones, which
 /// use the scheduler; each connects only to its own.
+// Parsed once per run: the size of the larger variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Loadbalancer {
     #[command(flatten)]

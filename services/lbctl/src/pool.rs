@@ -3,7 +3,10 @@ use lbaas::api::v1 as pb;
 
 use crate::{
     client::CallExt as _,
-    common::{AdminState, CreateTags, Ctx, Mask, SetTags, UnsetTags, session_persistence},
+    common::{
+        AdminState, CreateTags, Ctx, Mask, SetTags, TlsOptionArgs, UnsetTags, UnsetTlsOptions,
+        session_persistence,
+    },
     enums, render,
     wait::{self, Until, WaitArgs},
 };
@@ -86,6 +89,10 @@ pub struct Create {
     pub session_persistence: Option<pb::SessionPersistence>,
     #[command(flatten)]
     pub tls: Tls,
+    /// ALPN to members (with --enable-tls, or `h2` alone for HTTP/2 in clear text), TLS versions
+    /// and ciphers.
+    #[command(flatten)]
+    pub tls_options: TlsOptionArgs,
     #[command(flatten)]
     pub admin: AdminState,
     #[command(flatten)]
@@ -113,6 +120,8 @@ pub struct Set {
     #[command(flatten)]
     pub tls: Tls,
     #[command(flatten)]
+    pub tls_options: TlsOptionArgs,
+    #[command(flatten)]
     pub admin: AdminState,
     #[command(flatten)]
     pub tags: SetTags,
@@ -133,6 +142,8 @@ pub struct Unset {
     /// No session persistence.
     #[arg(long)]
     pub session_persistence: bool,
+    #[command(flatten)]
+    pub tls_options: UnsetTlsOptions,
     #[command(flatten)]
     pub tags: UnsetTags,
     #[command(flatten)]
@@ -163,6 +174,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 tags: args.tags.tags,
                 session_persistence: args.session_persistence,
                 tls_enabled: args.tls.value().unwrap_or(false),
+                alpn_protocols: args.tls_options.alpn_protocols,
+                tls_versions: args.tls_options.tls_versions,
+                tls_ciphers: args.tls_options.tls_ciphers.unwrap_or_default(),
                 ..Default::default()
             };
             let created = api
@@ -220,6 +234,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 args.session_persistence.map(Some),
             );
             mask.set("tls_enabled", &mut patch.tls_enabled, args.tls.value());
+            args.tls_options.apply(
+                (
+                    &mut patch.alpn_protocols,
+                    &mut patch.tls_versions,
+                    &mut patch.tls_ciphers,
+                ),
+                &mut mask,
+            );
             mask.set(
                 "admin_state_up",
                 &mut patch.admin_state_up,
@@ -241,6 +263,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 "session_persistence",
                 &mut patch.session_persistence,
                 args.session_persistence,
+            );
+            args.tls_options.apply(
+                (
+                    &mut patch.alpn_protocols,
+                    &mut patch.tls_versions,
+                    &mut patch.tls_ciphers,
+                ),
+                &mut mask,
             );
             mask.set("tags", &mut patch.tags, args.tags.apply(&current.tags));
             update(ctx, &current, patch, mask, &args.wait).await?;

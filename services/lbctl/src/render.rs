@@ -106,6 +106,9 @@ pub fn listener(l: &pb::Listener) -> Val {
         .field("default_tls_container_ref", &l.default_tls_container_ref)
         .field("sni_container_refs", &l.sni_container_refs)
         .field("l7policy_ids", &l.l7policy_ids)
+        .field("alpn_protocols", &l.alpn_protocols)
+        .field("tls_versions", &l.tls_versions)
+        .field("tls_ciphers", &l.tls_ciphers)
         .build()
 }
 
@@ -156,6 +159,9 @@ pub fn pool(p: &pb::Pool) -> Val {
             session_persistence(p.session_persistence.as_ref()),
         )
         .field("tls_enabled", p.tls_enabled)
+        .field("alpn_protocols", &p.alpn_protocols)
+        .field("tls_versions", &p.tls_versions)
+        .field("tls_ciphers", &p.tls_ciphers)
         .build()
 }
 

@@ -403,6 +403,52 @@ async fn lbctl_manages_every_object_kind() {
         serde_json::json!({"type": "APP_COOKIE", "cookie_name": "JSESSIONID"})
     );
 
+    // TLS options to members (openstack's --alpn-protocol, --tls-version, --tls-ciphers), and
+    // unset back to the default.
+    let secure = cli
+        .ok(&[
+            "lb",
+            "pool",
+            "create",
+            "--name",
+            "p-tls",
+            "--protocol",
+            "HTTP",
+            "--lb-algorithm",
+            "ROUND_ROBIN",
+            "--loadbalancer",
+            "web",
+            "--enable-tls",
+            "--alpn-protocol",
+            "h2",
+            "--alpn-protocol",
+            "http/1.1",
+            "--tls-version",
+            "TLSv1.3",
+            "--tls-ciphers",
+            "TLS_AES_128_GCM_SHA256",
+            "--wait",
+            "-f",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(
+        secure["alpn_protocols"],
+        serde_json::json!(["h2", "http/1.1"])
+    );
+    assert_eq!(secure["tls_versions"], serde_json::json!(["TLSv1.3"]));
+    assert_eq!(secure["tls_ciphers"], "TLS_AES_128_GCM_SHA256");
+    cli.ok(&["lb", "pool", "unset", "--tls-ciphers", "--wait", "p-tls"])
+        .await;
+    let secure = cli
+        .ok(&["lb", "pool", "show", "p-tls", "-f", "json"])
+        .await
+        .json();
+    assert_eq!(secure["tls_ciphers"], lbaas::tls_options::DEFAULT_CIPHERS);
+    assert_eq!(secure["tls_versions"], serde_json::json!(["TLSv1.3"]));
+    cli.ok(&["lb", "pool", "delete", "--wait", "p-tls"]).await;
+
     // Members: the pool comes last, as in openstack.
     let member = cli
         .ok(&[

@@ -28,6 +28,12 @@ pub struct Model {
     pub default_tls_container_ref: Option<String>,
     /// Newline-separated certificate ids chosen by SNI.
     pub sni_container_refs: String,
+    /// Newline-separated ALPN ids as given; empty: the default (TERMINATED_HTTPS).
+    pub alpn_protocols: String,
+    /// Newline-separated TLS versions as given; empty: the default.
+    pub tls_versions: String,
+    /// Colon-separated OpenSSL cipher names as given; empty: the default.
+    pub tls_ciphers: String,
     pub provisioning_status: String,
     pub operating_status: String,
     /// Bumped by every update of this object: its etag.

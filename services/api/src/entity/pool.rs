@@ -20,6 +20,12 @@ pub struct Model {
     pub persistence_cookie_name: String,
     /// Re-encrypt to members.
     pub tls_enabled: bool,
+    /// Newline-separated ALPN ids as given; empty: the default (or HTTP/1.1 in clear text).
+    pub alpn_protocols: String,
+    /// Newline-separated TLS versions as given; empty: the default.
+    pub tls_versions: String,
+    /// Colon-separated OpenSSL cipher names as given; empty: the default.
+    pub tls_ciphers: String,
     /// Newline-separated.
     pub tags: String,
     pub provisioning_status: String,

@@ -48,6 +48,7 @@ pub(super) async fn insert_listener(
     )
     .await?;
     let now = now_ms();
+    let (alpn_protocols, tls_versions, tls_ciphers) = new.tls.columns();
     Ok(listener::ActiveModel {
         id: Set(new_id()),
         project_id: Set(project.to_owned()),
@@ -67,6 +68,9 @@ pub(super) async fn insert_listener(
         insert_headers: Set(join_tags(&new.insert_headers)),
         default_tls_container_ref: Set(new.default_tls_container_ref),
         sni_container_refs: Set(join_tags(&new.sni_container_refs)),
+        alpn_protocols: Set(alpn_protocols),
+        tls_versions: Set(tls_versions),
+        tls_ciphers: Set(tls_ciphers),
         provisioning_status: Set(PENDING_CREATE.into()),
         operating_status: Set(OFFLINE.into()),
         revision: Set(1),
@@ -103,6 +107,7 @@ pub(super) async fn insert_pool(
     new: NewPool,
 ) -> Result<pool::Model, ApiError> {
     let now = now_ms();
+    let (alpn_protocols, tls_versions, tls_ciphers) = new.tls.columns();
     let created = pool::ActiveModel {
         id: Set(new_id()),
         project_id: Set(project.to_owned()),
@@ -115,6 +120,9 @@ pub(super) async fn insert_pool(
         session_persistence: Set(new.session_persistence.to_owned()),
         persistence_cookie_name: Set(new.persistence_cookie_name),
         tls_enabled: Set(new.tls_enabled),
+        alpn_protocols: Set(alpn_protocols),
+        tls_versions: Set(tls_versions),
+        tls_ciphers: Set(tls_ciphers),
         admin_state_up: Set(new.admin_state_up),
         tags: Set(join_tags(&new.tags)),
         provisioning_status: Set(PENDING_CREATE.into()),
@@ -395,6 +403,10 @@ impl Store {
         active.insert_headers = Set(join_tags(&checked.insert_headers));
         active.default_tls_container_ref = Set(checked.default_tls_container_ref.clone());
         active.sni_container_refs = Set(join_tags(&checked.sni_container_refs));
+        let (alpn_protocols, tls_versions, tls_ciphers) = checked.tls.columns();
+        active.alpn_protocols = Set(alpn_protocols);
+        active.tls_versions = Set(tls_versions);
+        active.tls_ciphers = Set(tls_ciphers);
         active.provisioning_status = Set(status.into());
         active.revision = Set(found.revision + 1);
         active.updated_ms = Set(now_ms());
@@ -601,6 +613,10 @@ impl Store {
         active.session_persistence = Set(checked.session_persistence.to_owned());
         active.persistence_cookie_name = Set(checked.persistence_cookie_name);
         active.tls_enabled = Set(checked.tls_enabled);
+        let (alpn_protocols, tls_versions, tls_ciphers) = checked.tls.columns();
+        active.alpn_protocols = Set(alpn_protocols);
+        active.tls_versions = Set(tls_versions);
+        active.tls_ciphers = Set(tls_ciphers);
         active.admin_state_up = Set(checked.admin_state_up);
         active.tags = Set(join_tags(&checked.tags));
         active.provisioning_status = Set(status.into());

@@ -12,6 +12,7 @@ use crate::{
     entity::{health_monitor, l7_policy, l7_rule, listener, load_balancer, member, pool},
     error::ApiError,
     now_ms, status,
+    tls_fields::TlsFields,
 };
 
 impl Store {
@@ -171,6 +172,17 @@ impl Store {
                         .filter(|p| p.listener_id == l.id)
                         .map(|p| l7_config(p, &rules))
                         .collect(),
+                    tls: crate::convert::Protocol::parse(&l.protocol)
+                        .filter(|p| *p == crate::convert::Protocol::TerminatedHttps)
+                        .map(|p| {
+                            TlsFields::from_columns(
+                                &l.alpn_protocols,
+                                &l.tls_versions,
+                                &l.tls_ciphers,
+                            )
+                            .listener_effective(p)
+                            .to_agent()
+                        }),
                 })
                 .collect(),
             pools: pools
@@ -196,6 +208,15 @@ impl Store {
                         }
                     }),
                     tls_enabled: p.tls_enabled,
+                    tls: {
+                        let tls = TlsFields::from_columns(
+                            &p.alpn_protocols,
+                            &p.tls_versions,
+                            &p.tls_ciphers,
+                        )
+                        .pool_effective(p.tls_enabled);
+                        (p.tls_enabled || tls.is_h2c()).then(|| tls.to_agent())
+                    },
                     members: members
                         .iter()
                         .filter(|m| m.pool_id == p.id)

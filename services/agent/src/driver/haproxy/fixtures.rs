@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use lbaas::agent::v1::{
     Algorithm, InsertHeader, L7Action, L7CompareType, L7PolicyConfig, L7RuleConfig, L7RuleType,
     ListenerConfig, ListenerProtocol, LoadBalancerConfig, MemberConfig, MonitorConfig, MonitorType,
-    PersistenceType, PoolConfig, SessionPersistence, TlsCertificate,
+    PersistenceType, PoolConfig, SessionPersistence, TlsCertificate, TlsOptions,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -241,10 +241,21 @@ pub fn everything(ca: &TestCa, ports: &Ports) -> LoadBalancerConfig {
         member("m-app-2", ports.app[1]),
     ];
     app.persistence = persistence(PersistenceType::HttpCookie, "");
+    // HTTP/2 in clear text to members (gRPC servers).
+    app.tls = Some(TlsOptions {
+        alpn_protocols: vec!["h2".into()],
+        ..Default::default()
+    });
     let mut images_pool = pool("p-images", ListenerProtocol::Http);
     images_pool.members = vec![member("m-img-1", ports.images)];
     images_pool.persistence = persistence(PersistenceType::AppCookie, "JSESSIONID");
     images_pool.tls_enabled = true;
+    images_pool.tls = Some(TlsOptions {
+        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+        tls_versions: vec!["TLSv1.1".into(), "TLSv1.2".into(), "TLSv1.3".into()],
+        tls_ciphers: "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_128_GCM_SHA256"
+            .into(),
+    });
     images_pool.monitor = Some(MonitorConfig {
         r#type: MonitorType::TlsHello as i32,
         delay_s: 1,
@@ -275,6 +286,14 @@ pub fn everything(ca: &TestCa, ports: &Ports) -> LoadBalancerConfig {
                 default_certificate: Some(default),
                 sni_certificates: vec![a, b],
                 l7_policies: policies,
+                tls: Some(TlsOptions {
+                    alpn_protocols: lbaas::tls_options::DEFAULT_LISTENER_ALPN
+                        .iter()
+                        .map(|p| (*p).to_owned())
+                        .collect(),
+                    tls_versions: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+                    tls_ciphers: lbaas::tls_options::DEFAULT_CIPHERS.into(),
+                }),
                 ..Default::default()
             },
             ListenerConfig {

@@ -575,6 +575,22 @@ fn server_options(out: &mut String, pool: &PoolConfig, field: &str) -> Result<St
             ));
         }
         options.push_str(" ssl verify none");
+        if let Some(tls_options) = &pool.tls {
+            options.push_str(&tls::options(tls_options, &format!("{field}.tls"))?);
+        }
+    } else if pool
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.alpn_protocols == ["h2"])
+    {
+        // HTTP/2 in clear text (h2c), as gRPC servers speak; health checks too.
+        if pool.protocol() != ListenerProtocol::Http {
+            return Err(reject(
+                format!("{field}.tls.alpn_protocols"),
+                "HTTP/2 to members needs an HTTP pool",
+            ));
+        }
+        options.push_str(" proto h2");
     }
     // PROXY pools: every connection to a member (and its health checks, which HAProxy sends
     // through the same protocol) starts with the header.
@@ -1261,6 +1277,73 @@ mod tests {
         tcp.listeners[0].protocol = ListenerProtocol::Tcp as i32;
         tcp.pools[0].protocol = ListenerProtocol::Tcp as i32;
         assert!(render(&[tcp]).unwrap().contains("stick on src"));
+    }
+
+    #[test]
+    fn tls_options_render_on_binds_and_servers() {
+        use lbaas::agent::v1::TlsOptions;
+        let ca = TestCa::new();
+        let mut lb = terminated(&ca);
+        lb.listeners[0].tls = Some(TlsOptions {
+            alpn_protocols: vec!["h2".into(), "http/1.1".into(), "http/1.0".into()],
+            tls_versions: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+            tls_ciphers: "ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_256_GCM_SHA384".into(),
+        });
+        lb.pools[0].tls_enabled = true;
+        lb.pools[0].tls = Some(TlsOptions {
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            tls_versions: vec!["TLSv1".into(), "TLSv1.1".into(), "TLSv1.2".into()],
+            tls_ciphers: "AES128-SHA".into(),
+        });
+        let text = render(std::slice::from_ref(&lb)).unwrap();
+        assert!(
+            text.contains(
+                "ssl crt-list /tmp/certs/l_l-1.crtlist alpn h2,http/1.1,http/1.0 ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 ciphers ECDHE-RSA-AES128-GCM-SHA256 ciphersuites TLS_AES_256_GCM_SHA384\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "weight 1 ssl verify none alpn h2,http/1.1 ssl-min-ver TLSv1.0 ssl-max-ver TLSv1.2 ciphers AES128-SHA\n"
+            ),
+            "{text}"
+        );
+        // h2c: HTTP/2 in clear text to members.
+        let mut h2c = lb.clone();
+        h2c.pools[0].tls_enabled = false;
+        h2c.pools[0].tls = Some(TlsOptions {
+            alpn_protocols: vec!["h2".into()],
+            ..Default::default()
+        });
+        assert!(render(&[h2c]).unwrap().contains("weight 1 proto h2\n"));
+        // Names that are not known never reach the config.
+        for (field, options) in [
+            (
+                "listeners[0].tls.alpn_protocols[0]",
+                TlsOptions {
+                    alpn_protocols: vec!["h2 crt /etc/passwd".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "listeners[0].tls.tls_versions",
+                TlsOptions {
+                    tls_versions: vec!["TLSv1.2 ciphers".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "listeners[0].tls.tls_ciphers",
+                TlsOptions {
+                    tls_ciphers: "AES128-SHA\n    bind :1".into(),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let mut bad = lb.clone();
+            bad.listeners[0].tls = Some(options);
+            assert_eq!(render(&[bad]).unwrap_err().field, field);
+        }
     }
 
     #[test]

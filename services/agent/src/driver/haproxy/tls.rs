@@ -9,7 +9,10 @@
 //!
 //! The PEM text is checked line by line (only `-----BEGIN ...-----`, base64 and `-----END ...-----`
 //! lines), so a certificate can hold nothing but certificates and a key.
-use lbaas::agent::v1::{ListenerConfig, TlsCertificate};
+use lbaas::{
+    agent::v1::{ListenerConfig, TlsCertificate, TlsOptions},
+    tls_options,
+};
 
 use super::render::{CertFiles, RenderError, check_id, reject};
 
@@ -173,10 +176,63 @@ pub fn bind_options(
     }
     let list_name = format!("l_{}.crtlist", listener.id);
     files.insert(list_name.clone(), list);
-    // HTTP/2 for clients that offer it (ALPN), HTTP/1.1 for the others, as the native data plane.
-    Ok(format!(
-        "ssl crt-list {cert_dir}/{list_name} alpn h2,http/1.1"
-    ))
+    // Without options (an api before them): HTTP/2 for clients that offer it, HTTP/1.1 for the
+    // others, as the native data plane.
+    let options = match &listener.tls {
+        Some(tls) => options(tls, &format!("{field}.tls"))?,
+        None => " alpn h2,http/1.1".to_owned(),
+    };
+    Ok(format!("ssl crt-list {cert_dir}/{list_name}{options}"))
+}
+
+/// A bind's or server's TLS options: ` alpn ...`, ` ssl-min-ver ... ssl-max-ver ...`,
+/// ` ciphers ...` (TLS 1.2 and older) and ` ciphersuites ...` (TLS 1.3), each only when set. Every
+/// name is checked against the known ones, so nothing else reaches the config.
+pub fn options(tls: &TlsOptions, field: &str) -> Result<String, RenderError> {
+    let mut out = String::new();
+    for (i, id) in tls.alpn_protocols.iter().enumerate() {
+        if !tls_options::ALPN_PROTOCOLS.contains(&id.as_str()) {
+            return Err(reject(
+                format!("{field}.alpn_protocols[{i}]"),
+                "not a known ALPN protocol",
+            ));
+        }
+    }
+    if !tls.alpn_protocols.is_empty() {
+        out.push_str(" alpn ");
+        out.push_str(&tls.alpn_protocols.join(","));
+    }
+    let range = tls_options::version_range(&tls.tls_versions)
+        .map_err(|why| reject(format!("{field}.tls_versions"), why))?;
+    if let Some((oldest, newest)) = range {
+        let name = |i: usize| {
+            tls_options::haproxy_version(tls_options::TLS_VERSIONS[i]).unwrap_or("TLSv1.2")
+        };
+        out.push_str(" ssl-min-ver ");
+        out.push_str(name(oldest));
+        out.push_str(" ssl-max-ver ");
+        out.push_str(name(newest));
+    }
+    let (mut ciphers, mut suites) = (Vec::new(), Vec::new());
+    for name in tls_options::cipher_names(&tls.tls_ciphers) {
+        if !tls_options::CIPHERS.contains(&name) {
+            return Err(reject(format!("{field}.tls_ciphers"), "not a known cipher"));
+        }
+        if tls_options::is_tls13_suite(name) {
+            suites.push(name);
+        } else {
+            ciphers.push(name);
+        }
+    }
+    if !ciphers.is_empty() {
+        out.push_str(" ciphers ");
+        out.push_str(&ciphers.join(":"));
+    }
+    if !suites.is_empty() {
+        out.push_str(" ciphersuites ");
+        out.push_str(&suites.join(":"));
+    }
+    Ok(out)
 }
 
 /// Refuses certificates on a listener that does not terminate TLS.

@@ -144,6 +144,8 @@ mod tests {
             persistence: Persistence::None,
             sticky: Arc::default(),
             tls: false,
+            member_tls: None,
+            h2c: false,
             proxy: lbaas::agent::v1::ProxyProtocol::None,
         }
     }

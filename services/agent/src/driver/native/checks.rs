@@ -2,8 +2,9 @@
 //! (TCP: a connection opens; HTTP: the request gets one of the expected codes, through hyper's
 //! client); `max_retries` successes in a row bring a member up, `max_retries_down` failures take it
 //! down, as HAProxy's rise and fall do. TLS-HELLO: a TLS handshake completes; HTTPS: the HTTP
-//! check over TLS (member certificates are not verified, as for re-encryption). PING (ICMP) is not
-//! offered: the driver refuses it at apply.
+//! check over TLS (member certificates are not verified, as for re-encryption). HTTP checks speak
+//! HTTP/2 where traffic does (h2c pools, and members that choose h2 by ALPN), as HAProxy's checks
+//! follow the server's protocol. PING (ICMP) is not offered: the driver refuses it at apply.
 use std::{
     collections::HashMap, net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration,
 };
@@ -73,8 +74,11 @@ pub async fn run(pool: Arc<Pool>, monitor: MonitorConfig, tls: Option<tokio_rust
         let results =
             futures::future::join_all(pool.members.iter().filter(|m| m.admin_up).map(|m| {
                 let (monitor, codes, tls) = (&monitor, &codes, &tls);
-                let proxy = pool.proxy;
-                async move { (m, check(m.addr, monitor, codes, tls, proxy, timeout).await) }
+                let (proxy, h2c) = (pool.proxy, pool.h2c);
+                async move {
+                    let ok = check(m.addr, monitor, codes, tls, (proxy, h2c), timeout).await;
+                    (m, ok)
+                }
             }))
             .await;
         for (member, ok) in results {
@@ -101,7 +105,7 @@ async fn check(
     monitor: &MonitorConfig,
     codes: &[u16],
     tls: &Option<tokio_rustls::TlsConnector>,
-    proxy: lbaas::agent::v1::ProxyProtocol,
+    (proxy, h2c): (lbaas::agent::v1::ProxyProtocol, bool),
     timeout: Duration,
 ) -> bool {
     let probe = async {
@@ -117,10 +121,11 @@ async fn check(
                 .ok()?;
         }
         match monitor.r#type() {
-            MonitorType::Http => http(stream, addr, monitor, codes).await,
+            MonitorType::Http => http(stream, addr, monitor, codes, h2c).await,
             MonitorType::Https => {
                 let stream = tls?.connect(tls::member_name(addr), stream).await.ok()?;
-                http(stream, addr, monitor, codes).await
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                http(stream, addr, monitor, codes, h2).await
             }
             MonitorType::TlsHello => {
                 tls?.connect(tls::member_name(addr), stream).await.ok()?;
@@ -134,16 +139,19 @@ async fn check(
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
 }
 
-/// Whether the member answers the monitor's request with one of the expected codes.
-async fn http<I>(io: I, addr: SocketAddr, monitor: &MonitorConfig, codes: &[u16]) -> Option<bool>
+/// Whether the member answers the monitor's request with one of the expected codes (over
+/// HTTP/2 when `h2`).
+async fn http<I>(
+    io: I,
+    addr: SocketAddr,
+    monitor: &MonitorConfig,
+    codes: &[u16],
+    h2: bool,
+) -> Option<bool>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
+    let io = hyper_util::rt::TokioIo::new(io);
     let method = if monitor.http_method.is_empty() {
         "GET"
     } else {
@@ -165,6 +173,23 @@ where
     } else {
         hyper::Version::HTTP_10
     };
+    if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        // HTTP/2 names the host in the request's authority.
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{host}{path}"))
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        return Some(codes.contains(&response.status().as_u16()));
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+    tokio::spawn(conn);
     let request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -194,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn tls_monitors_speak_tls() {
         let cert = tls::tests::cert("member", &["member.internal"]);
-        let config = tls::server_config(Some(&cert), &[], tls::provider()).unwrap();
+        let config = tls::server_config(Some(&cert), &[], None).unwrap();
         let (secure, _, _s) = http_member("secure", Some(config)).await;
         let (plain, _, _p) = http_member("plain", None).await;
         let connector = Some(tokio_rustls::TlsConnector::from(
@@ -208,7 +233,7 @@ mod tests {
                 &monitor(kind),
                 &codes,
                 &connector,
-                ProxyProtocol::None,
+                (ProxyProtocol::None, false),
                 t,
             )
             .await
@@ -228,7 +253,7 @@ mod tests {
                 &wrong_code,
                 &[404],
                 &connector,
-                ProxyProtocol::None,
+                (ProxyProtocol::None, false),
                 t
             )
             .await
@@ -236,5 +261,38 @@ mod tests {
         assert!(validate(&wrong_code).is_ok());
         wrong_code.http_method = "NOT A METHOD".into();
         assert!(validate(&wrong_code).is_err());
+    }
+
+    /// An HTTP check of an h2c pool speaks HTTP/2 with prior knowledge, as traffic does; a member
+    /// that speaks only h2c fails an HTTP/1 check.
+    #[tokio::test]
+    async fn h2c_pools_are_checked_over_http2() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|r: hyper::Request<_>| async move {
+                        let _: &hyper::body::Incoming = r.body();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            Empty::<Bytes>::new(),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+                });
+            }
+        });
+        let t = Duration::from_secs(5);
+        let http = monitor(MonitorType::Http);
+        assert!(check(addr, &http, &[200], &None, (ProxyProtocol::None, true), t).await);
+        assert!(!check(addr, &http, &[200], &None, (ProxyProtocol::None, false), t).await);
+        server.abort();
     }
 }

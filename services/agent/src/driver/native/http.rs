@@ -1,7 +1,8 @@
 //! The native driver's HTTP listeners (and TERMINATED_HTTPS ones once TLS is off): hyper serves
 //! HTTP/1.1 and HTTP/2 to clients and forwards each request, balanced per request, to a member
-//! over HTTP/1.1 through a pooled client (plain, or TLS for pools with `tls_enabled`), so
-//! keep-alive clients spread over members as they do through HAProxy.
+//! through a pooled client, so keep-alive clients spread over members as they do through HAProxy.
+//! Members are spoken to over HTTP/1.1, HTTP/2 in clear text (h2c pools, as gRPC servers speak),
+//! or TLS (pools with `tls_enabled`), where the member's ALPN choice decides between h2 and 1.1.
 //!
 //! Per request, in order: the listener's L7 policies (`l7.rs`) may reject, redirect or pick
 //! another pool; the pool's persistence picks the member (source IP, the `SRV` cookie this module
@@ -54,26 +55,49 @@ pub struct Front {
 }
 
 /// The clients every HTTP listener forwards through (connections to members are pooled): plain
-/// HTTP, and TLS for pools with `tls_enabled`. A connect timeout belongs to a hyper client's
-/// connector, and each listener sets its own, so there is a pair of clients per connect timeout
-/// in use; listeners with the same timeout share pooled connections.
-#[derive(Clone)]
+/// HTTP/1.1, h2c, and TLS per set of pool TLS options. A connect timeout belongs to a hyper
+/// client's connector, and each listener sets its own, so there are clients per connect timeout
+/// in use; listeners with the same timeout (and pools with the same options) share pooled
+/// connections.
+#[derive(Clone, Default)]
 pub struct Upstream {
-    member_tls: Option<Arc<rustls::ClientConfig>>,
     clients: Arc<std::sync::Mutex<HashMap<Duration, Clients>>>,
+    tls: Arc<std::sync::Mutex<TlsClients>>,
+}
+
+type TlsClients = HashMap<(Duration, TlsKey), Client<tls::MemberConnector, Incoming>>;
+
+/// A re-encrypting pool's TLS options (ALPN, versions, ciphers), as the key of its clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsKey(Vec<String>, Vec<String>, String);
+
+impl TlsKey {
+    pub fn of(options: Option<&lbaas::agent::v1::TlsOptions>) -> Self {
+        options.map_or_else(Self::default, |o| {
+            Self(
+                o.alpn_protocols.clone(),
+                o.tls_versions.clone(),
+                o.tls_ciphers.clone(),
+            )
+        })
+    }
 }
 
 #[derive(Clone)]
 struct Clients {
     plain: Client<HttpConnector, Incoming>,
-    tls: Client<tls::MemberConnector, Incoming>,
+    h2c: Client<HttpConnector, Incoming>,
 }
 
-pub fn upstream(member_tls: Option<Arc<rustls::ClientConfig>>) -> Upstream {
-    Upstream {
-        member_tls,
-        clients: Arc::default(),
-    }
+pub fn upstream() -> Upstream {
+    Upstream::default()
+}
+
+fn connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector
 }
 
 impl Upstream {
@@ -81,17 +105,29 @@ impl Upstream {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
             .entry(connect_timeout)
+            .or_insert_with(|| Clients {
+                plain: Client::builder(TokioExecutor::new()).build(connector(connect_timeout)),
+                h2c: Client::builder(TokioExecutor::new())
+                    .http2_only(true)
+                    .build(connector(connect_timeout)),
+            })
+            .clone()
+    }
+
+    /// The client for a re-encrypting pool: h2 or HTTP/1.1 as each member chooses by ALPN.
+    fn tls_client(
+        &self,
+        connect_timeout: Duration,
+        (key, config): &(TlsKey, Arc<rustls::ClientConfig>),
+    ) -> Client<tls::MemberConnector, Incoming> {
+        let mut clients = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry((connect_timeout, key.clone()))
             .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(connect_timeout));
-                Clients {
-                    plain: Client::builder(TokioExecutor::new()).build(connector),
-                    tls: Client::builder(TokioExecutor::new()).build(tls::MemberConnector::new(
-                        self.member_tls.clone(),
-                        connect_timeout,
-                    )),
-                }
+                Client::builder(TokioExecutor::new()).build(tls::MemberConnector::new(
+                    Some(config.clone()),
+                    connect_timeout,
+                ))
             })
             .clone()
     }
@@ -241,7 +277,8 @@ async fn forward(
         }
     }
     *request.uri_mut() = uri;
-    // Members speak HTTP/1.1 whatever the client spoke.
+    // The client's version is not the member's: the pooled client speaks what the pool says
+    // (HTTP/1.1, or HTTP/2 on h2c pools and with members that chose h2).
     *request.version_mut() = hyper::Version::HTTP_11;
     let headers = request.headers_mut();
     join_cookies(
@@ -262,9 +299,17 @@ async fn forward(
             with_proxy_header(request, member.addr, pool.proxy, to, route.connect_timeout)
                 .await
                 .map_err(|e| failed(e.is_connect(), &e))
+        } else if let Some(member_tls) = pool.member_tls.as_ref().filter(|_| pool.tls) {
+            upstream
+                .tls_client(route.connect_timeout, member_tls)
+                .request(request)
+                .await
+                .map_err(|e| failed(e.is_connect(), &e))
         } else if pool.tls {
+            Err((true, "no TLS client config".to_owned()))
+        } else if pool.h2c {
             clients
-                .tls
+                .h2c
                 .request(request)
                 .await
                 .map_err(|e| failed(e.is_connect(), &e))

@@ -94,6 +94,11 @@ pub struct Pool {
     pub sticky: Arc<StickTable>,
     /// Connect to members over TLS (not verifying them).
     pub tls: bool,
+    /// With `tls`: the pool's client config (its ALPN, versions and ciphers) and the options it
+    /// was built from, which key the pooled connections.
+    pub member_tls: Option<(http::TlsKey, Arc<rustls::ClientConfig>)>,
+    /// Without `tls`: HTTP/2 in clear text (h2c, prior knowledge) to members.
+    pub h2c: bool,
     /// Open each member connection (and health check) with a PROXY protocol header.
     pub proxy: lbaas::agent::v1::ProxyProtocol,
 }
@@ -191,7 +196,6 @@ pub struct Engine {
     upstream: http::Upstream,
     /// For re-encryption and TLS checks (`None` only if rustls could not build it).
     member_tls: Option<Arc<rustls::ClientConfig>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl Engine {
@@ -202,9 +206,8 @@ impl Engine {
         Self {
             runtime: tokio::sync::Mutex::new(Runtime::default()),
             inherited: std::sync::Mutex::new(HashMap::new()),
-            upstream: http::upstream(member_tls.clone()),
+            upstream: http::upstream(),
             member_tls,
-            provider: tls::provider(),
         }
     }
 }
@@ -218,7 +221,7 @@ impl Default for Engine {
 /// What the native data plane can do.
 pub fn capabilities() -> Vec<String> {
     // ICMP needs raw sockets: PING monitors are refused by apply.
-    lbaas::capability::all_except(&["monitor:PING"])
+    lbaas::capability::all_except(&["monitor:PING", lbaas::capability::TLS_LEGACY])
 }
 
 impl Engine {
@@ -406,6 +409,19 @@ fn build_pools(
             if p.tls_enabled && !have_tls {
                 return Err(DriverError::Unavailable("no TLS client config".into()));
             }
+            let member_tls = if p.tls_enabled {
+                let config = tls::pool_client_config(p.tls.as_ref())
+                    .map_err(|e| rejected(format!("{what}: {e}")))?;
+                Some((http::TlsKey::of(p.tls.as_ref()), config))
+            } else {
+                None
+            };
+            let h2c = !p.tls_enabled && p.tls.as_ref().is_some_and(|t| t.alpn_protocols == ["h2"]);
+            if h2c && (udp || p.proxy_protocol() != lbaas::agent::v1::ProxyProtocol::None) {
+                return Err(rejected(format!(
+                    "{what}: HTTP/2 to members needs an HTTP pool"
+                )));
+            }
             let mut members = Vec::new();
             for m in &p.members {
                 let addr = address(&m.address, m.port, &format!("member {}", m.id))?;
@@ -443,6 +459,8 @@ fn build_pools(
                     persistence,
                     sticky,
                     tls: p.tls_enabled,
+                    member_tls,
+                    h2c,
                     proxy: p.proxy_protocol(),
                 }),
             );
@@ -458,7 +476,6 @@ fn listener_route(
     pools: &HashMap<String, Arc<Pool>>,
     configs: &HashMap<String, PoolConfig>,
     counters: Arc<Counters>,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<(Transport, Route), DriverError> {
     let what = format!("listener {}", l.id);
     // A pool the listener sends to: `None` while it is disabled.
@@ -554,7 +571,7 @@ fn listener_route(
             let config = tls::server_config(
                 l.default_certificate.as_ref(),
                 &l.sni_certificates,
-                provider.clone(),
+                l.tls.as_ref(),
             )
             .map_err(|e| rejected(format!("{what}: {e}")))?;
             (
@@ -628,13 +645,8 @@ impl Driver for Engine {
                     .map(|vip| address(vip, l.port, &format!("listener {}", l.id)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let listener_counters = rt.counters.get(&l.id).cloned().unwrap_or_default();
-                let (transport, route) = listener_route(
-                    l,
-                    &pools,
-                    &pool_configs,
-                    listener_counters.clone(),
-                    &self.provider,
-                )?;
+                let (transport, route) =
+                    listener_route(l, &pools, &pool_configs, listener_counters.clone())?;
                 counters.insert(l.id.clone(), listener_counters);
                 for addr in addrs {
                     if wanted.insert((transport, addr), route.clone()).is_some() {
@@ -715,12 +727,16 @@ impl Driver for Engine {
             if rt.checkers.get(id).is_some_and(|(old, _)| old == config) {
                 continue;
             }
+            // A re-encrypting pool's checks use its own TLS options (its ALPN, versions).
+            let check_tls = pool
+                .member_tls
+                .as_ref()
+                .map(|(_, config)| config.clone())
+                .or_else(|| self.member_tls.clone());
             let task = tokio::spawn(checks::run(
                 pool.clone(),
                 config.monitor.clone().unwrap_or_default(),
-                self.member_tls
-                    .clone()
-                    .map(tokio_rustls::TlsConnector::from),
+                check_tls.map(tokio_rustls::TlsConnector::from),
             ));
             rt.checkers
                 .insert(id.clone(), (config.clone(), AbortOnDrop(task)));
@@ -1074,6 +1090,7 @@ mod tests {
             }),
             tls_enabled: false,
             proxy_protocol: 0,
+            tls: None,
         }
     }
 
@@ -1095,14 +1112,8 @@ mod tests {
             ..Default::default()
         };
         let built = build_pools(&Runtime::default(), &[lb], true).unwrap();
-        let (_, route) = listener_route(
-            listener,
-            &built.pools,
-            &built.configs,
-            Arc::default(),
-            &tls::provider(),
-        )
-        .unwrap();
+        let (_, route) =
+            listener_route(listener, &built.pools, &built.configs, Arc::default()).unwrap();
         route
     }
 
@@ -1111,7 +1122,7 @@ mod tests {
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let route = Arc::new(RwLock::new(route));
-        let upstream = http::upstream(tls::member_client_config().ok());
+        let upstream = http::upstream();
         let task = tokio::spawn(accept_loop(socket, route.clone(), upstream));
         (addr, route, AbortOnDrop(task))
     }
@@ -1443,7 +1454,7 @@ mod tests {
     async fn terminated_https_to_a_tls_pool() {
         // The member serves TLS with a self-signed certificate: re-encryption does not verify it.
         let member_cert = tls::tests::cert("member", &["member.internal"]);
-        let member_tls = tls::server_config(Some(&member_cert), &[], tls::provider()).unwrap();
+        let member_tls = tls::server_config(Some(&member_cert), &[], None).unwrap();
         let (m1, hits, _m1) = http_member("secure", Some(member_tls)).await;
         let default = tls::tests::cert("default", &["lb.example.net"]);
         let shop = tls::tests::cert("shop", &["*.shop.example"]);

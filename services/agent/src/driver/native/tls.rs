@@ -18,9 +18,9 @@ use hyper_util::{
     client::legacy::connect::{Connected, Connection, HttpConnector},
     rt::TokioIo,
 };
-use lbaas::agent::v1::TlsCertificate;
+use lbaas::agent::v1::{TlsCertificate, TlsOptions};
 use rustls::{
-    ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
+    ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme, SupportedProtocolVersion,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
     server::{ClientHello, ResolvesServerCert},
@@ -113,20 +113,128 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A TERMINATED_HTTPS listener's TLS config: its certificates, h2 and http/1.1 by ALPN.
+/// OpenSSL's cipher names and rustls's (ring) suites for them: the ciphers the native data plane
+/// has (`lbaas::tls_options::MODERN_CIPHERS`).
+const SUITES: &[(&str, rustls::CipherSuite)] = &[
+    (
+        "TLS_AES_256_GCM_SHA384",
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "TLS_AES_128_GCM_SHA256",
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+];
+
+/// The versions and the provider (its suites in the order named) for a listener's or pool's
+/// options. Versions before TLS 1.2 and ciphers beyond `SUITES` are refused (the api does not send
+/// them to native devices: they need the `tls_legacy` capability). As HAProxy does, a list without
+/// TLS 1.2 ciphers leaves TLS 1.2's defaults, and one without TLS 1.3 suites leaves 1.3's.
+fn versions_and_provider(
+    options: Option<&TlsOptions>,
+) -> Result<(Vec<&'static SupportedProtocolVersion>, Arc<CryptoProvider>), String> {
+    let base = rustls::crypto::ring::default_provider();
+    let Some(options) = options else {
+        return Ok((rustls::DEFAULT_VERSIONS.to_vec(), Arc::new(base)));
+    };
+    let mut versions = Vec::new();
+    for v in &options.tls_versions {
+        match v.as_str() {
+            "TLSv1.2" => versions.push(&rustls::version::TLS12),
+            "TLSv1.3" => versions.push(&rustls::version::TLS13),
+            other => {
+                return Err(format!(
+                    "tls_versions: {other} is not in the native data plane (TLSv1.2 and TLSv1.3 are)"
+                ));
+            }
+        }
+    }
+    if versions.is_empty() {
+        versions = rustls::DEFAULT_VERSIONS.to_vec();
+    }
+    let mut named = Vec::new();
+    for name in lbaas::tls_options::cipher_names(&options.tls_ciphers) {
+        let Some((_, suite)) = SUITES.iter().find(|(n, _)| *n == name) else {
+            return Err(format!(
+                "tls_ciphers: {name} is not in the native data plane"
+            ));
+        };
+        if let Some(found) = base.cipher_suites.iter().find(|s| s.suite() == *suite) {
+            named.push(*found);
+        }
+    }
+    let mut provider = base.clone();
+    if !named.is_empty() {
+        let is13 = |s: &rustls::SupportedCipherSuite| s.version() == &rustls::version::TLS13;
+        let has13 = named.iter().any(is13);
+        let has12 = named.iter().any(|s| !is13(s));
+        provider.cipher_suites = named;
+        for default in &base.cipher_suites {
+            if (is13(default) && !has13) || (!is13(default) && !has12) {
+                provider.cipher_suites.push(*default);
+            }
+        }
+    }
+    Ok((versions, Arc::new(provider)))
+}
+
+fn alpn(options: Option<&TlsOptions>, default: &[&str]) -> Vec<Vec<u8>> {
+    match options {
+        Some(o) if !o.alpn_protocols.is_empty() => o
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect(),
+        _ => default.iter().map(|p| p.as_bytes().to_vec()).collect(),
+    }
+}
+
+/// A TERMINATED_HTTPS listener's TLS config: its certificates, and the ALPN, versions and
+/// ciphers of its options (without options: h2 and http/1.1, TLS 1.2 and 1.3).
 pub fn server_config(
     default: Option<&TlsCertificate>,
     sni: &[TlsCertificate],
-    provider: Arc<CryptoProvider>,
+    options: Option<&TlsOptions>,
 ) -> Result<Arc<ServerConfig>, String> {
     let default = default.ok_or("TERMINATED_HTTPS needs a default_certificate")?;
+    let (versions, provider) = versions_and_provider(options)?;
     let resolver = SniResolver::new(default, sni, &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn(options, &["h2", "http/1.1"]);
+    // The listener's cipher order decides, as HAProxy's does by default.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -184,13 +292,20 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 /// The client config for members: no certificate verification (see `AcceptAnyCertificate`),
 /// HTTP/1.1 by ALPN.
 pub fn member_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = provider();
+    pool_client_config(None).map_err(rustls::Error::General)
+}
+
+/// The client config for a re-encrypting pool's members: no certificate verification, and the
+/// ALPN, versions and ciphers of the pool's options (without: http/1.1, TLS 1.2 and 1.3).
+pub fn pool_client_config(options: Option<&TlsOptions>) -> Result<Arc<ClientConfig>, String> {
+    let (versions, provider) = versions_and_provider(options)?;
     let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn(options, &["http/1.1"]);
     Ok(Arc::new(config))
 }
 
@@ -203,8 +318,15 @@ pub fn member_name(addr: SocketAddr) -> ServerName<'static> {
 pub struct MemberStream(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
 
 impl Connection for MemberStream {
+    /// HTTP/2 when the member chose h2 by ALPN: hyper's client then speaks it on this connection.
     fn connected(&self) -> Connected {
-        self.0.get_ref().0.connected()
+        let (tcp, tls) = self.0.get_ref();
+        let connected = tcp.connected();
+        if tls.alpn_protocol() == Some(b"h2") {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
     }
 }
 
@@ -343,9 +465,9 @@ pub mod tests {
         let mut mismatched = good.clone();
         mismatched.private_key_pem = other.private_key_pem.clone();
         assert!(certified_key(&mismatched, &p).is_err());
-        assert!(server_config(None, &[], p.clone()).is_err());
-        assert!(server_config(Some(&good), &[bad], p.clone()).is_err());
-        assert!(server_config(Some(&good), &[other], p).is_ok());
+        assert!(server_config(None, &[], None).is_err());
+        assert!(server_config(Some(&good), &[bad], None).is_err());
+        assert!(server_config(Some(&good), &[other], None).is_ok());
     }
 
     /// One DER element: (tag, contents, the rest).
@@ -431,8 +553,7 @@ pub mod tests {
     async fn handshake_serves_the_sni_certificate() {
         let default = cert("default", &["lb.example.net"]);
         let wild = cert("wild", &["*.example.com"]);
-        let config =
-            server_config(Some(&default), std::slice::from_ref(&wild), provider()).unwrap();
+        let config = server_config(Some(&default), std::slice::from_ref(&wild), None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -456,6 +577,90 @@ pub mod tests {
             assert_eq!(conn.peer_certificates().unwrap()[0], want, "{name}");
             assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]));
         }
+        server.await.unwrap();
+    }
+
+    fn options(alpn: &[&str], versions: &[&str], ciphers: &str) -> TlsOptions {
+        TlsOptions {
+            alpn_protocols: alpn.iter().map(|s| (*s).to_owned()).collect(),
+            tls_versions: versions.iter().map(|s| (*s).to_owned()).collect(),
+            tls_ciphers: ciphers.into(),
+        }
+    }
+
+    #[test]
+    fn options_map_to_rustls_or_are_refused() {
+        let (versions, provider) =
+            versions_and_provider(Some(&options(&[], &["TLSv1.3"], ""))).unwrap();
+        assert_eq!(versions, [&rustls::version::TLS13]);
+        assert_eq!(
+            provider.cipher_suites.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
+        // One TLS 1.2 cipher named: TLS 1.2 has only it, TLS 1.3 keeps its suites (as HAProxy).
+        let (_, provider) =
+            versions_and_provider(Some(&options(&[], &[], "ECDHE-RSA-AES128-GCM-SHA256"))).unwrap();
+        let suites: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            suites[0],
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        );
+        assert_eq!(
+            suites
+                .iter()
+                .filter(|s| format!("{s:?}").starts_with("TLS_ECDHE"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            suites
+                .iter()
+                .filter(|s| format!("{s:?}").starts_with("TLS13"))
+                .count(),
+            3
+        );
+        for refused in [
+            options(&[], &["TLSv1.1", "TLSv1.2"], ""),
+            options(&[], &[], "AES128-SHA"),
+        ] {
+            assert!(versions_and_provider(Some(&refused)).is_err());
+            assert!(pool_client_config(Some(&refused)).is_err());
+        }
+    }
+
+    /// A listener's options in a real handshake: its versions turn other clients away, its ALPN
+    /// list is what clients can choose from.
+    #[tokio::test]
+    async fn listener_options_shape_the_handshake() {
+        let default = cert("default", &["lb.example.net"]);
+        let config = server_config(
+            Some(&default),
+            &[],
+            Some(&options(&["http/1.1", "http/1.0"], &["TLSv1.3"], "")),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let server = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let client = |versions: &[&str]| {
+            let mut config =
+                (*pool_client_config(Some(&options(&["h2", "http/1.1"], versions, ""))).unwrap())
+                    .clone();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        };
+        let name = || ServerName::try_from("lb.example.net".to_owned()).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls13 = client(&["TLSv1.3"]).connect(name(), tcp).await.unwrap();
+        assert_eq!(tls13.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(client(&["TLSv1.2"]).connect(name(), tcp).await.is_err());
         server.await.unwrap();
     }
 }
