@@ -1,7 +1,9 @@
 //! The native data plane against HAProxy on the same backends, in the same run: requests per
 //! second and latency with a new connection per request and with keep-alive connections, 16
 //! clients each, next to the backends reached directly; then the same over TLS terminated by each
-//! (a TERMINATED_HTTPS listener: a full handshake per request, and keep-alive). Run:
+//! (a TERMINATED_HTTPS listener: a full handshake per request, and keep-alive), with the CPU time
+//! the load balancer's processes spent per request (every `haproxy` or `lbaas-dataplane` process
+//! on the machine, so run nothing else of the kind meanwhile). Run:
 //! `cargo bench --bench data_plane` (`LBAAS_BENCH_SECONDS` sets each phase's length, 5 by
 //! default).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -124,6 +126,34 @@ struct Phase {
     p50: Duration,
     p99: Duration,
     errors: usize,
+    /// CPU time the load balancer's own processes used per request (none for the backend).
+    cpu_per_request: Option<Duration>,
+}
+
+/// CPU time (user + system) used so far by every process whose name (`/proc/PID/comm`) is `comm`:
+/// the load balancer's processes (HAProxy's master and worker, or `lbaas-dataplane`).
+fn cpu_of(comm: &str) -> Duration {
+    // Linux reports these in clock ticks of USER_HZ, 100 per second on every architecture the
+    // project runs on.
+    const TICK: Duration = Duration::from_millis(10);
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim_end() == comm)
+            && let Ok(stat) = std::fs::read_to_string(dir.join("stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            // After the name: state is field 3; utime and stime are fields 14 and 15.
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            for i in [11, 12] {
+                ticks += fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
 /// One request on a new connection that the server closes after answering (as
@@ -144,7 +174,8 @@ async fn one_shot(dial: &Dial) -> bool {
     matches!(s.read(&mut rest).await, Ok(0) | Err(_))
 }
 
-async fn run(dial: Dial, keep_alive: bool, length: Duration) -> Phase {
+async fn run(dial: Dial, keep_alive: bool, length: Duration, comm: Option<&str>) -> Phase {
+    let cpu_before = comm.map(cpu_of);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
@@ -196,6 +227,9 @@ async fn run(dial: Dial, keep_alive: bool, length: Duration) -> Phase {
         errors += e;
     }
     let elapsed = started.elapsed();
+    let cpu_per_request = comm.zip(cpu_before).map(|(comm, before)| {
+        (cpu_of(comm).saturating_sub(before)) / u32::try_from(all.len().max(1)).unwrap_or(1)
+    });
     all.sort();
     let pick = |p: f64| all[((p * all.len() as f64).ceil() as usize).clamp(1, all.len()) - 1];
     Phase {
@@ -203,6 +237,7 @@ async fn run(dial: Dial, keep_alive: bool, length: Duration) -> Phase {
         p50: pick(0.5),
         p99: pick(0.99),
         errors,
+        cpu_per_request,
     }
 }
 
@@ -301,8 +336,8 @@ async fn main() {
     ));
     let plain = |addr: String| Dial::Plain(addr);
     let direct = plain(format!("127.0.0.1:{}", ports[0]));
-    println!("| mode | target | requests/s | p50 | p99 | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!("| mode | target | requests/s | p50 | p99 | errors | LB CPU per request |");
+    println!("|---|---|---|---|---|---|---|");
     for (tls_mode, keep_alive) in [(false, false), (false, true), (true, false), (true, true)] {
         let mode = match (tls_mode, keep_alive) {
             (false, false) => "new connection per request",
@@ -310,39 +345,53 @@ async fn main() {
             (true, false) => "TLS, new connection (full handshake) per request",
             (true, true) => "TLS keep-alive",
         };
-        let targets: Vec<(&str, Dial)> = if tls_mode {
+        let targets: Vec<(&str, Dial, Option<&str>)> = if tls_mode {
             vec![
                 (
                     "HAProxy 2.6",
                     Dial::Tls(format!("{haproxy_vip}:8443"), tls.clone()),
+                    Some("haproxy"),
                 ),
                 (
                     "native",
                     Dial::Tls(format!("{native_vip}:8443"), tls.clone()),
+                    Some("lbaas-dataplane"),
                 ),
             ]
         } else {
             vec![
-                ("backend directly", direct.clone()),
-                ("HAProxy 2.6", plain(format!("{haproxy_vip}:8080"))),
-                ("native", plain(format!("{native_vip}:8080"))),
+                ("backend directly", direct.clone(), None),
+                (
+                    "HAProxy 2.6",
+                    plain(format!("{haproxy_vip}:8080")),
+                    Some("haproxy"),
+                ),
+                (
+                    "native",
+                    plain(format!("{native_vip}:8080")),
+                    Some("lbaas-dataplane"),
+                ),
             ]
         };
         let mut rates = Vec::new();
-        for (name, dial) in targets {
-            let phase = run(dial, keep_alive, length).await;
+        for (name, dial, comm) in targets {
+            let phase = run(dial, keep_alive, length, comm).await;
             println!(
-                "| {mode} | {name} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+                "| {mode} | {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |",
                 phase.per_second,
                 phase.p50.as_secs_f64() * 1e3,
                 phase.p99.as_secs_f64() * 1e3,
-                phase.errors
+                phase.errors,
+                phase.cpu_per_request.map_or(String::new(), |c| format!(
+                    "{:.1} µs",
+                    c.as_secs_f64() * 1e6
+                )),
             );
             rates.push(phase.per_second);
         }
         let n = rates.len();
         println!(
-            "| {mode} | native / HAProxy | {:.2}x | | | |",
+            "| {mode} | native / HAProxy | {:.2}x | | | | |",
             rates[n - 1] / rates[n - 2]
         );
     }

@@ -541,6 +541,52 @@ async fn timeouts(driver: &'static str) {
         "{driver}: 503 {} ms after asking a member that never accepts (connect timeout 300 ms)",
         asked.elapsed().as_millis()
     );
+    // Octavia's longest timeouts (24 days) are taken and served; a millisecond more is refused.
+    let longest = 24 * 24 * 60 * 60 * 1000;
+    let answering = Backend::start("patient").await;
+    let answers = || vec![member_at(i32::from(answering.addr.port()))];
+    let patient = support::create_active(
+        &mut api,
+        &project,
+        lb(
+            "patient",
+            vec![pb::Listener {
+                timeout_client_data_ms: longest,
+                timeout_member_connect_ms: longest,
+                timeout_member_data_ms: longest,
+                ..http(
+                    9004,
+                    pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, answers()),
+                )
+            }],
+        ),
+    )
+    .await;
+    let reply = get(&format!("{}:9004", patient.vip_address), "/", &[]).await;
+    assert_eq!(reply.status, 200, "{driver}: {reply:?}");
+    let refused = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(lb(
+                    "too-patient",
+                    vec![pb::Listener {
+                        timeout_member_data_ms: longest + 1,
+                        ..http(
+                            9005,
+                            pool(pb::Protocol::Http, pb::LbAlgorithm::RoundRobin, member()),
+                        )
+                    }],
+                )),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        support::violations(&refused),
+        ["load_balancer.listeners[0].timeout_member_data_ms"]
+    );
     task.abort();
     stack.stop().await;
 }

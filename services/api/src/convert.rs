@@ -275,9 +275,15 @@ fn required_id(v: &mut Violations, field: &str, value: &str) -> String {
     id_ref(v, field, value).unwrap_or_default()
 }
 
+/// Octavia's longest listener timeout: 24 days (HAProxy's timers hold up to about 24.8 days).
+pub const MAX_TIMEOUT_MS: i32 = 24 * 24 * 60 * 60 * 1000;
+
 fn timeout(v: &mut Violations, field: &str, value: i32) -> i32 {
-    if !(0..=86_400_000).contains(&value) {
-        v.add(field, "must be between 0 (default) and 86400000 ms");
+    if !(0..=MAX_TIMEOUT_MS).contains(&value) {
+        v.add(
+            field,
+            format!("must be between 0 (default) and {MAX_TIMEOUT_MS} ms (24 days)"),
+        );
     }
     value
 }

@@ -281,6 +281,7 @@ async fn forward(
     // (HTTP/1.1, or HTTP/2 on h2c pools and with members that chose h2).
     *request.version_mut() = hyper::Version::HTTP_11;
     let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
     join_cookies(
         headers,
         (pool.persistence == Persistence::HttpCookie).then_some(SRV_COOKIE),
@@ -326,6 +327,7 @@ async fn forward(
             let (mut parts, body) = response.into_parts();
             // Hop-by-hop: the client's connection is not the member's.
             parts.headers.remove(header::CONNECTION);
+            parts.headers.remove("keep-alive");
             match &pool.persistence {
                 Persistence::HttpCookie if set_cookie => {
                     if let Ok(cookie) =
@@ -424,6 +426,27 @@ impl ProxiedError {
     fn is_connect(&self) -> bool {
         matches!(self, Self::Connect)
     }
+}
+
+/// Removes the client connection's own headers (RFC 9110 7.6.1): `Connection`, the headers it
+/// names, `Keep-Alive` and `Proxy-Connection`. A client's `Connection: close` ends its own
+/// connection, not the pooled one to the member, which stays open for the next request.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        // gRPC's `TE: trailers` is end-to-end in HTTP/2, where no Connection header exists.
+        .filter(|name| *name != header::TE)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
 }
 
 /// The member for a request, and whether the response must set the SRV cookie.
@@ -578,5 +601,24 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_the_client_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, "close, x-private".parse().unwrap());
+        headers.insert("x-private", "secret".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert(header::TE, "trailers".parse().unwrap());
+        headers.insert(header::HOST, "shop.example".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["te", "host"]);
     }
 }
