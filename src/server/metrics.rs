@@ -193,7 +193,12 @@ fn status_code<B>(response: &http::Response<B>) -> &'static str {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .unwrap_or(0);
-    match tonic::Code::from_i32(code) {
+    code_name(tonic::Code::from_i32(code))
+}
+
+/// The canonical name of a gRPC code (`INVALID_ARGUMENT`), as metrics label it and lbctl prints it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
         tonic::Code::Ok => "OK",
         tonic::Code::Cancelled => "CANCELLED",
         tonic::Code::Unknown => "UNKNOWN",

@@ -495,3 +495,6 @@ pub async fn grpc_through_terminated_https(driver: &'static str) {
     d_task.abort();
     stack.stop().await;
 }
+
+on_each_driver!(grpc_through_terminated_https);
+on_each_driver!(legacy_tls);
