@@ -41,14 +41,7 @@ pub fn listener(l: &NewListener, f: &str, out: &mut Needs) {
             format!("{f}.connection_limit"),
         ));
     }
-    if lbaas::tls_options::needs_legacy(&l.tls.tls_versions, &l.tls.tls_ciphers) {
-        let field = if l.tls.tls_ciphers.is_empty() {
-            "tls_versions"
-        } else {
-            "tls_ciphers"
-        };
-        out.push((capability::TLS_LEGACY.into(), format!("{f}.{field}")));
-    }
+    tls_legacy(&l.tls, f, out);
     if let Some(p) = &l.default_pool {
         pool(p, &format!("{f}.default_pool"), out);
     }
@@ -79,14 +72,7 @@ pub fn pool(p: &NewPool, f: &str, out: &mut Needs) {
     }
     if p.tls_enabled {
         out.push((capability::POOL_TLS.into(), format!("{f}.tls_enabled")));
-        if lbaas::tls_options::needs_legacy(&p.tls.tls_versions, &p.tls.tls_ciphers) {
-            let field = if p.tls.tls_ciphers.is_empty() {
-                "tls_versions"
-            } else {
-                "tls_ciphers"
-            };
-            out.push((capability::TLS_LEGACY.into(), format!("{f}.{field}")));
-        }
+        tls_legacy(&p.tls, f, out);
     }
     if let Some(m) = &p.monitor {
         let t = match m.monitor_type {
@@ -113,4 +99,16 @@ pub fn load_balancer(lb: &NewLoadBalancer) -> Needs {
 /// An L7 policy needs L7 support.
 pub fn l7policy() -> Needs {
     vec![(capability::L7.into(), "l7policy.listener_id".into())]
+}
+
+/// TLS options only some drivers have (`capability::TLS_LEGACY`), named by the field that asks.
+fn tls_legacy(tls: &crate::tls_fields::TlsFields, f: &str, out: &mut Needs) {
+    if lbaas::tls_options::needs_legacy(&tls.tls_versions, &tls.tls_ciphers) {
+        let field = if tls.tls_ciphers.is_empty() {
+            "tls_versions"
+        } else {
+            "tls_ciphers"
+        };
+        out.push((capability::TLS_LEGACY.into(), format!("{f}.{field}")));
+    }
 }

@@ -93,8 +93,24 @@ impl TlsFields {
     }
 }
 
-/// Checks the three fields of object `f` (violations under `f.alpn_protocols`, ...).
-fn check(v: &mut Violations, f: &str, alpn: &[String], versions: &[String], ciphers: &str) {
+/// Checks the three fields of object `f` (violations under `f.alpn_protocols`, ...) and returns
+/// them as the api keeps them.
+fn check(
+    v: &mut Violations,
+    f: &str,
+    alpn: &[String],
+    versions: &[String],
+    ciphers: &str,
+) -> TlsFields {
+    check_names(v, f, alpn, versions, ciphers);
+    TlsFields {
+        alpn_protocols: alpn.to_vec(),
+        tls_versions: versions.to_vec(),
+        tls_ciphers: ciphers.trim().to_owned(),
+    }
+}
+
+fn check_names(v: &mut Violations, f: &str, alpn: &[String], versions: &[String], ciphers: &str) {
     for (i, id) in alpn.iter().enumerate() {
         if !opts::ALPN_PROTOCOLS.contains(&id.as_str()) {
             v.add(
@@ -145,12 +161,7 @@ pub fn listener(
     versions: &[String],
     ciphers: &str,
 ) -> TlsFields {
-    check(v, f, alpn, versions, ciphers);
-    let fields = TlsFields {
-        alpn_protocols: alpn.to_vec(),
-        tls_versions: versions.to_vec(),
-        tls_ciphers: ciphers.trim().to_owned(),
-    };
+    let fields = check(v, f, alpn, versions, ciphers);
     if protocol != Protocol::TerminatedHttps && !fields.is_empty() {
         let field = if !alpn.is_empty() {
             "alpn_protocols"
@@ -181,12 +192,7 @@ pub fn pool(
     versions: &[String],
     ciphers: &str,
 ) -> TlsFields {
-    check(v, f, alpn, versions, ciphers);
-    let fields = TlsFields {
-        alpn_protocols: alpn.to_vec(),
-        tls_versions: versions.to_vec(),
-        tls_ciphers: ciphers.trim().to_owned(),
-    };
+    let fields = check(v, f, alpn, versions, ciphers);
     if protocol != Protocol::Http && !fields.is_empty() {
         v.add(
             format!("{f}.alpn_protocols"),
