@@ -1,6 +1,6 @@
 //! The tenant API end to end, on SQLite and PostgreSQL: every method, coalesced rapid updates,
 //! services killed mid-deploy, deadlines, watch streams, pagination under churn, idempotent
-//! creates, project isolation and quotas.
+//! creates, project isolation and quotas; the Octavia REST face against gRPC (`tenant_api/rest.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -2576,3 +2576,6 @@ fn assert_balanced(counts: &std::collections::BTreeMap<String, usize>, names: &[
     }
     assert_eq!(counts.len(), names.len(), "{counts:?}");
 }
+
+#[path = "tenant_api/rest.rs"]
+mod rest;

@@ -348,6 +348,7 @@ impl Stack {
             tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let api_config = lbaas_api::ApiConfig {
+            rest_listen: None,
             listen: api,
             database_url: api_db,
             scheduler_url: format!("http://{scheduler}"),
@@ -593,6 +594,7 @@ impl Stack {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let config = lbaas_api::ApiConfig {
+            rest_listen: None,
             listen: address,
             ..self.api_config.clone()
         };
@@ -605,6 +607,29 @@ impl Stack {
         wait_up("api replica", address, &mut task).await;
         self.replicas.extend(task);
         address
+    }
+
+    /// Another api replica that also serves the Octavia REST face; returns (gRPC, REST) addresses.
+    pub async fn start_api_replica_with_rest(&mut self) -> (SocketAddr, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let rest_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rest = rest_listener.local_addr().unwrap();
+        let config = lbaas_api::ApiConfig {
+            rest_listen: Some(rest),
+            listen: address,
+            ..self.api_config.clone()
+        };
+        let task = tokio::spawn(lbaas_api::run_with_rest(
+            config,
+            listener,
+            Some(rest_listener),
+            stopped(self.stop.subscribe()),
+        ));
+        let mut task = Some(task);
+        wait_up("api replica", address, &mut task).await;
+        self.replicas.extend(task);
+        (address, rest)
     }
 
     pub async fn api_client(&self) -> LoadBalancerServiceClient<Channel> {

@@ -422,3 +422,8 @@ checksum/config: {{ include (printf "lbaas.configmap.%s" .component) $ctx | sha2
 {{- range $secrets }}{{ $text = print $text (include (printf "lbaas.secret.%s" .) $ctx) }}{{ end }}
 checksum/secret: {{ $text | sha256sum }}
 {{- end -}}
+
+{{/* Whether the api serves the Octavia REST face (plaintext HTTP, so never beside mTLS). */}}
+{{- define "lbaas.restEnabled" -}}
+{{- if and .Values.api.rest.enabled (not .Values.mtls.enabled) }}true{{ end -}}
+{{- end -}}

@@ -10,6 +10,10 @@ pub struct ApiConfig {
         default_value = "127.0.0.1:9001"
     )]
     pub listen: SocketAddr,
+    /// Where Octavia's v2 REST API listens (the openstack CLI, openstacksdk, Terraform); off when
+    /// unset. Octavia's own port is 9876.
+    #[arg(long, env = "LBAAS_API_REST_LISTEN")]
+    pub rest_listen: Option<SocketAddr>,
     /// The api database: sqlite://FILE or postgres://...
     #[arg(
         long,

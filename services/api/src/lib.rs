@@ -12,6 +12,7 @@ pub mod health;
 pub mod l7;
 pub mod migration;
 pub mod needs;
+pub mod rest;
 pub mod service;
 pub mod stats;
 pub mod status;
@@ -58,10 +59,29 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the api service on `listener` until `shutdown` resolves.
+/// Runs the api service on `listener` (and its Octavia REST face on `--rest-listen`, when set)
+/// until `shutdown` resolves.
 pub async fn run(
     config: ApiConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let rest = match config.rest_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the REST API on {addr}"))?,
+        ),
+        None => None,
+    };
+    run_with_rest(config, listener, rest, shutdown).await
+}
+
+/// Runs the api service: gRPC on `listener`, Octavia's v2 REST API on `rest` when given.
+pub async fn run_with_rest(
+    config: ApiConfig,
+    listener: TcpListener,
+    rest_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
@@ -105,7 +125,7 @@ pub async fn run(
     let displaced_follower = lbaas::server::AbortOnDrop(tokio::spawn(health::follow_displaced(
         store.clone(),
         deployer.clone(),
-        SchedulerServiceClient::new(channel),
+        SchedulerServiceClient::new(channel.clone()),
     )));
     let sweep = lbaas::server::AbortOnDrop(tokio::spawn(
         deployer
@@ -116,20 +136,53 @@ pub async fn run(
         store.clone(),
         watch::REREAD,
     )));
-    let quotas = service::QuotaApi {
+    let quotas = std::sync::Arc::new(service::QuotaApi {
         store: store.clone(),
         auth: auth.clone(),
-    };
+    });
     let certificates = service::CertificateApi {
         store: store.clone(),
         auth: auth.clone(),
     };
-    let api = service::TenantApi {
+    let api = std::sync::Arc::new(service::TenantApi {
         store,
         deployer,
         auth,
         stats,
         reserved_ips: config.reserved_ips.clone(),
+    });
+    // One shutdown for both faces.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let _shutdown = lbaas::server::AbortOnDrop(tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    }));
+    let rest_server = match rest_listener {
+        Some(rest_listener) => {
+            tracing::info!(address = %rest_listener.local_addr()?, "Octavia v2 REST API listening");
+            let rest = rest::Rest {
+                api: api.clone(),
+                quotas: quotas.clone(),
+                scheduler: SchedulerServiceClient::new(channel.clone()),
+                devices: lbaas::scheduler::v1::device_service_client::DeviceServiceClient::new(
+                    channel,
+                ),
+                quota_defaults: config.quota_defaults(),
+            };
+            let stop = stopped();
+            Some(tokio::spawn(async move {
+                if let Err(e) = rest::serve(rest_listener, rest, stop).await {
+                    tracing::warn!(error = %e, "the REST API stopped with an error");
+                }
+            }))
+        }
+        None => None,
     };
 
     lbaas::server::mark_serving(&health, SERVICES).await;
@@ -148,15 +201,24 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(LoadBalancerServiceServer::new(api))
-        .add_service(QuotaServiceServer::new(quotas))
+        .add_service(LoadBalancerServiceServer::from_arc(api))
+        .add_service(QuotaServiceServer::from_arc(quotas))
         .add_service(CertificateServiceServer::new(certificates))
         .serve_with_incoming_shutdown(lbaas::server::incoming(listener), async move {
-            shutdown.await;
+            stopped().await;
             // Watch streams would hold the drain open forever: end them.
             hub.close();
         })
         .await;
+    if let Some(mut rest) = rest_server {
+        // It drains with the gRPC server; a call that hangs past that is cut.
+        if tokio::time::timeout(Duration::from_secs(10), &mut rest)
+            .await
+            .is_err()
+        {
+            rest.abort();
+        }
+    }
     drop(sweep);
     drop(rereader);
     drop(health_follower);

@@ -406,7 +406,15 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::Pool>, Status> {
         let caller = self.writer(&request)?;
         let r = request.into_inner();
-        let input = required(r.pool, "pool")?;
+        let mut input = required(r.pool, "pool")?;
+        // Octavia's reading: a pool created for a listener belongs to the listener's load balancer.
+        if input.loadbalancer_id.is_empty() && !input.listener_id.is_empty() {
+            let listener = self
+                .store
+                .get_listener(&caller.project_id, &input.listener_id)
+                .await?;
+            input.loadbalancer_id = listener.loadbalancer_id;
+        }
         let new = convert::validate_pool(&input)?;
         convert::reserved_member_addresses(
             new.members
@@ -1021,7 +1029,7 @@ impl QuotaApi {
     }
 }
 
-fn check_project_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_project_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty()
         || id.len() > 64
         || !id

@@ -16,6 +16,9 @@ pub struct StackArgs {
     scheduler_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:9003")]
     agent_listen: SocketAddr,
+    /// Octavia's v2 REST API (the openstack CLI, openstacksdk); 9876 is Octavia's own port.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    rest_listen: SocketAddr,
     /// The local agent's driver: auto (haproxy when installed, else the embedded native data
     /// plane), haproxy, native or noop.
     #[arg(long, default_value = "auto")]
@@ -76,17 +79,25 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     let agent_listener = TcpListener::bind(args.agent_listen)
         .await
         .context("binding the agent")?;
+    let rest_listener = TcpListener::bind(args.rest_listen)
+        .await
+        .context("binding the REST API")?;
+    let rest_addr = rest_listener.local_addr()?;
     let scheduler_addr = scheduler_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;
 
     let scheduler = scheduler_config(scheduler_addr, sqlite("scheduler.db"), 1000, 5000);
-    let api = api_config(
+    let mut api = api_config(
         api_addr,
         sqlite("api.db"),
         format!("http://{scheduler_addr}"),
         secret_key_file,
     );
+    // The REST API's clients send a token: one for the project `demo`, admin in it, kept with the
+    // databases (gRPC callers may still name their project with x-project-id).
+    let (token_file, token) = rest_token(&data_dir)?;
+    api.token_file = Some(token_file);
     let agent = lbaas_agent::AgentConfig {
         agent_id: "local".into(),
         listen: agent_addr,
@@ -120,7 +131,12 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         scheduler_listener,
         stopped(stop_rx.clone()),
     ));
-    services.spawn(lbaas_api::run(api, api_listener, stopped(stop_rx.clone())));
+    services.spawn(lbaas_api::run_with_rest(
+        api,
+        api_listener,
+        Some(rest_listener),
+        stopped(stop_rx.clone()),
+    ));
     services.spawn(lbaas_agent::run(
         agent,
         agent_listener,
@@ -130,6 +146,13 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
     println!("lbaas stack is up (data in {})", data_dir.display());
     println!("  api        http://{api_addr}   (tenant API: lbaas.api.v1.LoadBalancerService)");
     println!("  scheduler  http://{scheduler_addr}   (devices, placement)");
+    println!(
+        "  REST       http://{rest_addr}   (Octavia v2; token in {}/rest-token)",
+        data_dir.display()
+    );
+    println!(
+        "             openstack --os-auth-type admin_token --os-endpoint http://{rest_addr} --os-token {token} loadbalancer list"
+    );
     println!(
         "  agent      http://{agent_addr}   (driver {driver}, VIPs from {})",
         args.vip_cidr
@@ -190,6 +213,7 @@ pub(crate) fn api_config(
     secret_key_file: PathBuf,
 ) -> lbaas_api::ApiConfig {
     lbaas_api::ApiConfig {
+        rest_listen: None,
         listen,
         database_url,
         scheduler_url,
@@ -220,6 +244,25 @@ pub(crate) fn secret_key(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> 
         )?;
     }
     Ok(secret_key_file)
+}
+
+/// The stack's REST token (made once, kept with the databases) and the token file naming it.
+fn rest_token(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, String)> {
+    let token_file = data_dir.join("rest-token");
+    if !token_file.exists() {
+        write_private(&token_file, &lbaas_api::certs::SecretKey::generate_hex())?;
+    }
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading {}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let tokens = data_dir.join("tokens");
+    std::fs::write(&tokens, format!("{token} demo admin\n"))
+        .with_context(|| format!("writing {}", tokens.display()))?;
+    let mut perms = std::fs::metadata(&tokens)?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&tokens, perms)?;
+    Ok((tokens, token))
 }
 
 /// Writes a file only its owner can read.

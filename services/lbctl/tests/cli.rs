@@ -5,6 +5,9 @@
 //! scheduler's provider API: devices, flavors, networks, agents, providers and placement explained.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "cli/openstack.rs"]
+mod openstack;
+
 use std::{net::SocketAddr, path::PathBuf, process::Output, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -93,6 +96,7 @@ impl Stack {
             tls: lbaas::server::tls::TlsConfig::plaintext(),
         };
         let api_config = lbaas_api::ApiConfig {
+            rest_listen: None,
             listen: api,
             database_url: sqlite("api.db"),
             scheduler_url: format!("http://{scheduler}"),

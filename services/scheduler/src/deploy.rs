@@ -715,6 +715,26 @@ impl SchedulerService for SchedulerApi {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn list_networks(
+        &self,
+        _request: Request<lbaas::scheduler::v1::ListNetworksRequest>,
+    ) -> Result<Response<lbaas::scheduler::v1::ListNetworksResponse>, Status> {
+        Ok(Response::new(lbaas::scheduler::v1::ListNetworksResponse {
+            networks: crate::devices::networks(&self.db).await?,
+        }))
+    }
+
+    async fn list_service_types(
+        &self,
+        _request: Request<lbaas::scheduler::v1::ListServiceTypesRequest>,
+    ) -> Result<Response<lbaas::scheduler::v1::ListServiceTypesResponse>, Status> {
+        Ok(Response::new(
+            lbaas::scheduler::v1::ListServiceTypesResponse {
+                service_types: crate::devices::service_types(&self.db).await?,
+            },
+        ))
+    }
 }
 
 /// Best effort: takes a load balancer off a device it has left. A device that cannot be

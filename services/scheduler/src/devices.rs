@@ -458,14 +458,7 @@ impl DeviceService for DeviceApi {
         &self,
         _request: Request<ListServiceTypesRequest>,
     ) -> Result<Response<ListServiceTypesResponse>, Status> {
-        let service_types = service_type::Entity::find()
-            .order_by_asc(service_type::Column::Name)
-            .all(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .into_iter()
-            .map(service_type_proto)
-            .collect();
+        let service_types = service_types(&self.db).await?;
         Ok(Response::new(ListServiceTypesResponse { service_types }))
     }
 
@@ -528,20 +521,7 @@ impl DeviceService for DeviceApi {
         &self,
         _request: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
-        let networks = network::Entity::find()
-            .order_by_asc(network::Column::Name)
-            .all(&self.db)
-            .await
-            .map_err(SchedulerError::from)?
-            .into_iter()
-            .map(|n| Network {
-                name: n.name,
-                cidr: n.cidr,
-                gateway: n.gateway,
-                allocation_start: n.allocation_start,
-                allocation_end: n.allocation_end,
-            })
-            .collect();
+        let networks = networks(&self.db).await?;
         Ok(Response::new(ListNetworksResponse { networks }))
     }
 
@@ -922,4 +902,34 @@ impl AgentRegistryService for AgentRegistryApi {
             .map_err(SchedulerError::from)?;
         Ok(Response::new(HeartbeatResponse { known: true }))
     }
+}
+
+/// Every network, by name.
+pub(crate) async fn networks(db: &DatabaseConnection) -> Result<Vec<Network>, SchedulerError> {
+    Ok(network::Entity::find()
+        .order_by_asc(network::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|n| Network {
+            name: n.name,
+            cidr: n.cidr,
+            gateway: n.gateway,
+            allocation_start: n.allocation_start,
+            allocation_end: n.allocation_end,
+        })
+        .collect())
+}
+
+/// Every service type, by name.
+pub(crate) async fn service_types(
+    db: &DatabaseConnection,
+) -> Result<Vec<lbaas::scheduler::v1::ServiceType>, SchedulerError> {
+    Ok(service_type::Entity::find()
+        .order_by_asc(service_type::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(service_type_proto)
+        .collect())
 }
