@@ -1,6 +1,7 @@
 //! The scheduler end to end: service types choosing strategies, explain, the admin-only provider
 //! API, capacity under 100 concurrent placements across two scheduler replicas on one database,
-//! wiring a device to the network a load balancer needs, and devices created on demand.
+//! wiring a device to the network a load balancer needs, devices created on demand, and
+//! availability zones confining placement.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -786,3 +787,311 @@ async fn devices_are_created_on_demand(db: Db) {
     stack.stop().await;
 }
 on_both_databases!(devices_are_created_on_demand, haproxy = true);
+
+/// A zone as the operator defines it.
+fn zone(name: &str, labels: &[(&str, &str)]) -> sched::AvailabilityZone {
+    sched::AvailabilityZone {
+        name: name.into(),
+        description: format!("zone {name}"),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        enabled: None,
+    }
+}
+
+/// Availability zones: the operator defines them by device labels; a load balancer created in one
+/// is placed only on its devices (the agent's own, and one created on demand in the same zone)
+/// and serves traffic there; a zone with no device leaves the load balancer in ERROR saying so;
+/// unknown, disabled and contradictory zones are refused with a field violation and nothing
+/// stored; explain shows the zone; a zone in use cannot be deleted.
+async fn availability_zones_confine_placement(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        deploy_deadline_ms: 8_000,
+        ..Default::default()
+    })
+    .await;
+    let mut devices = stack.devices().await;
+    let hosted = devices
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents[0]
+        .device_ids[0]
+        .clone();
+    devices
+        .update_device(sched::UpdateDeviceRequest {
+            device: Some(Device {
+                id: hosted.clone(),
+                labels: [("zone".to_owned(), "a".to_owned())].into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["labels".into()],
+            }),
+        })
+        .await
+        .unwrap();
+
+    // Bad zones: every problem at once, nothing stored.
+    let err = devices
+        .create_availability_zone(sched::CreateAvailabilityZoneRequest {
+            availability_zone: Some(zone("has space", &[])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let fields = support::violations(&err);
+    for f in ["availability_zone.name", "availability_zone.labels"] {
+        assert!(fields.contains(&f.to_owned()), "{fields:?}");
+    }
+    for z in [
+        zone("az-a", &[("zone", "a")]),
+        zone("az-b", &[("zone", "b")]),
+        zone("az-c", &[("zone", "c")]),
+    ] {
+        let created = devices
+            .create_availability_zone(sched::CreateAvailabilityZoneRequest {
+                availability_zone: Some(z),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(created.enabled, Some(true));
+    }
+    let err = devices
+        .create_availability_zone(sched::CreateAvailabilityZoneRequest {
+            availability_zone: Some(zone("az-a", &[("zone", "a")])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    let listed = devices
+        .list_availability_zones(sched::ListAvailabilityZonesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .availability_zones;
+    assert_eq!(
+        listed.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
+        ["az-a", "az-b", "az-c"]
+    );
+    // az-c takes nothing new; a flavor whose labels contradict a zone's cannot be used in it.
+    devices
+        .update_availability_zone(sched::UpdateAvailabilityZoneRequest {
+            availability_zone: Some(sched::AvailabilityZone {
+                name: "az-c".into(),
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["enabled".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    let err = devices
+        .update_availability_zone(sched::UpdateAvailabilityZoneRequest {
+            availability_zone: Some(zone("az-a", &[("zone", "b")])),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["labels".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    devices
+        .create_service_type(CreateServiceTypeRequest {
+            service_type: Some(ServiceType {
+                name: "in-b".into(),
+                required_labels: [("zone".to_owned(), "b".to_owned())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    devices
+        .create_service_type(CreateServiceTypeRequest {
+            service_type: Some(ServiceType {
+                name: "elastic".into(),
+                driver: "haproxy".into(),
+                required_labels: [("pool".to_owned(), "elastic".to_owned())].into(),
+                device_kind: DeviceKind::Virtual as i32,
+                on_demand: true,
+                on_demand_capacity: 5,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    for (zone_name, flavor, why) in [
+        ("nowhere", "", "no availability zone is named"),
+        ("az-c", "", "is disabled"),
+        ("az-a", "in-b", "needs zone=b"),
+        ("bad zone", "", "letters, digits"),
+    ] {
+        let mut lb = support::populated("refused", 8080, vec![support::member_at(1)]);
+        lb.availability_zone = zone_name.into();
+        lb.flavor = flavor.into();
+        let err = api
+            .create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(lb),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{zone_name}");
+        assert_eq!(
+            support::violations(&err),
+            vec!["load_balancer.availability_zone".to_owned()],
+            "{zone_name}"
+        );
+        assert!(
+            err.message().contains(why),
+            "{zone_name}: {}",
+            err.message()
+        );
+    }
+    let stored = api
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .load_balancers;
+    assert!(stored.is_empty(), "refused creates stored {stored:?}");
+
+    // In az-a: on the agent's own device, and (flavor elastic) on a device created on demand in
+    // the zone; both serve traffic.
+    let backend = Backend::start("zone-backend").await;
+    let mut placed = Vec::new();
+    for (name, flavor, port) in [("in-a", "", 8081), ("elastic-in-a", "elastic", 8082)] {
+        let mut lb = support::populated(name, port, vec![support::member_at(backend.port())]);
+        lb.availability_zone = "az-a".into();
+        lb.flavor = flavor.into();
+        let created = api
+            .create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(lb),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let lb = wait_settled(&api, &project, &created.id).await;
+        assert_eq!(
+            lb.provisioning_status(),
+            Prov::Active,
+            "{}",
+            lb.status_reason
+        );
+        assert_eq!(lb.availability_zone, "az-a");
+        assert_eq!(
+            spread(&format!("{}:{port}", lb.vip_address), 2)
+                .await
+                .get("zone-backend"),
+            Some(&2)
+        );
+        placed.push(device_of(&stack, &lb.id).await);
+    }
+    assert_eq!(placed[0], hosted);
+    let on_demand = devices
+        .get_device(GetDeviceRequest {
+            id: placed[1].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(on_demand.on_demand, "{on_demand:?}");
+    assert_eq!(on_demand.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(
+        on_demand.labels.get("pool").map(String::as_str),
+        Some("elastic")
+    );
+
+    // In az-b: no device is in it, so the load balancer ends in ERROR, saying why.
+    let mut lb = support::populated("in-b", 8083, vec![support::member_at(backend.port())]);
+    lb.availability_zone = "az-b".into();
+    let created = api
+        .create_load_balancer(in_project(
+            &project,
+            pb::CreateLoadBalancerRequest {
+                load_balancer: Some(lb),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb = wait_settled(&api, &project, &created.id).await;
+    assert_eq!(lb.provisioning_status(), Prov::Error);
+    assert!(
+        lb.status_reason.contains("not in availability zone az-b"),
+        "{}",
+        lb.status_reason
+    );
+
+    // Explain names the zone and the filter that refuses devices outside it.
+    let explained = devices
+        .explain_placement(ExplainPlacementRequest {
+            project_id: "p".into(),
+            availability_zone: "az-b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.availability_zone, "az-b");
+    assert_eq!(
+        explained.zone_labels.get("zone").map(String::as_str),
+        Some("b")
+    );
+    assert!(explained.chosen_device_id.is_empty());
+    assert!(
+        explained
+            .candidates
+            .iter()
+            .all(|c| !c.eligible && c.rejected_by == "availability-zone"),
+        "{explained:?}"
+    );
+    let explained = devices
+        .explain_placement(ExplainPlacementRequest {
+            project_id: "p".into(),
+            availability_zone: "az-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!explained.chosen_device_id.is_empty(), "{explained:?}");
+
+    // A zone that holds load balancers stays; an empty one goes.
+    let err = devices
+        .delete_availability_zone(sched::DeleteAvailabilityZoneRequest {
+            name: "az-a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    devices
+        .delete_availability_zone(sched::DeleteAvailabilityZoneRequest {
+            name: "az-c".into(),
+        })
+        .await
+        .unwrap();
+    stack.stop().await;
+}
+on_both_databases!(availability_zones_confine_placement, haproxy = true);

@@ -94,6 +94,7 @@ pub struct NewLoadBalancer {
     pub vip_address: Option<IpAddr>,
     pub admin_state_up: bool,
     pub flavor: String,
+    pub availability_zone: String,
     pub vip_network_id: String,
     /// (network, address asked for or `None`).
     pub additional_vips: Vec<(String, Option<IpAddr>)>,
@@ -313,6 +314,17 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
             "must be at most 64 letters, digits, '-' or '_'",
         );
     }
+    if input.availability_zone.len() > 64
+        || !input
+            .availability_zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.add(
+            format!("{f}.availability_zone"),
+            "must be at most 64 letters, digits, '-' or '_'",
+        );
+    }
     if input.vip_network_id.len() > 64
         || !input
             .vip_network_id
@@ -411,6 +423,7 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
         vip_address,
         admin_state_up: input.admin_state_up.unwrap_or(true),
         flavor: input.flavor.clone(),
+        availability_zone: input.availability_zone.clone(),
         vip_network_id: input.vip_network_id.clone(),
         additional_vips,
         tags: tags(&mut v, &format!("{f}.tags"), &input.tags),
@@ -1118,6 +1131,7 @@ pub fn load_balancer_to_proto(
         generation: m.generation,
         applied_generation: m.applied_generation,
         flavor: m.flavor,
+        availability_zone: m.availability_zone,
         vip_network_id: m.vip_network_id,
         additional_vips: split_additional_vips(&m.additional_vips)
             .into_iter()

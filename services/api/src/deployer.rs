@@ -46,6 +46,20 @@ enum Attempt {
     Retry(String),
 }
 
+/// What a load balancer asks of its placement, checked with the scheduler before anything is
+/// stored (`Deployer::validate_placement`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlacementCheck<'a> {
+    pub flavor: &'a str,
+    pub availability_zone: &'a str,
+    pub vip_network: &'a str,
+    pub vip_address: &'a str,
+    /// (network, address asked for or empty).
+    pub additional_vips: &'a [(String, String)],
+    /// The load balancer, once it exists (its own device is checked).
+    pub loadbalancer_id: &'a str,
+}
+
 pub struct Deployer {
     store: Store,
     scheduler: SchedulerServiceClient<Channel>,
@@ -267,6 +281,7 @@ impl Deployer {
             generation,
             config: Some(config),
             flavor: lb.flavor.clone(),
+            availability_zone: lb.availability_zone.clone(),
             failover: lb.failover_pending,
             vip_network: lb.vip_network_id.clone(),
             additional_vips: crate::convert::split_additional_vips(&lb.additional_vips)
@@ -413,15 +428,20 @@ impl Deployer {
 
     pub async fn validate_placement(
         &self,
-        flavor: &str,
-        vip_network: &str,
-        vip_address: &str,
-        additional_vips: &[(String, String)],
-        loadbalancer_id: &str,
+        check: PlacementCheck<'_>,
         needs: &crate::needs::Needs,
     ) -> Result<(), ApiError> {
         use tonic_types::StatusExt as _;
+        let PlacementCheck {
+            flavor,
+            availability_zone,
+            vip_network,
+            vip_address,
+            additional_vips,
+            loadbalancer_id,
+        } = check;
         if flavor.is_empty()
+            && availability_zone.is_empty()
             && vip_network.is_empty()
             && vip_address.is_empty()
             && additional_vips.is_empty()
@@ -439,6 +459,7 @@ impl Deployer {
             capabilities,
             loadbalancer_id: loadbalancer_id.to_owned(),
             vip_address: vip_address.to_owned(),
+            availability_zone: availability_zone.to_owned(),
             additional_vips: additional_vips
                 .iter()
                 .map(|(network, address)| lbaas::scheduler::v1::AdditionalVip {

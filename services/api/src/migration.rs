@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(AdditionalVips),
             Box::new(MonitorHttpFields),
             Box::new(TlsOptions),
+            Box::new(AvailabilityZones),
         ]
     }
 }
@@ -300,5 +301,27 @@ impl MigrationTrait for TlsOptions {
             add_text_column(manager, pool::Entity, column).await?;
         }
         Ok(())
+    }
+}
+
+/// Load balancers gain Octavia's availability_zone, where the column is missing.
+struct AvailabilityZones;
+
+impl MigrationName for AvailabilityZones {
+    fn name(&self) -> &str {
+        "m0007_availability_zones"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AvailabilityZones {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        add_text_column(
+            manager,
+            load_balancer::Entity,
+            load_balancer::Column::AvailabilityZone,
+        )
+        .await
     }
 }

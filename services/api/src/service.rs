@@ -74,7 +74,15 @@ impl TenantApi {
     ) -> Result<(), Status> {
         let view = self.store.get_load_balancer(project, lb).await?;
         self.deployer
-            .validate_placement(&view.model.flavor, "", "", &[], lb, needs)
+            .validate_placement(
+                crate::deployer::PlacementCheck {
+                    flavor: &view.model.flavor,
+                    availability_zone: &view.model.availability_zone,
+                    loadbalancer_id: lb,
+                    ..Default::default()
+                },
+                needs,
+            )
             .await?;
         Ok(())
     }
@@ -119,14 +127,18 @@ impl LoadBalancerService for TenantApi {
         }
         self.deployer
             .validate_placement(
-                &new.flavor,
-                &new.vip_network_id,
-                &vip,
-                &new.additional_vips
-                    .iter()
-                    .map(|(n, a)| (n.clone(), a.map(|ip| ip.to_string()).unwrap_or_default()))
-                    .collect::<Vec<_>>(),
-                "",
+                crate::deployer::PlacementCheck {
+                    flavor: &new.flavor,
+                    availability_zone: &new.availability_zone,
+                    vip_network: &new.vip_network_id,
+                    vip_address: &vip,
+                    additional_vips: &new
+                        .additional_vips
+                        .iter()
+                        .map(|(n, a)| (n.clone(), a.map(|ip| ip.to_string()).unwrap_or_default()))
+                        .collect::<Vec<_>>(),
+                    loadbalancer_id: "",
+                },
                 &crate::needs::load_balancer(&new),
             )
             .await?;

@@ -23,6 +23,7 @@ pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
         "project_id",
         "vip_address",
         "flavor",
+        "availability_zone",
         "vip_network_id",
         "additional_vips",
         "listeners",

@@ -12,6 +12,9 @@ pub struct Explain {
     /// A strategy to try instead of the flavor's (a preset or weighers, e.g. affinity*10+load).
     #[arg(long)]
     pub strategy: Option<String>,
+    /// The availability zone: only its devices are eligible.
+    #[arg(long)]
+    pub availability_zone: Option<String>,
     /// The network the VIP would be allocated from.
     #[arg(long)]
     pub vip_network_id: Option<String>,
@@ -36,6 +39,7 @@ pub async fn run(ctx: &OperatorCtx, args: Explain) -> anyhow::Result<()> {
             strategy: args.strategy.unwrap_or_default(),
             vip_network: args.vip_network_id.unwrap_or_default(),
             member_addresses: args.members,
+            availability_zone: args.availability_zone.unwrap_or_default(),
         })
         .await
         .api()?;
@@ -47,6 +51,19 @@ pub async fn run(ctx: &OperatorCtx, args: Explain) -> anyhow::Result<()> {
         "project {} strategy {} (seed {})",
         ctx.project, explained.strategy, explained.seed
     );
+    if !explained.availability_zone.is_empty() {
+        let mut labels: Vec<String> = explained
+            .zone_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        labels.sort();
+        println!(
+            "availability zone {} ({})",
+            explained.availability_zone,
+            labels.join(", ")
+        );
+    }
     if !explained.networks.is_empty() {
         println!("networks {}", explained.networks.join(", "));
     }

@@ -108,6 +108,9 @@ pub struct Create {
     /// The flavor (service type).
     #[arg(long)]
     pub flavor: Option<String>,
+    /// The availability zone whose devices serve it (one the operator defined).
+    #[arg(long)]
+    pub availability_zone: Option<String>,
     #[command(flatten)]
     pub admin: AdminState,
     #[command(flatten)]
@@ -217,6 +220,7 @@ impl Create {
                 })
                 .collect(),
             flavor: self.flavor.clone().unwrap_or_default(),
+            availability_zone: self.availability_zone.clone().unwrap_or_default(),
             admin_state_up: self.admin.value(),
             tags: self.tags.tags.clone(),
             ..Default::default()

@@ -27,6 +27,7 @@ mod quota;
 mod render;
 mod stack;
 mod wait;
+mod zone;
 
 use clap::{Parser, Subcommand};
 

@@ -1,8 +1,9 @@
-//! `lbctl loadbalancer flavor|device|network|agent|provider|explain`: the operator side, as
-//! `openstack loadbalancer flavor|amphora|provider ...` has it, over the scheduler's provider API
+//! `lbctl loadbalancer flavor|availabilityzone|device|network|agent|provider|explain`: the
+//! operator side, as `openstack loadbalancer flavor|availabilityzone|amphora|provider ...` has it, over the scheduler's provider API
 //! (`--scheduler`; it takes an admin `--token` when the scheduler has credentials).
 use crate::{
     agent, client::CallExt as _, common::OperatorCtx, device, explain, flavor, network, provider,
+    zone,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -10,6 +11,9 @@ pub enum Command {
     /// Flavors (the scheduler's service types), which `loadbalancer create --flavor` names.
     #[command(subcommand)]
     Flavor(flavor::Command),
+    /// Availability zones (device labels), which `loadbalancer create --availability-zone` names.
+    #[command(subcommand, name = "availabilityzone", visible_alias = "zone")]
+    Zone(zone::Command),
     /// Devices (amphorae): where load balancers are placed.
     #[command(subcommand, visible_alias = "amphora")]
     Device(device::Command),
@@ -35,6 +39,7 @@ pub enum Command {
 pub async fn run(ctx: &OperatorCtx, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Flavor(command) => flavor::run(ctx, command).await,
+        Command::Zone(command) => zone::run(ctx, command).await,
         Command::Device(command) => device::run(ctx, command).await,
         Command::Network(command) => network::run(ctx, command).await,
         Command::Agent(command) => agent::run(ctx, command).await,

@@ -49,6 +49,7 @@ pub fn load_balancer(lb: &pb::LoadBalancer) -> Val {
         .field("generation", lb.generation)
         .field("applied_generation", lb.applied_generation)
         .field("flavor", &lb.flavor)
+        .field("availability_zone", &lb.availability_zone)
         .field("tags", &lb.tags)
         .field("etag", &lb.etag)
         .field("create_time_ms", Val::Time(lb.create_time_ms))
@@ -542,6 +543,17 @@ pub fn flavor(t: &spb::ServiceType) -> Val {
         .build()
 }
 
+pub const ZONE_COLUMNS: &[&str] = &["name", "description", "labels", "enabled"];
+
+pub fn zone(z: &spb::AvailabilityZone) -> Val {
+    obj()
+        .field("name", &z.name)
+        .field("description", &z.description)
+        .field("labels", string_map(&z.labels))
+        .field("enabled", z.enabled.unwrap_or(true))
+        .build()
+}
+
 pub const NETWORK_COLUMNS: &[&str] = &[
     "name",
     "cidr",
@@ -645,6 +657,8 @@ pub fn explanation(e: &spb::Explanation) -> Val {
         .field("chosen_device_id", &e.chosen_device_id)
         .field("why", &e.why)
         .field("networks", &e.networks)
+        .field("availability_zone", &e.availability_zone)
+        .field("zone_labels", string_map(&e.zone_labels))
         .build()
 }
 

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
-    entity::{agent, binding, device},
+    entity::{agent, availability_zone, binding, device},
     error::SchedulerError,
     placement::{PlacementAsk, Placer},
 };
@@ -281,6 +281,7 @@ impl SchedulerService for SchedulerApi {
                 .iter()
                 .map(|v| (v.network.clone(), v.address.clone()))
                 .collect(),
+            availability_zone: request.availability_zone.clone(),
         };
         let topology = self.placer.topology(&request.flavor).await?;
         let pair = topology == Topology::ActiveStandby;
@@ -594,6 +595,7 @@ impl SchedulerService for SchedulerApi {
                 .iter()
                 .map(|v| (v.network.clone(), v.address.clone()))
                 .collect(),
+            availability_zone: r.availability_zone,
             ..Default::default()
         };
         let plan = self.placer.plan(&ask, None).await?;
@@ -623,6 +625,23 @@ impl SchedulerService for SchedulerApi {
                 .is_some();
         if !placed {
             self.placer.check_pair_possible(&ask).await?;
+            // A disabled zone keeps what it holds but takes nothing new.
+            if !ask.availability_zone.is_empty()
+                && availability_zone::Entity::find_by_id(&ask.availability_zone)
+                    .one(&self.db)
+                    .await
+                    .map_err(SchedulerError::from)?
+                    .is_some_and(|z| !z.enabled)
+            {
+                return Err(SchedulerError::Invalid(vec![(
+                    "availability_zone".into(),
+                    format!(
+                        "availability zone {} is disabled: it takes no new load balancers",
+                        ask.availability_zone
+                    ),
+                )])
+                .into());
+            }
         }
         if !r.vip_address.is_empty() {
             self.check_requested_vip(&r.vip_address, &plan, &r.loadbalancer_id)
@@ -732,6 +751,17 @@ impl SchedulerService for SchedulerApi {
         Ok(Response::new(
             lbaas::scheduler::v1::ListServiceTypesResponse {
                 service_types: crate::devices::service_types(&self.db).await?,
+            },
+        ))
+    }
+
+    async fn list_availability_zones(
+        &self,
+        _request: Request<lbaas::scheduler::v1::ListAvailabilityZonesRequest>,
+    ) -> Result<Response<lbaas::scheduler::v1::ListAvailabilityZonesResponse>, Status> {
+        Ok(Response::new(
+            lbaas::scheduler::v1::ListAvailabilityZonesResponse {
+                availability_zones: crate::devices::availability_zones(&self.db).await?,
             },
         ))
     }

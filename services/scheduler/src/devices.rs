@@ -1,17 +1,20 @@
-//! The admin (provider) API (devices, service types, networks, agents, placement explained) and the
-//! registry agents report to.
+//! The admin (provider) API (devices, service types, networks, availability zones, agents,
+//! placement explained) and the registry agents report to.
 use std::sync::Arc;
 
 use lbaas::scheduler::v1::{
-    AgentInfo, CandidateScore, CreateNetworkRequest, CreateServiceTypeRequest, DeleteDeviceRequest,
-    DeleteDeviceResponse, DeleteNetworkRequest, DeleteNetworkResponse, DeleteServiceTypeRequest,
+    AgentInfo, AvailabilityZone, CandidateScore, CreateAvailabilityZoneRequest,
+    CreateNetworkRequest, CreateServiceTypeRequest, DeleteAvailabilityZoneRequest,
+    DeleteAvailabilityZoneResponse, DeleteDeviceRequest, DeleteDeviceResponse,
+    DeleteNetworkRequest, DeleteNetworkResponse, DeleteServiceTypeRequest,
     DeleteServiceTypeResponse, Device, DeviceKind, DeviceState, ExplainPlacementRequest,
-    Explanation, GetDeviceRequest, GetServiceTypeRequest, HeartbeatRequest, HeartbeatResponse,
-    ListAgentsRequest, ListAgentsResponse, ListDevicesRequest, ListDevicesResponse,
-    ListNetworksRequest, ListNetworksResponse, ListServiceTypesRequest, ListServiceTypesResponse,
-    Network, RegisterAgentRequest, RegisterAgentResponse, RegisterDeviceRequest, ServiceType,
-    WeigherValue, agent_registry_service_server::AgentRegistryService,
-    device_service_server::DeviceService,
+    Explanation, GetAvailabilityZoneRequest, GetDeviceRequest, GetServiceTypeRequest,
+    HeartbeatRequest, HeartbeatResponse, ListAgentsRequest, ListAgentsResponse,
+    ListAvailabilityZonesRequest, ListAvailabilityZonesResponse, ListDevicesRequest,
+    ListDevicesResponse, ListNetworksRequest, ListNetworksResponse, ListServiceTypesRequest,
+    ListServiceTypesResponse, Network, RegisterAgentRequest, RegisterAgentResponse,
+    RegisterDeviceRequest, ServiceType, UpdateAvailabilityZoneRequest, WeigherValue,
+    agent_registry_service_server::AgentRegistryService, device_service_server::DeviceService,
 };
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, EntityTrait as _, ModelTrait as _,
@@ -21,7 +24,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    entity::{agent, binding, device, network, port, service_type, text},
+    entity::{agent, availability_zone, binding, device, network, port, service_type, text},
     error::SchedulerError,
     now_ms,
     placement::{PlacementAsk, Placer, device_loads},
@@ -226,6 +229,14 @@ impl DeviceApi {
             .one(&self.db)
             .await?
             .ok_or_else(|| SchedulerError::NotFound(format!("device {id}")))
+    }
+
+    /// The availability zone with this name, or NOT_FOUND.
+    async fn zone_named(&self, name: &str) -> Result<availability_zone::Model, SchedulerError> {
+        availability_zone::Entity::find_by_id(name)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| SchedulerError::NotFound(format!("availability zone {name}")))
     }
 }
 
@@ -475,6 +486,122 @@ impl DeviceService for DeviceApi {
         Ok(Response::new(DeleteServiceTypeResponse {}))
     }
 
+    async fn create_availability_zone(
+        &self,
+        request: Request<CreateAvailabilityZoneRequest>,
+    ) -> Result<Response<AvailabilityZone>, Status> {
+        let mut z = request.into_inner().availability_zone.ok_or_else(|| {
+            SchedulerError::Invalid(vec![("availability_zone".into(), "is required".into())])
+        })?;
+        z.enabled = Some(z.enabled.unwrap_or(true));
+        validate_zone(&z)?;
+        let model = availability_zone::ActiveModel {
+            name: Set(z.name.clone()),
+            description: Set(z.description.clone()),
+            labels: Set(text::labels_text(&z.labels)),
+            enabled: Set(z.enabled.unwrap_or(true)),
+            created_ms: Set(now_ms()),
+        };
+        created(
+            availability_zone::Entity::insert(model)
+                .exec(&self.db)
+                .await,
+            || format!("an availability zone named {:?} exists", z.name),
+        )?;
+        tracing::info!(zone = %z.name, labels = ?z.labels, "availability zone created");
+        Ok(Response::new(z))
+    }
+
+    async fn get_availability_zone(
+        &self,
+        request: Request<GetAvailabilityZoneRequest>,
+    ) -> Result<Response<AvailabilityZone>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(zone_proto(self.zone_named(&name).await?)))
+    }
+
+    async fn list_availability_zones(
+        &self,
+        _request: Request<ListAvailabilityZonesRequest>,
+    ) -> Result<Response<ListAvailabilityZonesResponse>, Status> {
+        Ok(Response::new(ListAvailabilityZonesResponse {
+            availability_zones: availability_zones(&self.db).await?,
+        }))
+    }
+
+    async fn update_availability_zone(
+        &self,
+        request: Request<UpdateAvailabilityZoneRequest>,
+    ) -> Result<Response<AvailabilityZone>, Status> {
+        let r = request.into_inner();
+        let z = r.availability_zone.ok_or_else(|| {
+            SchedulerError::Invalid(vec![("availability_zone".into(), "is required".into())])
+        })?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let mut violations = Vec::new();
+        if paths.is_empty() {
+            violations.push((
+                "update_mask".to_owned(),
+                "name the fields to change: description, enabled".to_owned(),
+            ));
+        }
+        for p in &paths {
+            if !matches!(p.as_str(), "description" | "enabled") {
+                violations.push((
+                    format!("update_mask.paths[{p}]"),
+                    "only description and enabled change; labels are fixed".to_owned(),
+                ));
+            }
+        }
+        if z.description.len() > 255 {
+            violations.push((
+                "availability_zone.description".to_owned(),
+                "at most 255 bytes".to_owned(),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(SchedulerError::Invalid(violations).into());
+        }
+        let current = self.zone_named(&z.name).await?;
+        let mut active: availability_zone::ActiveModel = current.into();
+        for p in &paths {
+            match p.as_str() {
+                "description" => active.description = Set(z.description.clone()),
+                _ => active.enabled = Set(z.enabled.unwrap_or(true)),
+            }
+        }
+        let updated = active
+            .update(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        tracing::info!(zone = %updated.name, enabled = updated.enabled, "availability zone updated");
+        Ok(Response::new(zone_proto(updated)))
+    }
+
+    async fn delete_availability_zone(
+        &self,
+        request: Request<DeleteAvailabilityZoneRequest>,
+    ) -> Result<Response<DeleteAvailabilityZoneResponse>, Status> {
+        let name = request.into_inner().name;
+        let in_use = binding::Entity::find()
+            .filter(binding::Column::AvailabilityZone.eq(&name))
+            .count(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        if in_use > 0 {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "availability zone {name} holds {in_use} load balancer(s); delete or move them first"
+            ))
+            .into());
+        }
+        let deleted = availability_zone::Entity::delete_by_id(&name)
+            .exec(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        found(deleted, || format!("availability zone {name}"))?;
+        Ok(Response::new(DeleteAvailabilityZoneResponse {}))
+    }
+
     async fn create_network(
         &self,
         request: Request<CreateNetworkRequest>,
@@ -619,6 +746,7 @@ impl DeviceService for DeviceApi {
             strategy_override: r.strategy,
             capabilities: Vec::new(),
             additional_vips: Vec::new(),
+            availability_zone: r.availability_zone,
         };
         let (explained, plan) = self.placer.explain(&ask).await?;
         Ok(Response::new(Explanation {
@@ -647,6 +775,17 @@ impl DeviceService for DeviceApi {
             chosen_device_id: explained.chosen,
             why: explained.why,
             networks: plan.request.networks,
+            availability_zone: plan
+                .request
+                .zone
+                .as_ref()
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default(),
+            zone_labels: plan
+                .request
+                .zone
+                .map(|(_, labels)| labels.into_iter().collect())
+                .unwrap_or_default(),
         }))
     }
 }
@@ -744,6 +883,63 @@ fn validate_service_type(t: &ServiceType) -> Result<(), SchedulerError> {
     } else {
         Err(SchedulerError::Invalid(violations))
     }
+}
+
+fn validate_zone(z: &AvailabilityZone) -> Result<(), SchedulerError> {
+    let mut violations = Vec::new();
+    if !valid_name(&z.name) {
+        violations.push((
+            "availability_zone.name".to_owned(),
+            "must be 1-64 letters, digits, '-' or '_'".to_owned(),
+        ));
+    }
+    if z.description.len() > 255 {
+        violations.push((
+            "availability_zone.description".to_owned(),
+            "at most 255 bytes".to_owned(),
+        ));
+    }
+    if z.labels.is_empty() {
+        violations.push((
+            "availability_zone.labels".to_owned(),
+            "at least one label says which devices are in the zone".to_owned(),
+        ));
+    }
+    for (k, v) in &z.labels {
+        if k.is_empty() || k.contains('=') || k.contains('\n') || v.contains('\n') {
+            violations.push((
+                format!("availability_zone.labels[{k}]"),
+                "keys are non-empty and hold no '='; neither holds a newline".to_owned(),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SchedulerError::Invalid(violations))
+    }
+}
+
+fn zone_proto(m: availability_zone::Model) -> AvailabilityZone {
+    AvailabilityZone {
+        labels: text::labels(&m.labels),
+        name: m.name,
+        description: m.description,
+        enabled: Some(m.enabled),
+    }
+}
+
+/// Every availability zone, by name.
+pub(crate) async fn availability_zones(
+    db: &DatabaseConnection,
+) -> Result<Vec<AvailabilityZone>, SchedulerError> {
+    Ok(availability_zone::Entity::find()
+        .order_by_asc(availability_zone::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(zone_proto)
+        .collect())
 }
 
 fn service_type_proto(m: service_type::Model) -> ServiceType {

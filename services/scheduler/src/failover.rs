@@ -260,6 +260,7 @@ mod tests {
                 vip_address: Set(format!("127.0.10.{}", id.len())),
                 strategy: Set("least-loaded".into()),
                 created_ms: Set(0),
+                availability_zone: Set(String::new()),
             }
             .insert(&db)
             .await

@@ -2,7 +2,9 @@
 use sea_orm::Schema;
 use sea_orm_migration::prelude::*;
 
-use crate::entity::{agent, binding, device, extra_vip, network, port, service_type, standby};
+use crate::entity::{
+    agent, availability_zone, binding, device, extra_vip, network, port, service_type, standby,
+};
 
 pub struct Migrator;
 
@@ -15,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(Capabilities),
             Box::new(NetworkRanges),
             Box::new(AdditionalVips),
+            Box::new(AvailabilityZones),
         ]
     }
 }
@@ -238,6 +241,47 @@ impl MigrationTrait for AdditionalVips {
         for mut index in schema.create_index_from_entity(extra_vip::Entity) {
             manager
                 .create_index(index.if_not_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Availability zones, and the zone each binding was placed in.
+struct AvailabilityZones;
+
+impl MigrationName for AvailabilityZones {
+    fn name(&self) -> &str {
+        "m0006_availability_zones"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AvailabilityZones {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let schema = Schema::new(manager.get_database_backend());
+        manager
+            .create_table(
+                schema
+                    .create_table_from_entity(availability_zone::Entity)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        if !manager.has_column("bindings", "availability_zone").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("bindings"))
+                        .add_column(
+                            ColumnDef::new(Alias::new("availability_zone"))
+                                .text()
+                                .not_null()
+                                .default(""),
+                        )
+                        .to_owned(),
+                )
                 .await?;
         }
         Ok(())

@@ -26,7 +26,10 @@ use sea_orm::{
 use crate::{
     addressing::Range,
     deploy::AgentClients,
-    entity::{agent, binding, device, extra_vip, network, port, service_type, standby, text},
+    entity::{
+        agent, availability_zone, binding, device, extra_vip, network, port, service_type, standby,
+        text,
+    },
     error::SchedulerError,
     now_ms,
     strategy::{
@@ -73,6 +76,8 @@ pub struct PlacementAsk {
     pub capabilities: Vec<String>,
     /// Additional VIPs: (network, the address asked for or empty), each from its own network.
     pub additional_vips: Vec<(String, String)>,
+    /// The availability zone; empty for any device.
+    pub availability_zone: String,
 }
 
 /// A service type resolved for one placement.
@@ -94,6 +99,9 @@ pub struct OnDemand {
     pub driver: String,
     pub capacity: i32,
     pub labels: BTreeMap<String, String>,
+    /// The availability zone asked for: the device is created on an agent that already hosts a
+    /// device of the zone (the agent's host is in it).
+    pub zone: Option<(String, BTreeMap<String, String>)>,
 }
 
 enum Commit {
@@ -398,7 +406,9 @@ impl Placer {
                 }
             }
         }
+        let zone = self.zone(ask, service_type.as_ref()).await?;
         let request = PlacementRequest {
+            zone: zone.clone(),
             loadbalancer_id: ask.loadbalancer_id.clone(),
             project_id: ask.project_id.clone(),
             driver: service_type
@@ -426,7 +436,16 @@ impl Placer {
             },
         };
         let on_demand = service_type.filter(|t| t.on_demand).map(|t| OnDemand {
-            labels: text::labels(&t.required_labels),
+            labels: {
+                let mut labels: BTreeMap<String, String> = text::labels(&t.required_labels);
+                if let Some((_, zone_labels)) = &zone {
+                    labels.extend(zone_labels.clone());
+                }
+                labels
+            },
+            zone: zone
+                .as_ref()
+                .map(|(name, labels)| (name.clone(), labels.clone())),
             service_type: t.name,
             driver: t.driver,
             capacity: t.on_demand_capacity,
@@ -439,6 +458,45 @@ impl Placer {
             extra_ranges,
             on_demand,
         })
+    }
+
+    /// The availability zone an ask names, with its labels: INVALID_ARGUMENT (`availability_zone`)
+    /// when no zone has that name or its labels contradict the service type's.
+    async fn zone(
+        &self,
+        ask: &PlacementAsk,
+        service_type: Option<&service_type::Model>,
+    ) -> Result<Option<(String, BTreeMap<String, String>)>, SchedulerError> {
+        if ask.availability_zone.is_empty() {
+            return Ok(None);
+        }
+        let zone = availability_zone::Entity::find_by_id(&ask.availability_zone)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                SchedulerError::Invalid(vec![(
+                    "availability_zone".into(),
+                    format!("no availability zone is named {:?}", ask.availability_zone),
+                )])
+            })?;
+        let labels: BTreeMap<String, String> = text::labels(&zone.labels);
+        if let Some(t) = service_type {
+            let required: BTreeMap<String, String> = text::labels(&t.required_labels);
+            for (k, v) in &labels {
+                if let Some(want) = required.get(k)
+                    && want != v
+                {
+                    return Err(SchedulerError::Invalid(vec![(
+                        "availability_zone".into(),
+                        format!(
+                            "zone {} holds devices labelled {k}={v}; flavor {} needs {k}={want}",
+                            zone.name, t.name
+                        ),
+                    )]));
+                }
+            }
+        }
+        Ok(Some((zone.name, labels)))
     }
 
     /// A dry run: every device scored, nothing bound.
@@ -494,6 +552,7 @@ impl Placer {
                 request
                     .required_labels
                     .iter()
+                    .chain(request.zone.iter().flat_map(|(_, labels)| labels.iter()))
                     .all(|(k, v)| d.labels.get(k) == Some(v))
             })
             .map(lacks)
@@ -620,6 +679,7 @@ impl Placer {
             vip_address: Set(vip.clone()),
             strategy: Set(plan.strategy.name()),
             created_ms: Set(now_ms()),
+            availability_zone: Set(ask.availability_zone.clone()),
         };
         let inserted = match model.insert(&txn).await {
             // The additional VIPs, in the same transaction: the binding and all its VIPs, or none.
@@ -1093,11 +1153,26 @@ impl Placer {
             return Ok(());
         }
         let live_after = now_ms() - self.agent_timeout_ms;
-        let candidates = self.fleet().agents_for(&spec.driver, live_after);
+        let mut candidates = self.fleet().agents_for(&spec.driver, live_after);
+        if let Some((_, labels)) = &spec.zone {
+            let fleet = self.fleet();
+            let in_zone: std::collections::BTreeSet<String> = fleet
+                .ids()
+                .iter()
+                .filter_map(|id| fleet.get(id))
+                .filter(|d| labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+                .map(|d| d.agent_id.clone())
+                .collect();
+            candidates.retain(|a| in_zone.contains(a));
+        }
         let Some(agent_id) = candidates.first().cloned() else {
             return Err(SchedulerError::NoCapacity(format!(
-                "{}; and no live agent can create a {} device on demand",
+                "{}; and no live agent{} can create a {} device on demand",
                 self.why_nothing_fits(plan),
+                match &spec.zone {
+                    Some((zone, _)) => format!(" in availability zone {zone}"),
+                    None => String::new(),
+                },
                 spec.driver
             )));
         };

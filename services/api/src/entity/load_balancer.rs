@@ -21,6 +21,8 @@ pub struct Model {
     /// When the current pending change started; its deadline counts from here.
     pub pending_since_ms: i64,
     pub flavor: String,
+    /// The availability zone the load balancer's devices are in; empty for any.
+    pub availability_zone: String,
     /// Empty for the device's own VIP range.
     pub vip_network_id: String,
     /// Additional VIPs, a line each: `network=address` (`network=` until one is allocated).

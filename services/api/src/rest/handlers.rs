@@ -1272,14 +1272,51 @@ pub async fn get_flavor(
     Ok(Json(serde_json::json!({ "flavor": flavor })).into_response())
 }
 
+/// The scheduler's availability zones as Octavia shows them to tenants (the labels stay with the
+/// operator; the profile is the zone itself).
+async fn availability_zones(rest: &Rest, headers: &HeaderMap) -> Result<Vec<Value>, RestError> {
+    admitted(rest, headers)?;
+    let zones = rest
+        .scheduler
+        .clone()
+        .list_availability_zones(lbaas::scheduler::v1::ListAvailabilityZonesRequest {})
+        .await?
+        .into_inner()
+        .availability_zones;
+    Ok(zones
+        .into_iter()
+        .map(|z| {
+            serde_json::json!({
+                "name": z.name,
+                "description": z.description,
+                "enabled": z.enabled.unwrap_or(true),
+                "availability_zone_profile_id": z.name,
+            })
+        })
+        .collect())
+}
+
 pub async fn list_availability_zones(
     State(rest): State<Rest>,
     headers: HeaderMap,
     uri: OriginalUri,
     Query(q): Q,
 ) -> Reply {
-    admitted(&rest, &headers)?;
-    list_reply(&headers, &uri, &q, "availability_zones", Vec::new())
+    let items = availability_zones(&rest, &headers).await?;
+    list_reply(&headers, &uri, &q, "availability_zones", items)
+}
+
+pub async fn get_availability_zone(
+    State(rest): State<Rest>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Reply {
+    let zone = availability_zones(&rest, &headers)
+        .await?
+        .into_iter()
+        .find(|z| z["name"] == name.as_str())
+        .ok_or_else(|| RestError::not_found(format!("availability zone {name} not found")))?;
+    Ok(Json(serde_json::json!({ "availability_zone": zone })).into_response())
 }
 
 // ---- Neutron lookups

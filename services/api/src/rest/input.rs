@@ -165,7 +165,7 @@ pub struct LoadBalancerBody {
     pub tags: Option<Vec<String>>,
     pub additional_vips: Option<Vec<AdditionalVipBody>>,
     pub vip_qos_policy_id: Option<Value>,
-    pub availability_zone: Option<Value>,
+    pub availability_zone: Option<String>,
     pub vip_sg_ids: Option<Value>,
     pub vip_vnic_type: Option<Value>,
     pub listeners: Option<Value>,
@@ -190,10 +190,6 @@ impl LoadBalancerBody {
                 ("pools", &self.pools),
             ],
             "create the children one by one",
-        )?;
-        unsupported(
-            &[("availability_zone", &self.availability_zone)],
-            "availability zones are not implemented yet",
         )?;
         if let Some(t) = self.vip_vnic_type.as_ref().and_then(Value::as_str)
             && t != "normal"
@@ -234,6 +230,7 @@ impl LoadBalancerBody {
             vip_address: self.vip_address.unwrap_or_default(),
             vip_network_id,
             flavor: self.flavor_id.unwrap_or_default(),
+            availability_zone: self.availability_zone.unwrap_or_default(),
             tags: self.tags.unwrap_or_default(),
             additional_vips: self
                 .additional_vips

@@ -141,7 +141,7 @@ impl From<&pb::LoadBalancer> for LoadBalancer {
             pools: refs(&lb.pool_ids),
             provider: PROVIDER.into(),
             flavor_id: opt(&lb.flavor),
-            availability_zone: None,
+            availability_zone: opt(&lb.availability_zone),
             tags: lb.tags.clone(),
             created_at: iso8601(lb.create_time_ms),
             updated_at: iso8601(lb.update_time_ms),

@@ -297,6 +297,10 @@ pub fn router(rest: Rest) -> Router {
                 &format!("{lbaas}/availabilityzones"),
                 get(h::list_availability_zones),
             )
+            .route(
+                &format!("{lbaas}/availabilityzones/{{name}}"),
+                get(h::get_availability_zone),
+            )
             .route(&format!("{v}/octavia/amphorae"), get(h::list_amphorae))
             .route(&format!("{v}/octavia/amphorae/{{id}}"), get(h::get_amphora))
             .route(&format!("{v}/subnets"), get(h::list_subnets))

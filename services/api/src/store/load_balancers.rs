@@ -174,6 +174,7 @@ impl Store {
                     applied_generation: Set(0),
                     pending_since_ms: Set(now),
                     flavor: Set(new.flavor.clone()),
+                    availability_zone: Set(new.availability_zone.clone()),
                     vip_network_id: Set(new.vip_network_id.clone()),
                     additional_vips: Set(crate::convert::join_additional_vips(
                         &new.additional_vips

@@ -229,6 +229,33 @@ fn openstack_cli_drives_the_stack() {
             .is_some_and(|s| s.iter().any(|s| s["Name"] == "public")),
         "{subnets}"
     );
+    // An availability zone (lbctl defines it by device labels; the CLI lists it and creates in it).
+    let amphorae = stack.os_json(&["loadbalancer", "amphora", "list"]);
+    let ids: Vec<String> = amphorae
+        .as_array()
+        .map(|a| a.iter().map(|d| field(d, "id").to_owned()).collect())
+        .unwrap_or_default();
+    assert!(!ids.is_empty(), "{amphorae}");
+    for id in &ids {
+        stack.lbctl(&["lb", "device", "set", id, "--label", "room=one"]);
+    }
+    stack.lbctl(&[
+        "lb",
+        "availabilityzone",
+        "create",
+        "--name",
+        "room-one",
+        "--label",
+        "room=one",
+    ]);
+    let zones = stack.os_json(&["loadbalancer", "availabilityzone", "list"]);
+    assert_eq!(zones[0]["name"], "room-one", "{zones}");
+    let zone = stack.os_json(&["loadbalancer", "availabilityzone", "show", "room-one"]);
+    assert!(
+        zone["enabled"] == true || zone["enabled"] == "True",
+        "{zone}"
+    );
+
     let lb = stack.os_json(&[
         "loadbalancer",
         "create",
@@ -236,9 +263,12 @@ fn openstack_cli_drives_the_stack() {
         "web",
         "--vip-subnet-id",
         "public",
+        "--availability-zone",
+        "room-one",
         "--wait",
     ]);
     assert_eq!(field(&lb, "provisioning_status"), "ACTIVE", "{lb}");
+    assert_eq!(field(&lb, "availability_zone"), "room-one", "{lb}");
     assert_eq!(field(&lb, "vip_subnet_id"), "public");
     let vip = field(&lb, "vip_address").to_owned();
     assert!(vip.starts_with("127.0.203."), "{vip}");

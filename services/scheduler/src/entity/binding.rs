@@ -13,6 +13,8 @@ pub struct Model {
     pub vip_address: String,
     pub strategy: String,
     pub created_ms: i64,
+    /// The availability zone the load balancer was placed in; empty for none.
+    pub availability_zone: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

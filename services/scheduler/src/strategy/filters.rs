@@ -64,6 +64,16 @@ pub fn check(fleet: &Fleet, d: &DeviceView, request: &PlacementRequest) -> Resul
             return Err(("labels", format!("label {k}={v} missing")));
         }
     }
+    if let Some((zone, labels)) = &request.zone {
+        for (k, v) in labels {
+            if d.labels.get(k) != Some(v) {
+                return Err((
+                    "availability-zone",
+                    format!("not in availability zone {zone} (label {k}={v} missing)"),
+                ));
+            }
+        }
+    }
     match fleet.last_heartbeat(&d.agent_id) {
         Some(t) if t >= request.live_after_ms => Ok(()),
         Some(_) => Err(("agent", format!("agent {} not heard from", d.agent_id))),

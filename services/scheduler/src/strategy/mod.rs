@@ -32,6 +32,8 @@ pub struct PlacementRequest {
     /// The driver the service type needs; `None` for any.
     pub driver: Option<String>,
     pub required_labels: BTreeMap<String, String>,
+    /// The availability zone asked for and the labels its devices carry; `None` for any device.
+    pub zone: Option<(String, BTreeMap<String, String>)>,
     pub kind: DeviceKind,
     /// The networks the load balancer uses: its VIP network first, then its members' networks.
     pub networks: Vec<String>,
