@@ -1,4 +1,5 @@
-//! Health checks: HTTP version and Host header of HTTP monitors, seen by the member.
+//! Health checks: HTTP version and Host header of HTTP monitors, seen by the member; members
+//! checked at another address and port than their traffic's.
 use super::*;
 
 /// A member that answers every request with 200 and records the request line and Host header
@@ -163,3 +164,184 @@ async fn monitor_http_version_and_host(driver: &'static str) {
     stack.stop().await;
 }
 on_each_driver!(monitor_http_version_and_host);
+
+/// The operating status of each member of `pool_id`, by name, once every member has `want`'s.
+async fn members_become(
+    api: &Api,
+    project: &str,
+    pool_id: &str,
+    want: &[(&str, pb::OperatingStatus)],
+    what: &str,
+) {
+    support::poll_until(Duration::from_secs(30), what, || {
+        let (api, project, pool_id) = (api.clone(), project.to_owned(), pool_id.to_owned());
+        let want: Vec<(String, pb::OperatingStatus)> =
+            want.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect();
+        async move {
+            let members = support::pool_members(&api, &project, &pool_id).await;
+            want.iter()
+                .all(|(name, status)| {
+                    members
+                        .iter()
+                        .any(|m| m.name == *name && m.operating_status() == *status)
+                })
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// Members checked elsewhere than where traffic goes (Octavia's monitor_address and
+/// monitor_port): when only the check target of member "a" dies, "a" goes ERROR and takes no
+/// traffic although its traffic port still answers; cleared, "a" is checked at its own port and
+/// serves again. A bad monitor address or port is refused with its field.
+async fn members_are_checked_at_their_monitor_target(driver: &'static str) {
+    let (stack, mut api, project) = start(driver).await;
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let target = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let target_task = tokio::spawn(async move {
+        // A TCP check only needs the connection accepted.
+        while let Ok((socket, _)) = target.accept().await {
+            drop(socket);
+        }
+    });
+    let member = |name: &str, port: i32| pb::Member {
+        name: name.into(),
+        ..member_at(port)
+    };
+    let checked_elsewhere = pb::Member {
+        monitor_address: "127.0.0.2".into(),
+        monitor_port: i32::from(target_port),
+        ..member("a", a.port())
+    };
+    let monitored = pb::Pool {
+        healthmonitor: Some(support::quick_monitor(pb::HealthMonitorType::Tcp)),
+        ..pool(
+            pb::Protocol::Http,
+            pb::LbAlgorithm::RoundRobin,
+            vec![checked_elsewhere, member("b", b.port())],
+        )
+    };
+    let created = support::create_active(
+        &mut api,
+        &project,
+        lb("elsewhere", vec![http(8096, monitored)]),
+    )
+    .await;
+    let pool_id = created.pool_ids[0].clone();
+    let vip = format!("{}:8096", created.vip_address);
+    members_become(
+        &api,
+        &project,
+        &pool_id,
+        &[
+            ("a", pb::OperatingStatus::Online),
+            ("b", pb::OperatingStatus::Online),
+        ],
+        "both members ONLINE",
+    )
+    .await;
+    let stored = support::pool_members(&api, &project, &pool_id).await;
+    let a_member = stored.iter().find(|m| m.name == "a").unwrap().clone();
+    assert_eq!(a_member.monitor_address, "127.0.0.2");
+    assert_eq!(a_member.monitor_port, i32::from(target_port));
+
+    // The check target dies; a's traffic port does not.
+    target_task.abort();
+    let _ = target_task.await;
+    members_become(
+        &api,
+        &project,
+        &pool_id,
+        &[
+            ("a", pb::OperatingStatus::Error),
+            ("b", pb::OperatingStatus::Online),
+        ],
+        "a ERROR by its check target",
+    )
+    .await;
+    assert_eq!(support::http_get(&a.addr.to_string()).await.unwrap(), "a");
+    let spread = support::spread(&vip, 6).await;
+    assert_eq!(spread.get("b"), Some(&6), "{driver}: {spread:?}");
+
+    // Cleared: checked at its own port again, and back in rotation.
+    api.update_member(in_project(
+        &project,
+        pb::UpdateMemberRequest {
+            member: Some(pb::Member {
+                id: a_member.id.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["monitor_address".into(), "monitor_port".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    members_become(
+        &api,
+        &project,
+        &pool_id,
+        &[
+            ("a", pb::OperatingStatus::Online),
+            ("b", pb::OperatingStatus::Online),
+        ],
+        "a ONLINE at its own port",
+    )
+    .await;
+    let spread = support::spread(&vip, 6).await;
+    assert_eq!(spread.get("a"), Some(&3), "{driver}: {spread:?}");
+
+    for (bad, field) in [
+        (
+            pb::Member {
+                monitor_address: "not-an-ip".into(),
+                ..member_at(1)
+            },
+            "monitor_address",
+        ),
+        (
+            pb::Member {
+                monitor_port: 70_000,
+                ..member_at(1)
+            },
+            "monitor_port",
+        ),
+        (
+            pb::Member {
+                monitor_address: "224.0.0.1".into(),
+                ..member_at(1)
+            },
+            "monitor_address",
+        ),
+    ] {
+        let refused = api
+            .create_member(in_project(
+                &project,
+                pb::CreateMemberRequest {
+                    member: Some(pb::Member {
+                        pool_id: pool_id.clone(),
+                        ..bad
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert_eq!(
+            support::violations(&refused),
+            vec![format!("member.{field}")]
+        );
+    }
+    assert_eq!(
+        support::pool_members(&api, &project, &pool_id).await.len(),
+        2,
+        "nothing stored"
+    );
+    stack.stop().await;
+}
+on_each_driver!(members_are_checked_at_their_monitor_target);

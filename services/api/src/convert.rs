@@ -157,6 +157,9 @@ pub struct NewMember {
     pub admin_state_up: bool,
     pub backup: bool,
     pub tags: Vec<String>,
+    /// Where health checks go instead of `address` and `port`.
+    pub monitor_address: Option<IpAddr>,
+    pub monitor_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -820,12 +823,21 @@ pub fn reserved_member_addresses<'a>(
 ) -> Result<(), ApiError> {
     let violations: Vec<(String, String)> = members
         .into_iter()
-        .filter(|(_, m)| reserved.contains(&m.address))
-        .map(|(path, m)| {
-            (
-                format!("{path}.address"),
-                format!("{} is reserved by the operator", m.address),
-            )
+        .flat_map(|(path, m)| {
+            [
+                ("address", Some(m.address)),
+                ("monitor_address", m.monitor_address),
+            ]
+            .into_iter()
+            .filter_map(|(field, ip)| ip.map(|ip| (field, ip)))
+            .filter(|(_, ip)| reserved.contains(ip))
+            .map(|(field, ip)| {
+                (
+                    format!("{path}.{field}"),
+                    format!("{ip} is reserved by the operator"),
+                )
+            })
+            .collect::<Vec<_>>()
         })
         .collect();
     if violations.is_empty() {
@@ -886,7 +898,28 @@ fn member_fields(v: &mut Violations, f: &str, input: &pb::Member, in_tree: bool)
     if !(0..=256).contains(&weight) {
         v.add(format!("{f}.weight"), "must be between 0 and 256");
     }
+    let monitor_address = match input.monitor_address.as_str() {
+        "" => None,
+        given => match given.parse::<IpAddr>() {
+            Ok(ip) => {
+                if let Some(why) = unusable_member_address(ip) {
+                    v.add(format!("{f}.monitor_address"), why);
+                }
+                Some(ip)
+            }
+            Err(_) => {
+                v.add(format!("{f}.monitor_address"), "is not an IP address");
+                None
+            }
+        },
+    };
+    let monitor_port = match input.monitor_port {
+        0 => None,
+        given => Some(port(v, &format!("{f}.monitor_port"), given)),
+    };
     NewMember {
+        monitor_address,
+        monitor_port,
         pool_id: if in_tree {
             String::new()
         } else {
@@ -1250,6 +1283,8 @@ pub fn member_to_proto(m: member::Model) -> pb::Member {
         weight: Some(m.weight),
         admin_state_up: Some(m.admin_state_up),
         backup: m.backup,
+        monitor_address: m.monitor_address,
+        monitor_port: m.monitor_port,
     }
 }
 

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(MonitorHttpFields),
             Box::new(TlsOptions),
             Box::new(AvailabilityZones),
+            Box::new(MemberMonitorTarget),
         ]
     }
 }
@@ -232,6 +233,19 @@ async fn add_text_column<E: sea_orm::EntityTrait>(
     table: E,
     column: E::Column,
 ) -> Result<(), DbErr> {
+    add_column(manager, table, column, |c| {
+        c.text().not_null().default("");
+    })
+    .await
+}
+
+/// Adds a column shaped by `shape` to `table`, unless the table has it already.
+async fn add_column<E: sea_orm::EntityTrait>(
+    manager: &SchemaManager<'_>,
+    table: E,
+    column: E::Column,
+    shape: impl FnOnce(&mut ColumnDef),
+) -> Result<(), DbErr> {
     use sea_orm::IdenStatic as _;
     if manager
         .has_column(table.table_name(), column.as_str())
@@ -239,13 +253,10 @@ async fn add_text_column<E: sea_orm::EntityTrait>(
     {
         return Ok(());
     }
+    let mut def = ColumnDef::new(column);
+    shape(&mut def);
     manager
-        .alter_table(
-            Table::alter()
-                .table(table)
-                .add_column(ColumnDef::new(column).text().not_null().default(""))
-                .to_owned(),
-        )
+        .alter_table(Table::alter().table(table).add_column(def).to_owned())
         .await
 }
 
@@ -322,6 +333,27 @@ impl MigrationTrait for AvailabilityZones {
             load_balancer::Entity,
             load_balancer::Column::AvailabilityZone,
         )
+        .await
+    }
+}
+
+/// Members gain Octavia's monitor_address and monitor_port, where the columns are missing.
+struct MemberMonitorTarget;
+
+impl MigrationName for MemberMonitorTarget {
+    fn name(&self) -> &str {
+        "m0008_member_monitor_target"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for MemberMonitorTarget {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        add_text_column(manager, member::Entity, member::Column::MonitorAddress).await?;
+        add_column(manager, member::Entity, member::Column::MonitorPort, |c| {
+            c.integer().not_null().default(0);
+        })
         .await
     }
 }

@@ -589,6 +589,17 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let patch = required(r.member, "member")?;
         let paths = update::MEMBER.paths(r.update_mask.as_ref())?;
+        // The one updatable address: the operator's reserved addresses stay out of it too.
+        if paths.iter().any(|p| p == "monitor_address")
+            && let Ok(ip) = patch.monitor_address.parse::<std::net::IpAddr>()
+            && self.reserved_ips.contains(&ip)
+        {
+            return Err(ApiError::invalid(
+                "member.monitor_address",
+                format!("{ip} is reserved by the operator"),
+            )
+            .into());
+        }
         self.store
             .update_member(&caller.project_id, &patch, &paths)
             .await?;

@@ -89,7 +89,15 @@ pub const POOL: UpdatableFields = UpdatableFields {
 
 pub const MEMBER: UpdatableFields = UpdatableFields {
     kind: "member",
-    updatable: &["name", "weight", "admin_state_up", "backup", "tags"],
+    updatable: &[
+        "name",
+        "weight",
+        "admin_state_up",
+        "backup",
+        "tags",
+        "monitor_address",
+        "monitor_port",
+    ],
     immutable: &["id", "project_id", "pool_id", "address", "protocol_port"],
 };
 
@@ -288,6 +296,8 @@ pub fn overlay_member(base: &mut pb::Member, patch: &pb::Member, paths: &[String
             "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
             "backup" => base.backup = patch.backup,
             "tags" => base.tags.clone_from(&patch.tags),
+            "monitor_address" => base.monitor_address.clone_from(&patch.monitor_address),
+            "monitor_port" => base.monitor_port = patch.monitor_port,
             _ => {}
         }
     }

@@ -77,6 +77,12 @@ pub struct Create {
     /// The weight (0-256; 0 drains it; default 1).
     #[arg(long)]
     pub weight: Option<i32>,
+    /// Where health checks go instead of the member's address.
+    #[arg(long)]
+    pub monitor_address: Option<String>,
+    /// Where health checks go instead of the member's port.
+    #[arg(long)]
+    pub monitor_port: Option<i32>,
     #[command(flatten)]
     pub backup: Backup,
     #[command(flatten)]
@@ -99,6 +105,12 @@ pub struct Set {
     /// New weight.
     #[arg(long)]
     pub weight: Option<i32>,
+    /// Where health checks go instead of the member's address.
+    #[arg(long)]
+    pub monitor_address: Option<String>,
+    /// Where health checks go instead of the member's port.
+    #[arg(long)]
+    pub monitor_port: Option<i32>,
     #[command(flatten)]
     pub backup: Backup,
     #[command(flatten)]
@@ -124,6 +136,12 @@ pub struct Unset {
     /// Not a backup member.
     #[arg(long)]
     pub backup: bool,
+    /// Check the member's own address again.
+    #[arg(long)]
+    pub monitor_address: bool,
+    /// Check the member's own port again.
+    #[arg(long)]
+    pub monitor_port: bool,
     #[command(flatten)]
     pub tags: UnsetTags,
     #[command(flatten)]
@@ -159,6 +177,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 weight: args.weight,
                 admin_state_up: args.admin.value(),
                 backup: args.backup.value().unwrap_or(false),
+                monitor_address: args.monitor_address.unwrap_or_default(),
+                monitor_port: args.monitor_port.unwrap_or_default(),
                 tags: args.tags.tags,
                 ..Default::default()
             };
@@ -204,6 +224,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             mask.set("weight", &mut patch.weight, args.weight.map(Some));
             mask.set("backup", &mut patch.backup, args.backup.value());
             mask.set(
+                "monitor_address",
+                &mut patch.monitor_address,
+                args.monitor_address,
+            );
+            mask.set("monitor_port", &mut patch.monitor_port, args.monitor_port);
+            mask.set(
                 "admin_state_up",
                 &mut patch.admin_state_up,
                 args.admin.value().map(Some),
@@ -221,6 +247,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             mask.clear("name", &mut patch.name, args.name);
             mask.clear("weight", &mut patch.weight, args.weight);
             mask.clear("backup", &mut patch.backup, args.backup);
+            mask.clear(
+                "monitor_address",
+                &mut patch.monitor_address,
+                args.monitor_address,
+            );
+            mask.clear("monitor_port", &mut patch.monitor_port, args.monitor_port);
             mask.set("tags", &mut patch.tags, args.tags.apply(&current.tags));
             update(ctx, &pool, patch, mask, &args.wait).await?;
         }

@@ -188,6 +188,8 @@ pub fn member(m: &pb::Member) -> Val {
         .field("weight", m.weight)
         .field("admin_state_up", m.admin_state_up)
         .field("backup", m.backup)
+        .field("monitor_address", &m.monitor_address)
+        .field("monitor_port", m.monitor_port)
         .field(
             "provisioning_status",
             val::<pb::ProvisioningStatus>(m.provisioning_status),

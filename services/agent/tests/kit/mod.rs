@@ -75,6 +75,7 @@ pub fn config(vip: SocketAddr, member: SocketAddr, weight: u32) -> LoadBalancerC
                 weight,
                 admin_state_up: true,
                 backup: false,
+                ..Default::default()
             }],
             ..Default::default()
         }],

@@ -15,6 +15,9 @@ pub struct Model {
     pub weight: i32,
     pub admin_state_up: bool,
     pub backup: bool,
+    /// Where health checks go: empty and 0 for the member's address and port.
+    pub monitor_address: String,
+    pub monitor_port: i32,
     /// Newline-separated.
     pub tags: String,
     pub provisioning_status: String,

@@ -520,21 +520,15 @@ pub struct MemberBody {
     pub backup: Option<bool>,
     pub subnet_id: Option<String>,
     pub tags: Option<Vec<String>>,
-    pub monitor_address: Option<Value>,
-    pub monitor_port: Option<Value>,
+    pub monitor_address: Option<String>,
+    #[serde(default, deserialize_with = "int_opt")]
+    pub monitor_port: Option<i32>,
     pub vnic_type: Option<Value>,
     pub request_sriov: Option<Value>,
 }
 
 impl MemberBody {
     pub fn into_proto(self) -> Result<pb::Member, RestError> {
-        unsupported(
-            &[
-                ("monitor_address", &self.monitor_address),
-                ("monitor_port", &self.monitor_port),
-            ],
-            "not implemented yet; see the README",
-        )?;
         if self.request_sriov.as_ref().and_then(Value::as_bool) == Some(true) {
             return Err(RestError::bad_request(
                 "request_sriov: SR-IOV is not supported".to_owned(),
@@ -549,12 +543,14 @@ impl MemberBody {
             weight: self.weight,
             backup: self.backup.unwrap_or_default(),
             tags: self.tags.unwrap_or_default(),
+            monitor_address: self.monitor_address.unwrap_or_default(),
+            monitor_port: self.monitor_port.unwrap_or_default(),
             ..Default::default()
         })
     }
 
     pub fn mask(body: &serde_json::Map<String, Value>) -> FieldMask {
-        mask(body, &[], &["monitor_address", "monitor_port"])
+        mask(body, &[], &[])
     }
 }
 
@@ -836,13 +832,21 @@ mod tests {
 
     #[test]
     fn unsupported_fields_pass_only_when_empty() {
-        let ok = serde_json::json!({"member": {"address": "10.0.0.1", "protocol_port": 80,
-            "monitor_address": null}});
-        let (m, _): (MemberBody, _) = unwrap(&ok, "member").unwrap();
-        assert_eq!(m.into_proto().unwrap().address, "10.0.0.1");
-        let bad = serde_json::json!({"member": {"address": "10.0.0.1", "monitor_port": 8080}});
-        let (m, _): (MemberBody, _) = unwrap(&bad, "member").unwrap();
-        assert!(m.into_proto().unwrap_err().message.contains("monitor_port"));
+        let ok = serde_json::json!({"loadbalancer": {"name": "a", "vip_sg_ids": null}});
+        let (lb, _): (LoadBalancerBody, _) = unwrap(&ok, "loadbalancer").unwrap();
+        assert_eq!(lb.into_proto().unwrap().name, "a");
+        let bad = serde_json::json!({"loadbalancer": {"name": "a", "vip_sg_ids": ["sg"]}});
+        let (lb, _): (LoadBalancerBody, _) = unwrap(&bad, "loadbalancer").unwrap();
+        assert!(lb.into_proto().unwrap_err().message.contains("vip_sg_ids"));
+        // A member's monitor target, with the port sent as a string, reaches the proto.
+        let member = serde_json::json!({"member": {"address": "10.0.0.1", "protocol_port": 80,
+            "monitor_address": "10.0.0.2", "monitor_port": "8080"}});
+        let (m, _): (MemberBody, _) = unwrap(&member, "member").unwrap();
+        let m = m.into_proto().unwrap();
+        assert_eq!(
+            (m.monitor_address.as_str(), m.monitor_port),
+            ("10.0.0.2", 8080)
+        );
     }
 
     #[test]

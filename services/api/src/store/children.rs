@@ -161,6 +161,11 @@ async fn insert_member(
         weight: Set(new.weight),
         admin_state_up: Set(new.admin_state_up),
         backup: Set(new.backup),
+        monitor_address: Set(new
+            .monitor_address
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()),
+        monitor_port: Set(new.monitor_port.map(i32::from).unwrap_or_default()),
         tags: Set(join_tags(&new.tags)),
         provisioning_status: Set(PENDING_CREATE.into()),
         operating_status: Set(OFFLINE.into()),
@@ -1001,6 +1006,11 @@ async fn apply_member(
     active.weight = Set(checked.weight);
     active.admin_state_up = Set(checked.admin_state_up);
     active.backup = Set(checked.backup);
+    active.monitor_address = Set(checked
+        .monitor_address
+        .map(|ip| ip.to_string())
+        .unwrap_or_default());
+    active.monitor_port = Set(checked.monitor_port.map(i32::from).unwrap_or_default());
     active.tags = Set(join_tags(&checked.tags));
     active.provisioning_status = Set(status.into());
     active.revision = Set(revision);

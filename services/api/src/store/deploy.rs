@@ -227,6 +227,8 @@ impl Store {
                             weight: nonneg(m.weight),
                             admin_state_up: m.admin_state_up,
                             backup: m.backup,
+                            monitor_address: m.monitor_address.clone(),
+                            monitor_port: nonneg(m.monitor_port),
                         })
                         .collect(),
                     monitor: monitors

@@ -90,6 +90,7 @@ pub fn member(id: &str, port: u32) -> MemberConfig {
         weight: 1,
         admin_state_up: true,
         backup: false,
+        ..Default::default()
     }
 }
 

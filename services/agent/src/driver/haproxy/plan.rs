@@ -74,7 +74,12 @@ fn pool_changes(old: &PoolConfig, new: &PoolConfig, commands: &mut Vec<Command>)
     for m in &new.members {
         match before.get(m.id.as_str()) {
             Some(was) => {
-                if was.address != m.address || was.port != m.port || was.backup != m.backup {
+                if was.address != m.address
+                    || was.port != m.port
+                    || was.backup != m.backup
+                    || was.monitor_address != m.monitor_address
+                    || was.monitor_port != m.monitor_port
+                {
                     return None;
                 }
                 if was.weight != m.weight {
@@ -140,6 +145,7 @@ mod tests {
             weight,
             admin_state_up: true,
             backup: false,
+            ..Default::default()
         }
     }
 

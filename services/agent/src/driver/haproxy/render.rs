@@ -703,7 +703,7 @@ fn render_monitor(
     Ok(server_opts)
 }
 
-/// `ADDRESS:PORT weight W <pool options> [backup] [cookie ID]`.
+/// `ADDRESS:PORT weight W <pool options> [addr CHECK-ADDRESS] [port CHECK-PORT] [backup] [cookie ID]`.
 fn member_args(
     member: &MemberConfig,
     pool_options: &str,
@@ -724,6 +724,17 @@ fn member_args(
         socket_address(address, port),
         member.weight
     );
+    if !member.monitor_address.is_empty() {
+        let check: IpAddr = member
+            .monitor_address
+            .parse()
+            .map_err(|_| reject(format!("{field}.monitor_address"), "not an IP address"))?;
+        let _ = write!(args, " addr {check}");
+    }
+    if member.monitor_port != 0 {
+        let check_port = check_port(member.monitor_port, &format!("{field}.monitor_port"))?;
+        let _ = write!(args, " port {check_port}");
+    }
     if member.backup {
         args.push_str(" backup");
     }
@@ -877,6 +888,7 @@ mod tests {
                     weight: 1,
                     admin_state_up: true,
                     backup: false,
+                    ..Default::default()
                 }],
                 monitor: None,
                 ..Default::default()
@@ -1376,6 +1388,32 @@ mod tests {
     }
 
     #[test]
+    fn members_may_be_checked_elsewhere() {
+        let mut checked = lb();
+        checked.pools[0].monitor = Some(MonitorConfig {
+            r#type: MonitorType::Tcp as i32,
+            ..Default::default()
+        });
+        checked.pools[0].members[0].monitor_address = "::1".into();
+        checked.pools[0].members[0].monitor_port = 9100;
+        assert_eq!(
+            server_args(&checked.pools[0], &checked.pools[0].members[0], "m").unwrap(),
+            "127.0.0.1:9000 weight 1 check inter 1s fall 1 rise 1 addr ::1 port 9100"
+        );
+        checked.pools[0].members[0].monitor_address = "not an address".into();
+        assert_eq!(
+            render(&[checked.clone()]).unwrap_err().field,
+            "pools[0].members[0].monitor_address"
+        );
+        checked.pools[0].members[0].monitor_address = String::new();
+        checked.pools[0].members[0].monitor_port = 70_000;
+        assert_eq!(
+            render(&[checked]).unwrap_err().field,
+            "pools[0].members[0].monitor_port"
+        );
+    }
+
+    #[test]
     fn runtime_adds_need_dynamic_options() {
         let plain = lb();
         assert!(can_add_at_runtime(&plain.pools[0]));
@@ -1701,6 +1739,13 @@ mod tests {
             })
             .collect();
         second.listeners[0].l7_policies = vec![policy("pol-long", L7Action::Reject, rules)];
+        // Checks sent elsewhere than the traffic (Octavia's monitor_address and monitor_port).
+        second.pools[0].monitor = Some(MonitorConfig {
+            r#type: MonitorType::Tcp as i32,
+            ..Default::default()
+        });
+        second.pools[0].members[0].monitor_address = "127.0.0.9".into();
+        second.pools[0].members[0].monitor_port = 19100;
         let rendered = ConfigRenderer {
             stats_socket: &dir.join("stats.sock"),
         }

@@ -124,6 +124,7 @@ mod tests {
         Member {
             id: id.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            check_addr: SocketAddr::from(([127, 0, 0, 1], port)),
             weight,
             backup,
             admin_up: true,

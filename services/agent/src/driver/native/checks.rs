@@ -76,7 +76,7 @@ pub async fn run(pool: Arc<Pool>, monitor: MonitorConfig, tls: Option<tokio_rust
                 let (monitor, codes, tls) = (&monitor, &codes, &tls);
                 let (proxy, h2c) = (pool.proxy, pool.h2c);
                 async move {
-                    let ok = check(m.addr, monitor, codes, tls, (proxy, h2c), timeout).await;
+                    let ok = check(m.check_addr, monitor, codes, tls, (proxy, h2c), timeout).await;
                     (m, ok)
                 }
             }))

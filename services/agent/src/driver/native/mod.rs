@@ -67,6 +67,8 @@ pub struct MemberState {
 pub struct Member {
     pub id: String,
     pub addr: SocketAddr,
+    /// Where health checks go (the member's `monitor_address`/`monitor_port`, else `addr`).
+    pub check_addr: SocketAddr,
     pub weight: u32,
     pub backup: bool,
     pub admin_up: bool,
@@ -425,6 +427,19 @@ fn build_pools(
             let mut members = Vec::new();
             for m in &p.members {
                 let addr = address(&m.address, m.port, &format!("member {}", m.id))?;
+                let check_addr = address(
+                    if m.monitor_address.is_empty() {
+                        &m.address
+                    } else {
+                        &m.monitor_address
+                    },
+                    if m.monitor_port == 0 {
+                        m.port
+                    } else {
+                        m.monitor_port
+                    },
+                    &format!("member {} monitor", m.id),
+                )?;
                 let key = (p.id.clone(), m.id.clone(), addr);
                 let state = rt.members.get(&key).cloned().unwrap_or_else(|| {
                     Arc::new(MemberState {
@@ -436,6 +451,7 @@ fn build_pools(
                 members.push(Member {
                     id: m.id.clone(),
                     addr,
+                    check_addr,
                     weight: m.weight,
                     backup: m.backup,
                     admin_up: m.admin_state_up,
@@ -1068,6 +1084,7 @@ mod tests {
             weight: 1,
             admin_state_up: true,
             backup: false,
+            ..Default::default()
         }
     }
 
