@@ -135,6 +135,7 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
                     weight: 1,
                     admin_state_up: true,
                     backup: false,
+                    ..Default::default()
                 }],
                 ..Default::default()
             }],
