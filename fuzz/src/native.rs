@@ -81,6 +81,7 @@ fn compile_load_balancer(lb: &LoadBalancerConfig, refused: &mut Vec<String>) {
             members.push(Member {
                 id: m.id.clone(),
                 addr: SocketAddr::new(ip, port),
+                check_addr: SocketAddr::new(ip, port),
                 weight: m.weight,
                 backup: m.backup,
                 admin_up: m.admin_state_up,
