@@ -447,6 +447,7 @@ fn member(n: u32, address: &str, port: u32) -> MemberConfig {
         weight: 1,
         admin_state_up: true,
         backup: false,
+        ..Default::default()
     }
 }
 
@@ -691,6 +692,8 @@ fn devices(certs: &Certs) -> Vec<(bool, Device)> {
             member(21, "2001:db8::21", 443),
             MemberConfig {
                 backup: true,
+                monitor_address: "2001:db8::122".into(),
+                monitor_port: 8443,
                 ..member(22, "2001:db8::22", 443)
             },
             MemberConfig {
