@@ -708,7 +708,8 @@ async fn role_method_matrix(db: Db) {
                 listeners: -1,
                 pools: -1,
                 members: -1,
-                health_monitors: -1
+                health_monitors: -1,
+                ..Default::default()
             }),
         }
     );

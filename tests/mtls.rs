@@ -167,6 +167,8 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
             quota_pools: -1,
             quota_members: -1,
             quota_health_monitors: -1,
+            quota_l7_policies: -1,
+            quota_l7_rules: -1,
             secret_key_file: None,
         },
         api_listener,

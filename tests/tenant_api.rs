@@ -2115,7 +2115,8 @@ async fn project_isolation(db: Db) {
 }
 on_both_databases!(project_isolation, haproxy = false);
 
-/// Going over a quota is RESOURCE_EXHAUSTED and persists nothing; admins set quotas.
+/// Going over a quota is RESOURCE_EXHAUSTED and persists nothing; admins set quotas (L7 policies
+/// and rules included) and read the defaults.
 async fn quotas(db: Db) {
     let stack = Stack::start(StackOptions {
         db,
@@ -2175,6 +2176,7 @@ async fn quotas(db: Db) {
             pools: -1,
             members,
             health_monitors: -1,
+            ..Default::default()
         }),
     };
     let denied = quota
@@ -2254,6 +2256,104 @@ async fn quotas(db: Db) {
         2,
         "back to the default"
     );
+
+    // L7 policies and rules have quotas too; a SetQuota without them keeps them.
+    let listener_id = api
+        .list_listeners(in_project(&project, pb::ListListenersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .listeners[0]
+        .id
+        .clone();
+    quota
+        .set_quota(with_token(
+            ADMIN_TOKEN,
+            pb::SetQuotaRequest {
+                quota: Some(pb::Quota {
+                    l7_policies: Some(1),
+                    l7_rules: Some(1),
+                    ..set(&project, 10, -1).quota.unwrap()
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let kept = quota
+        .set_quota(with_token(ADMIN_TOKEN, set(&project, 10, -1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((kept.l7_policies, kept.l7_rules), (Some(1), Some(1)));
+    let rule = |value: &str| pb::L7Rule {
+        r#type: pb::L7RuleType::Path as i32,
+        compare_type: pb::L7RuleCompareType::StartsWith as i32,
+        value: value.into(),
+        ..Default::default()
+    };
+    let policy = |rules: Vec<pb::L7Rule>| pb::CreateL7PolicyRequest {
+        l7policy: Some(pb::L7Policy {
+            listener_id: listener_id.clone(),
+            action: pb::L7PolicyAction::Reject as i32,
+            rules,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    let over = api
+        .create_l7_policy(in_project(&project, policy(vec![rule("/a"), rule("/b")])))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(over.message().contains("l7rule"), "{}", over.message());
+    let created = api
+        .create_l7_policy(in_project(&project, policy(vec![rule("/a")])))
+        .await
+        .unwrap()
+        .into_inner();
+    let over = api
+        .create_l7_policy(in_project(&project, policy(vec![])))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    assert!(over.message().contains("l7policy"), "{}", over.message());
+    let over = api
+        .create_l7_rule(in_project(
+            &project,
+            pb::CreateL7RuleRequest {
+                rule: Some(pb::L7Rule {
+                    l7policy_id: created.id.clone(),
+                    ..rule("/c")
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted);
+    let usage = quota
+        .get_quota(in_project(&project, pb::GetQuotaRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let in_use = usage.in_use.unwrap();
+    assert_eq!((in_use.l7_policies, in_use.l7_rules), (Some(1), Some(1)));
+
+    // The defaults: admins read them, others may not.
+    let defaults = quota
+        .get_quota_defaults(with_token(ADMIN_TOKEN, pb::GetQuotaDefaultsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (defaults.load_balancers, defaults.l7_policies),
+        (2, Some(-1))
+    );
+    let denied = quota
+        .get_quota_defaults(in_project(&project, pb::GetQuotaDefaultsRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
     stack.stop().await;
 }
 on_both_databases!(quotas, haproxy = false);

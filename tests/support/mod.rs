@@ -362,6 +362,8 @@ impl Stack {
             quota_pools: -1,
             quota_members: -1,
             quota_health_monitors: -1,
+            quota_l7_policies: -1,
+            quota_l7_rules: -1,
             secret_key_file: Some(secret_key.clone()),
             jwt: jwt_config.clone(),
             metrics_listen: None,

@@ -156,6 +156,8 @@ async fn a_frozen_agent_cannot_hold_a_deploy_past_its_deadline() {
             quota_pools: -1,
             quota_members: -1,
             quota_health_monitors: -1,
+            quota_l7_policies: -1,
+            quota_l7_rules: -1,
             secret_key_file: None,
             jwt: lbaas::server::jwt::JwtConfig::default(),
             metrics_listen: None,

@@ -58,6 +58,10 @@ pub struct ApiConfig {
     pub quota_members: i32,
     #[arg(long, env = "LBAAS_QUOTA_HEALTH_MONITORS", default_value_t = -1, allow_hyphen_values = true)]
     pub quota_health_monitors: i32,
+    #[arg(long, env = "LBAAS_QUOTA_L7_POLICIES", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_l7_policies: i32,
+    #[arg(long, env = "LBAAS_QUOTA_L7_RULES", default_value_t = -1, allow_hyphen_values = true)]
+    pub quota_l7_rules: i32,
     /// The key certificates' private keys are sealed with at rest: a file holding 64 hex digits
     /// (32 bytes; e.g. `openssl rand -hex 32`). Without it, certificates cannot be created.
     #[arg(long, env = "LBAAS_SECRET_KEY_FILE")]
@@ -84,6 +88,8 @@ impl ApiConfig {
             pools: self.quota_pools,
             members: self.quota_members,
             health_monitors: self.quota_health_monitors,
+            l7_policies: self.quota_l7_policies,
+            l7_rules: self.quota_l7_rules,
         }
     }
 
@@ -132,6 +138,8 @@ impl ApiConfig {
             ("pools", q.pools),
             ("members", q.members),
             ("health_monitors", q.health_monitors),
+            ("l7_policies", q.l7_policies),
+            ("l7_rules", q.l7_rules),
         ] {
             if v < -1 {
                 problems.push(format!("quota_{name} must be -1 (unlimited) or more"));

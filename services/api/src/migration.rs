@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(TlsOptions),
             Box::new(AvailabilityZones),
             Box::new(MemberMonitorTarget),
+            Box::new(L7Quotas),
         ]
     }
 }
@@ -355,5 +356,28 @@ impl MigrationTrait for MemberMonitorTarget {
             c.integer().not_null().default(0);
         })
         .await
+    }
+}
+
+/// Quotas gain L7 policies and rules (unlimited where a row predates them).
+struct L7Quotas;
+
+impl MigrationName for L7Quotas {
+    fn name(&self) -> &str {
+        "m0009_l7_quotas"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for L7Quotas {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [quota::Column::L7Policies, quota::Column::L7Rules] {
+            add_column(manager, quota::Entity, column, |c| {
+                c.integer().not_null().default(-1);
+            })
+            .await?;
+        }
+        Ok(())
     }
 }

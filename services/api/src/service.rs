@@ -1025,7 +1025,8 @@ impl CertificateService for CertificateApi {
     }
 }
 
-fn quota_to_proto(project_id: &str, l: QuotaLimits) -> pb::Quota {
+/// A project's limits (or usage) as the API shows them.
+pub(crate) fn quota_to_proto(project_id: &str, l: QuotaLimits) -> pb::Quota {
     pb::Quota {
         project_id: project_id.to_owned(),
         load_balancers: l.load_balancers,
@@ -1033,6 +1034,8 @@ fn quota_to_proto(project_id: &str, l: QuotaLimits) -> pb::Quota {
         pools: l.pools,
         members: l.members,
         health_monitors: l.health_monitors,
+        l7_policies: Some(l.l7_policies),
+        l7_rules: Some(l.l7_rules),
     }
 }
 
@@ -1112,18 +1115,27 @@ impl QuotaService for QuotaApi {
             ("pools", quota.pools),
             ("members", quota.members),
             ("health_monitors", quota.health_monitors),
+            ("l7_policies", quota.l7_policies.unwrap_or(-1)),
+            ("l7_rules", quota.l7_rules.unwrap_or(-1)),
         ] {
             if value < -1 {
                 violations.add(format!("quota.{field}"), "must be -1 (unlimited) or more");
             }
         }
         violations.finish(())?;
+        // The L7 limits a caller leaves out stay as they are.
+        let current = self
+            .store
+            .quota_limits(&self.store.db, &quota.project_id)
+            .await?;
         let limits = QuotaLimits {
             load_balancers: quota.load_balancers,
             listeners: quota.listeners,
             pools: quota.pools,
             members: quota.members,
             health_monitors: quota.health_monitors,
+            l7_policies: quota.l7_policies.unwrap_or(current.l7_policies),
+            l7_rules: quota.l7_rules.unwrap_or(current.l7_rules),
         };
         let set = self
             .store
@@ -1141,5 +1153,13 @@ impl QuotaService for QuotaApi {
         check_project_id(&project)?;
         let limits = self.store.set_quota(&project, None).await?;
         Ok(Response::new(quota_to_proto(&project, limits)))
+    }
+
+    async fn get_quota_defaults(
+        &self,
+        request: Request<pb::GetQuotaDefaultsRequest>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        self.admin(&request)?;
+        Ok(Response::new(quota_to_proto("", self.store.quota_defaults)))
     }
 }

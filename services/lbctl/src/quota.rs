@@ -1,5 +1,5 @@
-//! `lbctl loadbalancer quota show|set|reset`. Anyone reads their own project's quota; setting and
-//! resetting, and reading other projects', take an admin token.
+//! `lbctl loadbalancer quota show|set|reset|defaults`. Anyone reads their own project's quota;
+//! setting and resetting, and reading other projects' or the defaults, take an admin token.
 use lbaas::api::v1 as pb;
 
 use crate::{
@@ -26,6 +26,8 @@ pub enum Command {
         /// The project.
         project: String,
     },
+    /// Show the defaults projects without their own quota get.
+    Defaults,
 }
 
 #[derive(clap::Args, Debug)]
@@ -47,6 +49,12 @@ pub struct Set {
     /// Health monitors.
     #[arg(long, allow_negative_numbers = true)]
     pub healthmonitor: Option<i32>,
+    /// L7 policies.
+    #[arg(long, allow_negative_numbers = true)]
+    pub l7policy: Option<i32>,
+    /// L7 rules.
+    #[arg(long, allow_negative_numbers = true)]
+    pub l7rule: Option<i32>,
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
@@ -96,7 +104,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                     || args.listener.is_some()
                     || args.pool.is_some()
                     || args.member.is_some()
-                    || args.healthmonitor.is_some(),
+                    || args.healthmonitor.is_some()
+                    || args.l7policy.is_some()
+                    || args.l7rule.is_some(),
                 "nothing to change: give at least one option"
             );
             let quota = pb::Quota {
@@ -106,6 +116,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 pools: args.pool.unwrap_or(current.pools),
                 members: args.member.unwrap_or(current.members),
                 health_monitors: args.healthmonitor.unwrap_or(current.health_monitors),
+                l7_policies: args.l7policy.or(current.l7_policies),
+                l7_rules: args.l7rule.or(current.l7_rules),
             };
             let set = quotas
                 .set_quota(pb::SetQuotaRequest { quota: Some(quota) })
@@ -123,6 +135,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             if ctx.out.explicit {
                 ctx.out.show(&render::quota(&reset));
             }
+        }
+        Command::Defaults => {
+            let defaults = quotas
+                .get_quota_defaults(pb::GetQuotaDefaultsRequest {})
+                .await
+                .api()?;
+            ctx.out.show(&render::quota(&defaults));
         }
     }
     Ok(())

@@ -409,6 +409,8 @@ pub fn quota(q: &pb::Quota) -> Val {
         .field("pools", q.pools)
         .field("members", q.members)
         .field("health_monitors", q.health_monitors)
+        .field("l7_policies", q.l7_policies.unwrap_or(-1))
+        .field("l7_rules", q.l7_rules.unwrap_or(-1))
         .build()
 }
 

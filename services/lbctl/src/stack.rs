@@ -227,6 +227,8 @@ pub(crate) fn api_config(
         quota_pools: -1,
         quota_members: -1,
         quota_health_monitors: -1,
+        quota_l7_policies: -1,
+        quota_l7_rules: -1,
         secret_key_file: Some(secret_key_file),
         jwt: Default::default(),
         metrics_listen: None,

@@ -111,6 +111,8 @@ impl Stack {
             quota_pools: -1,
             quota_members: -1,
             quota_health_monitors: -1,
+            quota_l7_policies: -1,
+            quota_l7_rules: -1,
             secret_key_file: Some(secret_key),
             jwt: Default::default(),
             tls: lbaas::server::tls::TlsConfig::plaintext(),

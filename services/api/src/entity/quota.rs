@@ -14,6 +14,8 @@ pub struct Model {
     pub pools: i32,
     pub members: i32,
     pub health_monitors: i32,
+    pub l7_policies: i32,
+    pub l7_rules: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

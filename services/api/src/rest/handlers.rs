@@ -1096,15 +1096,7 @@ pub async fn quota_defaults(State(rest): State<Rest>, headers: HeaderMap) -> Rep
         .auth
         .caller(&super::metadata(&headers)?)
         .map_err(tonic::Status::from)?;
-    let d = &rest.quota_defaults;
-    let mut quota = json::quota(&pb::Quota {
-        project_id: String::new(),
-        load_balancers: d.load_balancers,
-        listeners: d.listeners,
-        pools: d.pools,
-        members: d.members,
-        health_monitors: d.health_monitors,
-    });
+    let mut quota = json::quota(&crate::service::quota_to_proto("", rest.quota_defaults));
     if let Some(o) = quota.as_object_mut() {
         o.remove("project_id");
     }

@@ -771,12 +771,11 @@ pub struct QuotaBody {
 impl QuotaBody {
     /// `current` with the keys this body names set.
     pub fn apply(self, mut current: pb::Quota) -> Result<pb::Quota, RestError> {
-        for (name, v) in [("l7policy", self.l7policy), ("l7rule", self.l7rule)] {
-            if v.is_some_and(|v| v != -1) {
-                return Err(RestError::bad_request(format!(
-                    "{name}: lbaas does not limit L7 policies and rules yet (give -1)"
-                )));
-            }
+        if let Some(v) = self.l7policy {
+            current.l7_policies = Some(v);
+        }
+        if let Some(v) = self.l7rule {
+            current.l7_rules = Some(v);
         }
         if let Some(v) = self.load_balancer.or(self.loadbalancer) {
             current.load_balancers = v;

@@ -526,8 +526,7 @@ impl From<&pb::L7Rule> for L7Rule {
     }
 }
 
-/// Octavia's quota object: every key in both of its spellings; lbaas does not limit L7 policies
-/// and rules (-1).
+/// Octavia's quota object: every key in both of its spellings.
 pub fn quota(q: &pb::Quota) -> serde_json::Value {
     serde_json::json!({
         "project_id": q.project_id,
@@ -538,8 +537,8 @@ pub fn quota(q: &pb::Quota) -> serde_json::Value {
         "member": q.members,
         "health_monitor": q.health_monitors,
         "healthmonitor": q.health_monitors,
-        "l7policy": -1,
-        "l7rule": -1,
+        "l7policy": q.l7_policies.unwrap_or(-1),
+        "l7rule": q.l7_rules.unwrap_or(-1),
     })
 }
 

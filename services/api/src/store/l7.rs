@@ -165,6 +165,9 @@ impl Store {
                     Self::check_redirect_pool(&txn, project, &listener, pool_id).await?;
                 }
                 let lb = Self::lb_in(&txn, project, &listener.loadbalancer_id).await?;
+                self.check_quota(&txn, project, Kind::L7Policy, 1).await?;
+                self.check_quota(&txn, project, Kind::L7Rule, new.rules.len() as u64)
+                    .await?;
                 Self::bump(&txn, &lb).await?;
                 let count = i32::try_from(
                     l7_policy::Entity::find()
@@ -408,6 +411,7 @@ impl Store {
                 let txn = self.write().await?;
                 let policy = Self::rule_policy(&txn, project, &new.l7policy_id).await?;
                 let lb = Self::lb_in(&txn, project, &policy.loadbalancer_id).await?;
+                self.check_quota(&txn, project, Kind::L7Rule, 1).await?;
                 Self::bump(&txn, &lb).await?;
                 let created = insert_rule(&txn, project, &lb.id, &policy.id, new.clone()).await?;
                 Self::remember(&txn, project, Kind::L7Rule, request_id, &created.id).await?;

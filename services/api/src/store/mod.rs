@@ -39,6 +39,8 @@ pub struct QuotaLimits {
     pub pools: i32,
     pub members: i32,
     pub health_monitors: i32,
+    pub l7_policies: i32,
+    pub l7_rules: i32,
 }
 
 impl QuotaLimits {
@@ -48,6 +50,8 @@ impl QuotaLimits {
         pools: -1,
         members: -1,
         health_monitors: -1,
+        l7_policies: -1,
+        l7_rules: -1,
     };
 }
 
@@ -59,7 +63,6 @@ pub enum Kind {
     Pool,
     Member,
     HealthMonitor,
-    /// No quota (unlimited); the kind names idempotency keys.
     L7Policy,
     L7Rule,
 }
@@ -84,7 +87,8 @@ impl Kind {
             Self::Pool => limits.pools,
             Self::Member => limits.members,
             Self::HealthMonitor => limits.health_monitors,
-            Self::L7Policy | Self::L7Rule => -1,
+            Self::L7Policy => limits.l7_policies,
+            Self::L7Rule => limits.l7_rules,
         }
     }
 
@@ -300,6 +304,8 @@ impl Store {
                 pools: q.pools,
                 members: q.members,
                 health_monitors: q.health_monitors,
+                l7_policies: q.l7_policies,
+                l7_rules: q.l7_rules,
             },
             _ => self.quota_defaults,
         })
@@ -327,6 +333,8 @@ impl Store {
             pools: Set(d.pools),
             members: Set(d.members),
             health_monitors: Set(d.health_monitors),
+            l7_policies: Set(d.l7_policies),
+            l7_rules: Set(d.l7_rules),
         })
         .on_conflict(
             OnConflict::column(quota::Column::ProjectId)
@@ -364,6 +372,8 @@ impl Store {
             pools: n(Kind::Pool.count(&self.db, project).await?),
             members: n(Kind::Member.count(&self.db, project).await?),
             health_monitors: n(Kind::HealthMonitor.count(&self.db, project).await?),
+            l7_policies: n(Kind::L7Policy.count(&self.db, project).await?),
+            l7_rules: n(Kind::L7Rule.count(&self.db, project).await?),
         })
     }
 
@@ -382,6 +392,8 @@ impl Store {
             pools: Set(l.pools),
             members: Set(l.members),
             health_monitors: Set(l.health_monitors),
+            l7_policies: Set(l.l7_policies),
+            l7_rules: Set(l.l7_rules),
         };
         quota::Entity::insert(model)
             .on_conflict(
@@ -393,6 +405,8 @@ impl Store {
                         quota::Column::Pools,
                         quota::Column::Members,
                         quota::Column::HealthMonitors,
+                        quota::Column::L7Policies,
+                        quota::Column::L7Rules,
                     ])
                     .to_owned(),
             )
