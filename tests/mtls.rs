@@ -151,6 +151,7 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
     let api_task = tokio::spawn(lbaas_api::run(
         lbaas_api::ApiConfig {
             rest_listen: None,
+            rest_keystone: false,
             listen: api,
             database_url: format!("sqlite://{}", dir.join("api.db").display()),
             scheduler_url: format!("http://{scheduler}"),

@@ -349,6 +349,7 @@ impl Stack {
         };
         let api_config = lbaas_api::ApiConfig {
             rest_listen: None,
+            rest_keystone: false,
             listen: api,
             database_url: api_db,
             scheduler_url: format!("http://{scheduler}"),
@@ -597,6 +598,7 @@ impl Stack {
         let address = listener.local_addr().unwrap();
         let config = lbaas_api::ApiConfig {
             rest_listen: None,
+            rest_keystone: false,
             listen: address,
             ..self.api_config.clone()
         };
@@ -619,6 +621,7 @@ impl Stack {
         let rest = rest_listener.local_addr().unwrap();
         let config = lbaas_api::ApiConfig {
             rest_listen: Some(rest),
+            rest_keystone: false,
             listen: address,
             ..self.api_config.clone()
         };

@@ -143,6 +143,7 @@ async fn a_frozen_agent_cannot_hold_a_deploy_past_its_deadline() {
     let api_task = tokio::spawn(lbaas_api::run(
         lbaas_api::ApiConfig {
             rest_listen: None,
+            rest_keystone: false,
             listen: api_address,
             database_url: format!("sqlite://{}", dir.join("api.db").display()),
             scheduler_url: format!("http://{scheduler}"),

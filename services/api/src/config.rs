@@ -14,6 +14,11 @@ pub struct ApiConfig {
     /// unset. Octavia's own port is 9876.
     #[arg(long, env = "LBAAS_API_REST_LISTEN")]
     pub rest_listen: Option<SocketAddr>,
+    /// Also serve a minimal Keystone v3 token endpoint on the REST port (`POST /v3/auth/tokens`),
+    /// for clients that insist on password auth: the password is a token the api accepts, the
+    /// user name its project.
+    #[arg(long, env = "LBAAS_API_REST_KEYSTONE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rest_keystone: bool,
     /// The api database: sqlite://FILE or postgres://...
     #[arg(
         long,

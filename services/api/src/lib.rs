@@ -174,6 +174,7 @@ pub async fn run_with_rest(
                     channel,
                 ),
                 quota_defaults: config.quota_defaults(),
+                keystone: config.rest_keystone,
             };
             let stop = stopped();
             Some(tokio::spawn(async move {

@@ -154,6 +154,12 @@ pub async fn run(args: StackArgs) -> anyhow::Result<()> {
         "             openstack --os-auth-type admin_token --os-endpoint http://{rest_addr} --os-token {token} loadbalancer list"
     );
     println!(
+        "             or with a password (Keystone v3 at http://{rest_addr}/v3: user and project demo, the token as password):"
+    );
+    println!(
+        "             openstack --os-auth-url http://{rest_addr}/v3 --os-username demo --os-password {token} --os-project-name demo --os-user-domain-name Default --os-project-domain-name Default loadbalancer list"
+    );
+    println!(
         "  agent      http://{agent_addr}   (driver {driver}, VIPs from {})",
         args.vip_cidr
     );
@@ -214,6 +220,7 @@ pub(crate) fn api_config(
 ) -> lbaas_api::ApiConfig {
     lbaas_api::ApiConfig {
         rest_listen: None,
+        rest_keystone: true,
         listen,
         database_url,
         scheduler_url,

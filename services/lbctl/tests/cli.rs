@@ -97,6 +97,7 @@ impl Stack {
         };
         let api_config = lbaas_api::ApiConfig {
             rest_listen: None,
+            rest_keystone: false,
             listen: api,
             database_url: sqlite("api.db"),
             scheduler_url: format!("http://{scheduler}"),

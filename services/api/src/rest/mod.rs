@@ -5,6 +5,7 @@
 pub mod handlers;
 pub mod input;
 pub mod json;
+pub mod keystone;
 pub mod listing;
 
 use std::{future::Future, sync::Arc};
@@ -31,6 +32,8 @@ pub struct Rest {
     /// with each call, and the scheduler checks it too.
     pub devices: lbaas::scheduler::v1::device_service_client::DeviceServiceClient<Channel>,
     pub quota_defaults: crate::store::QuotaLimits,
+    /// Serve the minimal Keystone v3 token endpoint (`keystone.rs`).
+    pub keystone: bool,
 }
 
 /// An Octavia error: `{"faultcode", "faultstring", "debuginfo"}` with its HTTP code.
@@ -313,6 +316,15 @@ pub fn router(rest: Rest) -> Router {
         router = router
             .route(&format!("{prefix}/projects"), get(h::list_projects))
             .route(&format!("{prefix}/projects/{{id}}"), get(h::get_project));
+    }
+    if rest.keystone {
+        use keystone as k;
+        router = router.route("/v3", get(k::discovery)).route(
+            "/v3/auth/tokens",
+            axum::routing::post(k::issue)
+                .get(k::validate)
+                .head(k::validate),
+        );
     }
     router
         .fallback(|| async {

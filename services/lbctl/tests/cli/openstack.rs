@@ -1,5 +1,6 @@
 //! The openstack CLI (python-openstackclient with python-octaviaclient, from PyPI) against
-//! `lbctl stack`'s Octavia v2 REST API, with no Keystone: the whole tenant flow with `--wait`
+//! `lbctl stack`'s Octavia v2 REST API, by admin token and by password through the stack's
+//! minimal Keystone endpoint: the whole tenant flow with `--wait`
 //! (create, listener, pool, members, health monitor, L7 policy and rule, set, list, status, stats,
 //! failover, quota, provider, flavor, amphora, delete --cascade), real traffic through the VIP on
 //! HAProxy, and the CLI's Neutron subnet lookups answered from the scheduler's networks.
@@ -127,6 +128,32 @@ impl StackProcess {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// One CLI call authenticated by password through the stack's Keystone endpoint (user and
+    /// project demo, the REST token as the password): its output and whether it succeeded.
+    fn os_password(&self, password: &str, args: &[&str]) -> (bool, String) {
+        let out = Command::new(openstack_bin())
+            .args(args)
+            .env_remove("OS_CLOUD")
+            .env("OS_AUTH_TYPE", "password")
+            .env("OS_AUTH_URL", format!("{}/v3", self.rest))
+            .env("OS_USERNAME", "demo")
+            .env("OS_PASSWORD", password)
+            .env("OS_PROJECT_NAME", "demo")
+            .env("OS_USER_DOMAIN_NAME", "Default")
+            .env("OS_PROJECT_DOMAIN_NAME", "Default")
+            .env("OS_IDENTITY_API_VERSION", "3")
+            .output()
+            .expect("the openstack CLI runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     fn os_json(&self, args: &[&str]) -> serde_json::Value {
@@ -475,6 +502,17 @@ fn openstack_cli_drives_the_stack() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("address") && err.contains("400"), "{err}");
+
+    // Password auth through the Keystone endpoint: a token, then the API through the catalog.
+    let (ok, out) = stack.os_password(&stack.token, &["token", "issue", "-f", "json"]);
+    assert!(ok, "{out}");
+    let issued: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(issued["project_id"], "demo", "{issued}");
+    let (ok, out) = stack.os_password(&stack.token, &["loadbalancer", "list", "-f", "json"]);
+    assert!(ok && out.contains("\"web\""), "{out}");
+    let (ok, out) = stack.os_password("wrong", &["loadbalancer", "list"]);
+    assert!(!ok && out.contains("401"), "{out}");
 
     // Cascade delete, waited for.
     stack.os(&["loadbalancer", "delete", "--cascade", "--wait", "web"]);
