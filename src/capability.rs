@@ -142,6 +142,7 @@ pub fn all() -> Vec<String> {
         MonitorType::Https,
         MonitorType::TlsHello,
         MonitorType::Ping,
+        MonitorType::UdpConnect,
     ] {
         all.push(monitor(m));
     }

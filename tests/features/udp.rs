@@ -1,5 +1,5 @@
-//! UDP listeners on the native data plane, refused where no driver has them, and placement by
-//! capability.
+//! UDP listeners on the native data plane, refused where no driver has them, placement by
+//! capability, and UDP pools' health monitors (UDP-CONNECT, and TCP at a member's monitor port).
 use super::*;
 
 /// A UDP member that answers every datagram with its name.
@@ -54,6 +54,127 @@ async fn udp_is_balanced_on_native() {
         assert_eq!(udp_ask(&client, &vip).await, first);
     }
     a.abort();
+    b.abort();
+    stack.stop().await;
+}
+
+/// UDP pools are health checked (Octavia's UDP-CONNECT; a TCP monitor at a member's monitor
+/// port works too): a member whose socket closes answers ICMP port unreachable, goes ERROR and
+/// new sessions go to the other; monitors a UDP pool cannot take, and UDP-CONNECT on a TCP pool,
+/// are refused with the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_members_are_health_checked() {
+    let (stack, mut api, project) = start("native").await;
+    let (port_a, a) = udp_member("a").await;
+    let (port_b, b) = udp_member("b").await;
+    let mut spec = single("checked", pb::Protocol::Udp, 5354, &[port_a, port_b]);
+    let pool = spec.listeners[0].default_pool.as_mut().unwrap();
+    pool.members[0].name = "a".into();
+    pool.members[1].name = "b".into();
+    pool.healthmonitor = Some(support::quick_monitor(pb::HealthMonitorType::UdpConnect));
+    let created = support::create_active(&mut api, &project, spec).await;
+    let pool_id = created.pool_ids[0].clone();
+    let watcher = api.clone();
+    let status = |name: &'static str, want: pb::OperatingStatus| {
+        let (api, project, pool_id) = (watcher.clone(), project.clone(), pool_id.clone());
+        async move {
+            support::pool_members(&api, &project, &pool_id)
+                .await
+                .iter()
+                .any(|m| m.name == name && m.operating_status() == want)
+                .then_some(())
+        }
+    };
+    support::poll_until(Duration::from_secs(30), "both members ONLINE", || async {
+        status("a", pb::OperatingStatus::Online).await?;
+        status("b", pb::OperatingStatus::Online).await
+    })
+    .await;
+    let monitors = api
+        .list_health_monitors(in_project(
+            &project,
+            pb::ListHealthMonitorsRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .health_monitors;
+    assert_eq!(monitors[0].r#type(), pb::HealthMonitorType::UdpConnect);
+
+    // a's socket closes: port unreachable, ERROR, and new sessions go to b only.
+    a.abort();
+    let _ = a.await;
+    support::poll_until(Duration::from_secs(30), "a ERROR", || {
+        status("a", pb::OperatingStatus::Error)
+    })
+    .await;
+    let vip = format!("{}:5354", created.vip_address);
+    for _ in 0..6 {
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(udp_ask(&client, &vip).await, "b");
+    }
+
+    // Refused: an HTTPS monitor on a UDP pool; UDP-CONNECT on a TCP pool.
+    for (protocol, monitor) in [
+        (pb::Protocol::Udp, pb::HealthMonitorType::Https),
+        (pb::Protocol::Tcp, pb::HealthMonitorType::UdpConnect),
+    ] {
+        let mut spec = single("refused", protocol, 5355, &[port_b]);
+        spec.listeners[0]
+            .default_pool
+            .as_mut()
+            .unwrap()
+            .healthmonitor = Some(support::quick_monitor(monitor));
+        let refused = api
+            .create_load_balancer(in_project(
+                &project,
+                pb::CreateLoadBalancerRequest {
+                    load_balancer: Some(spec),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert_eq!(
+            support::violations(&refused),
+            vec!["load_balancer.listeners[0].default_pool.healthmonitor.type".to_owned()],
+            "{monitor:?} on {protocol:?}"
+        );
+    }
+
+    // A TCP monitor on a UDP pool, at the member's TCP health port (monitor_port).
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health_port = health.local_addr().unwrap().port();
+    let health_task = tokio::spawn(async move {
+        while let Ok((socket, _)) = health.accept().await {
+            drop(socket);
+        }
+    });
+    let mut spec = single("tcp-checked", pb::Protocol::Udp, 5356, &[port_b]);
+    let pool = spec.listeners[0].default_pool.as_mut().unwrap();
+    pool.members[0].name = "b".into();
+    pool.members[0].monitor_port = i32::from(health_port);
+    pool.healthmonitor = Some(support::quick_monitor(pb::HealthMonitorType::Tcp));
+    let created = support::create_active(&mut api, &project, spec).await;
+    let tcp_pool = created.pool_ids[0].clone();
+    let member_is = |want: pb::OperatingStatus| {
+        let (api, project, pool_id) = (watcher.clone(), project.clone(), tcp_pool.clone());
+        async move {
+            (support::pool_members(&api, &project, &pool_id).await[0].operating_status() == want)
+                .then_some(())
+        }
+    };
+    support::poll_until(Duration::from_secs(30), "b ONLINE by TCP", || {
+        member_is(pb::OperatingStatus::Online)
+    })
+    .await;
+    health_task.abort();
+    let _ = health_task.await;
+    support::poll_until(Duration::from_secs(30), "b ERROR by TCP", || {
+        member_is(pb::OperatingStatus::Error)
+    })
+    .await;
     b.abort();
     stack.stop().await;
 }

@@ -693,11 +693,10 @@ fn pool_fields(v: &mut Violations, f: &str, input: &pb::Pool, in_tree: bool) -> 
             "TERMINATED_HTTPS is a listener protocol; its pools are HTTP",
         );
     }
-    if pool_protocol == Protocol::Udp && monitor.is_some() {
-        v.add(
-            format!("{f}.healthmonitor"),
-            "UDP pools take no health monitor",
-        );
+    if let Some(m) = &monitor
+        && let Err(why) = monitor_fits_pool(m.monitor_type, pool_protocol.as_str())
+    {
+        v.add(format!("{f}.healthmonitor.type"), why);
     }
     let (session_persistence, persistence_cookie_name) = persistence(
         v,
@@ -948,6 +947,7 @@ fn monitor_fields(v: &mut Violations, f: &str, input: &pb::HealthMonitor) -> New
         Ok(pb::HealthMonitorType::Http) => "HTTP",
         Ok(pb::HealthMonitorType::Https) => "HTTPS",
         Ok(pb::HealthMonitorType::TlsHello) => "TLS-HELLO",
+        Ok(pb::HealthMonitorType::UdpConnect) => "UDP-CONNECT",
         Ok(pb::HealthMonitorType::Ping) => {
             v.add(
                 format!("{f}.type"),
@@ -1293,6 +1293,7 @@ pub fn health_monitor_to_proto(m: health_monitor::Model) -> pb::HealthMonitor {
         "HTTP" => pb::HealthMonitorType::Http,
         "HTTPS" => pb::HealthMonitorType::Https,
         "TLS-HELLO" => pb::HealthMonitorType::TlsHello,
+        "UDP-CONNECT" => pb::HealthMonitorType::UdpConnect,
         _ => pb::HealthMonitorType::Tcp,
     };
     pb::HealthMonitor {
@@ -1324,7 +1325,21 @@ pub fn monitor_type_to_agent(s: &str) -> lbaas::agent::v1::MonitorType {
         "HTTP" => MonitorType::Http,
         "HTTPS" => MonitorType::Https,
         "TLS-HELLO" => MonitorType::TlsHello,
+        "UDP-CONNECT" => MonitorType::UdpConnect,
         _ => MonitorType::Tcp,
+    }
+}
+
+/// Whether a monitor type can check a pool of this protocol (Octavia's rules): UDP pools take
+/// UDP-CONNECT, TCP and HTTP monitors; UDP-CONNECT checks only UDP pools.
+pub fn monitor_fits_pool(monitor_type: &str, pool_protocol: &str) -> Result<(), String> {
+    match (pool_protocol == "UDP", monitor_type) {
+        (true, "UDP-CONNECT" | "TCP" | "HTTP")
+        | (false, "TCP" | "HTTP" | "HTTPS" | "TLS-HELLO") => Ok(()),
+        (true, other) => Err(format!(
+            "UDP pools take UDP-CONNECT, TCP or HTTP monitors, not {other}"
+        )),
+        (false, other) => Err(format!("{other} monitors check UDP pools only")),
     }
 }
 

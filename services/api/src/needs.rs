@@ -79,6 +79,7 @@ pub fn pool(p: &NewPool, f: &str, out: &mut Needs) {
             "HTTP" => MonitorType::Http,
             "HTTPS" => MonitorType::Https,
             "TLS-HELLO" => MonitorType::TlsHello,
+            "UDP-CONNECT" => MonitorType::UdpConnect,
             _ => MonitorType::Tcp,
         };
         out.push((capability::monitor(t), format!("{f}.healthmonitor.type")));

@@ -105,7 +105,7 @@ impl Settings {
 pub struct Create {
     /// Pool to monitor (name or id).
     pub pool: String,
-    /// The type of check: TCP, HTTP, HTTPS or TLS-HELLO.
+    /// The type of check: TCP, HTTP, HTTPS, TLS-HELLO or UDP-CONNECT (UDP pools).
     #[arg(long = "type", value_parser = enums::parse::<pb::HealthMonitorType>)]
     pub monitor_type: pb::HealthMonitorType,
     #[command(flatten)]

@@ -595,15 +595,15 @@ impl HealthMonitorBody {
                     k,
                     "HEALTH_MONITOR_TYPE_",
                     pb::HealthMonitorType::from_str_name,
-                    &["TCP", "HTTP", "HTTPS", "TLS-HELLO", "PING"],
+                    &["TCP", "HTTP", "HTTPS", "TLS-HELLO", "UDP-CONNECT", "PING"],
                 )
                 .or_else(|e| {
-                    // Octavia writes TLS-HELLO with a hyphen.
-                    if k.eq_ignore_ascii_case("TLS-HELLO") {
-                        Ok(pb::HealthMonitorType::TlsHello)
-                    } else {
-                        Err(e)
-                    }
+                    // Octavia writes TLS-HELLO and UDP-CONNECT with a hyphen.
+                    pb::HealthMonitorType::from_str_name(&format!(
+                        "HEALTH_MONITOR_TYPE_{}",
+                        k.to_ascii_uppercase().replace('-', "_")
+                    ))
+                    .ok_or(e)
                 })? as i32,
                 None => 0,
             },

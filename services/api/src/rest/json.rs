@@ -399,12 +399,14 @@ impl From<&pb::HealthMonitor> for HealthMonitor {
             provisioning_status: provisioning(h.provisioning_status),
             operating_status: operating(h.operating_status),
             admin_state_up: h.admin_state_up.unwrap_or(true),
+            // Octavia's names: TLS-HELLO, UDP-CONNECT.
             kind: enum_name(
                 pb::HealthMonitorType::try_from(h.r#type)
                     .unwrap_or_default()
                     .as_str_name(),
                 "HEALTH_MONITOR_TYPE_",
-            ),
+            )
+            .replace('_', "-"),
             delay: h.delay_s,
             timeout: h.timeout_s,
             max_retries: h.max_retries,

@@ -880,11 +880,10 @@ impl Store {
                         found.id
                     )));
                 }
-                if found.protocol == "UDP" {
-                    return Err(ApiError::invalid(
-                        "health_monitor.pool_id",
-                        "UDP pools take no health monitor",
-                    ));
+                if let Err(why) =
+                    crate::convert::monitor_fits_pool(new.monitor_type, &found.protocol)
+                {
+                    return Err(ApiError::invalid("health_monitor.type", why));
                 }
                 self.check_quota(&txn, project, Kind::HealthMonitor, 1)
                     .await?;

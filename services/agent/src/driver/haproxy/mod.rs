@@ -376,7 +376,7 @@ impl Driver for HaproxyDriver {
     }
 
     fn capabilities(&self) -> Vec<String> {
-        lbaas::capability::all_except(&["protocol:UDP", "monitor:PING"])
+        lbaas::capability::all_except(&["protocol:UDP", "monitor:PING", "monitor:UDP_CONNECT"])
     }
 
     async fn start(&self) -> Result<(), DriverError> {

@@ -698,6 +698,12 @@ fn render_monitor(
                 "HAProxy cannot send PING checks",
             ));
         }
+        MonitorType::UdpConnect => {
+            return Err(reject(
+                format!("{field}.type"),
+                "HAProxy cannot send UDP checks",
+            ));
+        }
         MonitorType::Unspecified => return Err(reject(format!("{field}.type"), "is required")),
     }
     Ok(server_opts)

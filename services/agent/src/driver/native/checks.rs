@@ -108,6 +108,9 @@ async fn check(
     (proxy, h2c): (lbaas::agent::v1::ProxyProtocol, bool),
     timeout: Duration,
 ) -> bool {
+    if monitor.r#type() == MonitorType::UdpConnect {
+        return udp_connect(addr, timeout).await;
+    }
     let probe = async {
         let tls = tls.as_ref();
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -132,11 +135,33 @@ async fn check(
                 Some(true)
             }
             MonitorType::Tcp | MonitorType::Unspecified => Some(true),
-            // Refused at apply.
-            MonitorType::Ping => Some(false),
+            // Refused at apply (UDP-CONNECT is answered above).
+            MonitorType::Ping | MonitorType::UdpConnect => Some(false),
         }
     };
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+}
+
+/// UDP-CONNECT (Octavia's, and LVS's UDP check): a datagram to the member on a connected socket.
+/// An ICMP port unreachable (ECONNREFUSED on the next receive) means down; an answer, or silence
+/// for half the timeout, means up: a UDP service need not answer an empty datagram.
+async fn udp_connect(addr: SocketAddr, timeout: Duration) -> bool {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
+        return false;
+    };
+    if socket.connect(addr).await.is_err() || socket.send(b"").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(timeout / 2, socket.recv(&mut buf)).await {
+        Err(_) | Ok(Ok(_)) => true,
+        Ok(Err(_)) => false,
+    }
 }
 
 /// Whether the member answers the monitor's request with one of the expected codes (over
@@ -214,6 +239,19 @@ mod tests {
             expected_codes: "200".into(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn udp_connect_is_down_only_on_port_unreachable() {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let up = silent.local_addr().unwrap();
+        assert!(udp_connect(up, Duration::from_millis(400)).await);
+        // A port nobody holds: the kernel answers ICMP port unreachable.
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        assert!(!udp_connect(closed, Duration::from_millis(400)).await);
     }
 
     #[tokio::test]

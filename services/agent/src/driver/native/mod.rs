@@ -396,9 +396,14 @@ fn build_pools(
                 }
                 match monitor.r#type() {
                     MonitorType::Ping => return Err(unsupported("PING health monitors")),
-                    _ if udp => {
+                    MonitorType::UdpConnect if !udp => {
                         return Err(rejected(format!(
-                            "{what}: the native driver has no health monitors for UDP pools"
+                            "{what}: UDP-CONNECT monitors check UDP pools only"
+                        )));
+                    }
+                    MonitorType::Https | MonitorType::TlsHello if udp => {
+                        return Err(rejected(format!(
+                            "{what}: UDP pools take UDP-CONNECT, TCP or HTTP monitors"
                         )));
                     }
                     MonitorType::Https | MonitorType::TlsHello if !have_tls => {
@@ -1777,11 +1782,11 @@ mod tests {
             PersistenceType::None,
         );
         udp_monitored.monitor = Some(MonitorConfig {
-            r#type: MonitorType::Tcp as i32,
+            r#type: MonitorType::Https as i32,
             ..Default::default()
         });
         cases.push((
-            "monitor on UDP",
+            "HTTPS monitor on UDP",
             lb(
                 vec![listener_config(ListenerProtocol::Udp, "P")],
                 vec![udp_monitored],
