@@ -717,6 +717,13 @@ async fn role_method_matrix(db: Db) {
         table,
         quotas,
         QuotaAdmin,
+        get_quota_defaults,
+        pb::GetQuotaDefaultsRequest {}
+    );
+    rpc!(
+        table,
+        quotas,
+        QuotaAdmin,
         reset_quota,
         pb::ResetQuotaRequest {
             project_id: p.clone()
@@ -888,13 +895,48 @@ async fn role_method_matrix(db: Db) {
         explain_placement,
         sched::ExplainPlacementRequest::default()
     );
+    rpc!(
+        table,
+        devices,
+        Provider(Code::InvalidArgument),
+        create_availability_zone,
+        sched::CreateAvailabilityZoneRequest::default()
+    );
+    rpc!(
+        table,
+        devices,
+        Provider(Code::NotFound),
+        get_availability_zone,
+        sched::GetAvailabilityZoneRequest::default()
+    );
+    rpc!(
+        table,
+        devices,
+        Provider(Code::Ok),
+        list_availability_zones,
+        sched::ListAvailabilityZonesRequest::default()
+    );
+    rpc!(
+        table,
+        devices,
+        Provider(Code::InvalidArgument),
+        update_availability_zone,
+        sched::UpdateAvailabilityZoneRequest::default()
+    );
+    rpc!(
+        table,
+        devices,
+        Provider(Code::NotFound),
+        delete_availability_zone,
+        sched::DeleteAvailabilityZoneRequest::default()
+    );
 
     // The methods of the tenant services and the provider API, all in the table.
-    // LoadBalancerService 42, CertificateService 4, QuotaService 3, DeviceService 15.
+    // LoadBalancerService 42, CertificateService 4, QuotaService 4, DeviceService 20.
     let methods: std::collections::BTreeSet<&str> = table.iter().map(|(n, _, _)| *n).collect();
     assert_eq!(
         methods.len(),
-        42 + 4 + 3 + 15,
+        42 + 4 + 4 + 20,
         "a method is missing from the matrix"
     );
 

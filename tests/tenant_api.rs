@@ -2115,6 +2115,129 @@ async fn project_isolation(db: Db) {
 }
 on_both_databases!(project_isolation, haproxy = false);
 
+fn sorted_names(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+/// Load balancer lists filter on more attributes and on Octavia's four tag filters, and admins
+/// list across projects (all_projects, or another project_id); others may not.
+async fn lists_filter_and_span_projects(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        ..Default::default()
+    })
+    .await;
+    let mut api = stack.api_client().await;
+    let (mine, theirs) = (support::fresh_project(), support::fresh_project());
+    for (project, name, tags, description) in [
+        (&mine, "red-blue", vec!["red", "blue"], "edge"),
+        (&mine, "red", vec!["red"], "core"),
+        (&mine, "green", vec!["green"], "edge"),
+        (&theirs, "other", vec!["red"], "edge"),
+    ] {
+        let created = create(
+            &mut api,
+            project,
+            pb::LoadBalancer {
+                name: name.into(),
+                description: description.into(),
+                tags: tags.into_iter().map(str::to_owned).collect(),
+                ..Default::default()
+            },
+        )
+        .await;
+        active(&api, project, &created.id).await;
+    }
+    // The operating status filter, against what an unfiltered list shows.
+    let all = api
+        .list_load_balancers(in_project(&mine, pb::ListLoadBalancersRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .load_balancers;
+    let status = all[0].operating_status;
+    let with_status = sorted_names(
+        all.iter()
+            .filter(|l| l.operating_status == status)
+            .map(|l| l.name.clone())
+            .collect(),
+    );
+    let filtered = list_names(
+        &mut api,
+        &mine,
+        pb::ListLoadBalancersRequest {
+            operating_status: status,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(sorted_names(filtered), with_status);
+    let sorted = sorted_names;
+    let ask = |f: fn(&mut pb::ListLoadBalancersRequest)| {
+        let mut r = pb::ListLoadBalancersRequest::default();
+        f(&mut r);
+        r
+    };
+    for (request, want) in [
+        (
+            ask(|r| r.tags_any = vec!["blue".into(), "green".into()]),
+            vec!["green", "red-blue"],
+        ),
+        (
+            ask(|r| r.not_tags = vec!["red".into(), "blue".into()]),
+            vec!["green", "red"],
+        ),
+        (
+            ask(|r| r.not_tags_any = vec!["blue".into(), "green".into()]),
+            vec!["red"],
+        ),
+        (
+            ask(|r| r.description = "edge".into()),
+            vec!["green", "red-blue"],
+        ),
+    ] {
+        let got = sorted(list_names(&mut api, &mine, request.clone()).await);
+        assert_eq!(got, want, "{request:?}");
+    }
+    // Across projects: admins only.
+    let denied = api
+        .list_load_balancers(in_project(&mine, ask(|r| r.all_projects = true)))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let mut other = pb::ListLoadBalancersRequest {
+        project_id: theirs.clone(),
+        ..Default::default()
+    };
+    let denied = api
+        .list_load_balancers(in_project(&mine, other.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let names = |r: pb::ListLoadBalancersResponse| {
+        sorted(r.load_balancers.into_iter().map(|l| l.name).collect())
+    };
+    let theirs_only = api
+        .list_load_balancers(with_token(ADMIN_TOKEN, other.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(theirs_only), vec!["other"]);
+    other.project_id = String::new();
+    other.all_projects = true;
+    other.tags = vec!["red".into()];
+    let everyone = api
+        .list_load_balancers(with_token(ADMIN_TOKEN, other))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(everyone), vec!["other", "red", "red-blue"]);
+    stack.stop().await;
+}
+on_both_databases!(lists_filter_and_span_projects, haproxy = false);
+
 /// Going over a quota is RESOURCE_EXHAUSTED and persists nothing; admins set quotas (L7 policies
 /// and rules included) and read the defaults.
 async fn quotas(db: Db) {

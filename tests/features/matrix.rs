@@ -209,13 +209,13 @@ async fn invalid_combinations_refused(db: Db) {
             "load_balancer.listeners[0].allowed_cidrs[0]",
         ),
         (
-            "a monitor on a UDP pool",
+            "an HTTPS monitor on a UDP pool",
             listener(
                 P::Udp,
                 53,
                 pb::Pool {
                     healthmonitor: Some(pb::HealthMonitor {
-                        r#type: pb::HealthMonitorType::Tcp as i32,
+                        r#type: pb::HealthMonitorType::Https as i32,
                         delay_s: 1,
                         timeout_s: 1,
                         max_retries: 1,
@@ -224,7 +224,7 @@ async fn invalid_combinations_refused(db: Db) {
                     ..pool(P::Udp, pb::LbAlgorithm::RoundRobin, vec![])
                 },
             ),
-            "load_balancer.listeners[0].default_pool.healthmonitor",
+            "load_balancer.listeners[0].default_pool.healthmonitor.type",
         ),
         (
             "an unknown ALPN protocol",

@@ -173,16 +173,45 @@ impl LoadBalancerService for TenantApi {
                 .to_owned(),
             Err(_) => return Err(ApiError::invalid("provisioning_status", "unknown status").into()),
         };
+        let operating_status = match pb::OperatingStatus::try_from(r.operating_status) {
+            Ok(pb::OperatingStatus::Unspecified) => String::new(),
+            Ok(s) => s
+                .as_str_name()
+                .trim_start_matches("OPERATING_STATUS_")
+                .to_owned(),
+            Err(_) => return Err(ApiError::invalid("operating_status", "unknown status").into()),
+        };
+        // Admins may look across projects; everyone else sees their own.
+        let project = match (r.all_projects, r.project_id.as_str()) {
+            (false, "") => Some(caller.project_id.as_str()),
+            (false, asked) if asked == caller.project_id => Some(asked),
+            _ if caller.role != Role::Admin => {
+                return Err(ApiError::PermissionDenied(
+                    "only admins list other projects' load balancers".into(),
+                )
+                .into());
+            }
+            (true, "") => None,
+            (_, asked) => Some(asked),
+        };
         let filter = LoadBalancerFilter {
             name: r.name,
             provisioning_status: status,
             vip_address: r.vip_address,
             tags: r.tags,
             order_by: r.order_by,
+            description: r.description,
+            operating_status,
+            flavor: r.flavor,
+            availability_zone: r.availability_zone,
+            vip_network_id: r.vip_network_id,
+            tags_any: r.tags_any,
+            not_tags: r.not_tags,
+            not_tags_any: r.not_tags_any,
         };
         let page = self
             .store
-            .list_load_balancers(&caller.project_id, &filter, r.page_size, &r.page_token)
+            .list_load_balancers(project, &filter, r.page_size, &r.page_token)
             .await?;
         Ok(Response::new(pb::ListLoadBalancersResponse {
             load_balancers: page.items.into_iter().map(|v| v.into_proto()).collect(),

@@ -583,6 +583,7 @@ impl DeviceService for DeviceApi {
         request: Request<DeleteAvailabilityZoneRequest>,
     ) -> Result<Response<DeleteAvailabilityZoneResponse>, Status> {
         let name = request.into_inner().name;
+        self.zone_named(&name).await?;
         let in_use = binding::Entity::find()
             .filter(binding::Column::AvailabilityZone.eq(&name))
             .count(&self.db)

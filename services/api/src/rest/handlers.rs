@@ -118,6 +118,8 @@ pub async fn list_load_balancers(
     Query(q): Q,
 ) -> Reply {
     let name = param(&q, "name").unwrap_or_default().to_owned();
+    // An admin may name another project (Octavia's project_id filter).
+    let project_id = param(&q, "project_id").unwrap_or_default().to_owned();
     let items = all_pages(|page_token| {
         let rest = rest.clone();
         let req = request(
@@ -126,6 +128,7 @@ pub async fn list_load_balancers(
                 page_size: PAGE,
                 page_token,
                 name: name.clone(),
+                project_id: project_id.clone(),
                 ..Default::default()
             },
         );

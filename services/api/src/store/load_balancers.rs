@@ -34,6 +34,23 @@ pub struct LoadBalancerFilter {
     pub vip_address: String,
     pub tags: Vec<String>,
     pub order_by: String,
+    pub description: String,
+    pub operating_status: String,
+    pub flavor: String,
+    pub availability_zone: String,
+    pub vip_network_id: String,
+    pub tags_any: Vec<String>,
+    pub not_tags: Vec<String>,
+    pub not_tags_any: Vec<String>,
+}
+
+/// Whether a stored tag list (`\nTAG\n...`) holds `tag`.
+fn has_tag(tag: &str) -> sea_orm::sea_query::SimpleExpr {
+    let escaped = tag
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    load_balancer::Column::Tags.like(LikeExpr::new(format!("%\n{escaped}\n%")).escape('\\'))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -280,17 +297,37 @@ impl Store {
         self.view(model).await
     }
 
+    /// A page of the load balancers of `project` (every project's for `None`: admins only).
     pub async fn list_load_balancers(
         &self,
-        project: &str,
+        project: Option<&str>,
         filter: &LoadBalancerFilter,
         requested_size: i32,
         token: &str,
     ) -> Result<Page<LoadBalancerView>, ApiError> {
         let size = page_size(requested_size)?;
         let order = Order::parse(&filter.order_by)?;
-        let mut query =
-            load_balancer::Entity::find().filter(load_balancer::Column::ProjectId.eq(project));
+        let mut query = load_balancer::Entity::find();
+        if let Some(project) = project {
+            query = query.filter(load_balancer::Column::ProjectId.eq(project));
+        }
+        for (column, value) in [
+            (load_balancer::Column::Description, &filter.description),
+            (
+                load_balancer::Column::OperatingStatus,
+                &filter.operating_status,
+            ),
+            (load_balancer::Column::Flavor, &filter.flavor),
+            (
+                load_balancer::Column::AvailabilityZone,
+                &filter.availability_zone,
+            ),
+            (load_balancer::Column::VipNetworkId, &filter.vip_network_id),
+        ] {
+            if !value.is_empty() {
+                query = query.filter(column.eq(value.as_str()));
+            }
+        }
         if !filter.name.is_empty() {
             query = query.filter(load_balancer::Column::Name.eq(filter.name.as_str()));
         }
@@ -304,16 +341,32 @@ impl Store {
         }
         let mut violations = convert::Violations::default();
         convert::check_tags(&mut violations, "tags", &filter.tags);
+        convert::check_tags(&mut violations, "tags_any", &filter.tags_any);
+        convert::check_tags(&mut violations, "not_tags", &filter.not_tags);
+        convert::check_tags(&mut violations, "not_tags_any", &filter.not_tags_any);
         violations.finish(())?;
         for tag in &filter.tags {
-            let escaped = tag
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            query = query.filter(has_tag(tag));
+        }
+        if !filter.tags_any.is_empty() {
             query = query.filter(
-                load_balancer::Column::Tags
-                    .like(LikeExpr::new(format!("%\n{escaped}\n%")).escape('\\')),
+                filter
+                    .tags_any
+                    .iter()
+                    .fold(Condition::any(), |c, t| c.add(has_tag(t))),
             );
+        }
+        if !filter.not_tags.is_empty() {
+            query = query.filter(
+                filter
+                    .not_tags
+                    .iter()
+                    .fold(Condition::all(), |c, t| c.add(has_tag(t)))
+                    .not(),
+            );
+        }
+        for tag in &filter.not_tags_any {
+            query = query.filter(Condition::all().add(has_tag(tag)).not());
         }
         let column = match order.field {
             OrderField::Id => None,
