@@ -209,6 +209,32 @@ async fn counts(addr: &str, n: usize, headers: &[(&str, &str)]) -> BTreeMap<Stri
     c
 }
 
+/// Waits until each named member of `pool_id` has its wanted operating status.
+async fn members_become(
+    api: &Api,
+    project: &str,
+    pool_id: &str,
+    want: &[(&str, pb::OperatingStatus)],
+    what: &str,
+) {
+    support::poll_until(Duration::from_secs(30), what, || {
+        let (api, project, pool_id) = (api.clone(), project.to_owned(), pool_id.to_owned());
+        let want: Vec<(String, pb::OperatingStatus)> =
+            want.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect();
+        async move {
+            let members = support::pool_members(&api, &project, &pool_id).await;
+            want.iter()
+                .all(|(name, status)| {
+                    members
+                        .iter()
+                        .any(|m| m.name == *name && m.operating_status() == *status)
+                })
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 fn split(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }

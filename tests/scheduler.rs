@@ -37,6 +37,19 @@ fn service_type(name: &str, strategy: &str) -> ServiceType {
     }
 }
 
+/// A service type whose devices HAProxy agents create on demand, `capacity` load balancers each.
+fn elastic(capacity: i32) -> ServiceType {
+    ServiceType {
+        name: "elastic".into(),
+        driver: "haproxy".into(),
+        required_labels: [("pool".to_owned(), "elastic".to_owned())].into(),
+        device_kind: DeviceKind::Virtual as i32,
+        on_demand: true,
+        on_demand_capacity: capacity,
+        ..Default::default()
+    }
+}
+
 async fn create_lb(stack: &Stack, project: &str, name: &str, flavor: &str) -> pb::LoadBalancer {
     let mut api = stack.api_client().await;
     let spec = pb::LoadBalancer {
@@ -706,15 +719,7 @@ async fn devices_are_created_on_demand(db: Db) {
     let mut devices = stack.devices().await;
     devices
         .create_service_type(CreateServiceTypeRequest {
-            service_type: Some(ServiceType {
-                name: "elastic".into(),
-                driver: "haproxy".into(),
-                required_labels: [("pool".to_owned(), "elastic".to_owned())].into(),
-                device_kind: DeviceKind::Virtual as i32,
-                on_demand: true,
-                on_demand_capacity: 1,
-                ..Default::default()
-            }),
+            service_type: Some(elastic(1)),
         })
         .await
         .unwrap();
@@ -915,15 +920,7 @@ async fn availability_zones_confine_placement(db: Db) {
         .unwrap();
     devices
         .create_service_type(CreateServiceTypeRequest {
-            service_type: Some(ServiceType {
-                name: "elastic".into(),
-                driver: "haproxy".into(),
-                required_labels: [("pool".to_owned(), "elastic".to_owned())].into(),
-                device_kind: DeviceKind::Virtual as i32,
-                on_demand: true,
-                on_demand_capacity: 5,
-                ..Default::default()
-            }),
+            service_type: Some(elastic(5)),
         })
         .await
         .unwrap();

@@ -165,32 +165,6 @@ async fn monitor_http_version_and_host(driver: &'static str) {
 }
 on_each_driver!(monitor_http_version_and_host);
 
-/// The operating status of each member of `pool_id`, by name, once every member has `want`'s.
-async fn members_become(
-    api: &Api,
-    project: &str,
-    pool_id: &str,
-    want: &[(&str, pb::OperatingStatus)],
-    what: &str,
-) {
-    support::poll_until(Duration::from_secs(30), what, || {
-        let (api, project, pool_id) = (api.clone(), project.to_owned(), pool_id.to_owned());
-        let want: Vec<(String, pb::OperatingStatus)> =
-            want.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect();
-        async move {
-            let members = support::pool_members(&api, &project, &pool_id).await;
-            want.iter()
-                .all(|(name, status)| {
-                    members
-                        .iter()
-                        .any(|m| m.name == *name && m.operating_status() == *status)
-                })
-                .then_some(())
-        }
-    })
-    .await;
-}
-
 /// Members checked elsewhere than where traffic goes (Octavia's monitor_address and
 /// monitor_port): when only the check target of member "a" dies, "a" goes ERROR and takes no
 /// traffic although its traffic port still answers; cleared, "a" is checked at its own port and

@@ -74,21 +74,16 @@ async fn udp_members_are_health_checked() {
     pool.healthmonitor = Some(support::quick_monitor(pb::HealthMonitorType::UdpConnect));
     let created = support::create_active(&mut api, &project, spec).await;
     let pool_id = created.pool_ids[0].clone();
-    let watcher = api.clone();
-    let status = |name: &'static str, want: pb::OperatingStatus| {
-        let (api, project, pool_id) = (watcher.clone(), project.clone(), pool_id.clone());
-        async move {
-            support::pool_members(&api, &project, &pool_id)
-                .await
-                .iter()
-                .any(|m| m.name == name && m.operating_status() == want)
-                .then_some(())
-        }
-    };
-    support::poll_until(Duration::from_secs(30), "both members ONLINE", || async {
-        status("a", pb::OperatingStatus::Online).await?;
-        status("b", pb::OperatingStatus::Online).await
-    })
+    members_become(
+        &api,
+        &project,
+        &pool_id,
+        &[
+            ("a", pb::OperatingStatus::Online),
+            ("b", pb::OperatingStatus::Online),
+        ],
+        "both members ONLINE",
+    )
     .await;
     let monitors = api
         .list_health_monitors(in_project(
@@ -104,9 +99,13 @@ async fn udp_members_are_health_checked() {
     // a's socket closes: port unreachable, ERROR, and new sessions go to b only.
     a.abort();
     let _ = a.await;
-    support::poll_until(Duration::from_secs(30), "a ERROR", || {
-        status("a", pb::OperatingStatus::Error)
-    })
+    members_become(
+        &api,
+        &project,
+        &pool_id,
+        &[("a", pb::OperatingStatus::Error)],
+        "a ERROR",
+    )
     .await;
     let vip = format!("{}:5354", created.vip_address);
     for _ in 0..6 {
@@ -158,22 +157,23 @@ async fn udp_members_are_health_checked() {
     pool.healthmonitor = Some(support::quick_monitor(pb::HealthMonitorType::Tcp));
     let created = support::create_active(&mut api, &project, spec).await;
     let tcp_pool = created.pool_ids[0].clone();
-    let member_is = |want: pb::OperatingStatus| {
-        let (api, project, pool_id) = (watcher.clone(), project.clone(), tcp_pool.clone());
-        async move {
-            (support::pool_members(&api, &project, &pool_id).await[0].operating_status() == want)
-                .then_some(())
-        }
-    };
-    support::poll_until(Duration::from_secs(30), "b ONLINE by TCP", || {
-        member_is(pb::OperatingStatus::Online)
-    })
+    members_become(
+        &api,
+        &project,
+        &tcp_pool,
+        &[("b", pb::OperatingStatus::Online)],
+        "b ONLINE by TCP",
+    )
     .await;
     health_task.abort();
     let _ = health_task.await;
-    support::poll_until(Duration::from_secs(30), "b ERROR by TCP", || {
-        member_is(pb::OperatingStatus::Error)
-    })
+    members_become(
+        &api,
+        &project,
+        &tcp_pool,
+        &[("b", pb::OperatingStatus::Error)],
+        "b ERROR by TCP",
+    )
     .await;
     b.abort();
     stack.stop().await;
