@@ -225,19 +225,7 @@ async fn draining_moves_load_balancers_off(db: Db) {
 
     // Traffic throughout the move, counting what fails.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = {
-        let (vip, stop) = (vip.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, 0u32);
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match support::http_get(&vip).await {
-                    Ok(_) => ok += 1,
-                    Err(_) => failed += 1,
-                }
-            }
-            (ok, failed)
-        })
-    };
+    let traffic = traffic_until(&vip, &stop);
     let mut events = api
         .watch_load_balancer(in_project(
             &project,
@@ -310,3 +298,258 @@ async fn draining_moves_load_balancers_off(db: Db) {
 }
 
 on_both_databases!(draining_moves_load_balancers_off, haproxy = true);
+
+/// Sequential HTTP GETs against `vip` until `stop` is set: (served, failed).
+fn traffic_until(
+    vip: &str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, u32)> {
+    let (vip, stop) = (vip.to_owned(), stop.clone());
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            match support::http_get(&vip).await {
+                Ok(_) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// A flavor update with `flavor` in the mask.
+async fn resize(
+    api: &mut pb::load_balancer_service_client::LoadBalancerServiceClient<
+        tonic::transport::Channel,
+    >,
+    project: &str,
+    id: &str,
+    flavor: &str,
+) -> Result<pb::LoadBalancer, tonic::Status> {
+    api.update_load_balancer(in_project(
+        project,
+        pb::UpdateLoadBalancerRequest {
+            load_balancer: Some(pb::LoadBalancer {
+                id: id.to_owned(),
+                flavor: flavor.to_owned(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["flavor".into()],
+            }),
+        },
+    ))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Resize (issue 15 item 7): a flavor update moves the load balancer, VIP kept, to a device of the
+/// new flavor under traffic with no failed request, and the old device lets go; a flavor the
+/// current device also serves keeps it in place. Unknown flavors, a topology change and a flavor
+/// with no device able to take it are refused with nothing changed; a flavor in use cannot be
+/// deleted.
+async fn resize_moves_to_a_device_of_the_new_flavor(db: Db) {
+    use lbaas::scheduler::v1::{
+        CreateServiceTypeRequest, DeleteServiceTypeRequest, Device, ListAgentsRequest, ServiceType,
+        Topology, UpdateDeviceRequest,
+    };
+    let mut stack = Stack::start(StackOptions {
+        db,
+        ..Default::default()
+    })
+    .await;
+    let mut devices = stack.devices().await;
+    let small_device = devices
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents[0]
+        .device_ids[0]
+        .clone();
+    let large_device = stack.add_agent("agent-b").await;
+    for (device, size) in [(&small_device, "small"), (&large_device, "large")] {
+        devices
+            .update_device(UpdateDeviceRequest {
+                device: Some(Device {
+                    id: device.clone(),
+                    labels: [("size".to_owned(), size.to_owned())].into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["labels".into()],
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let sized = |name: &str, size: &str| ServiceType {
+        name: name.into(),
+        required_labels: [("size".to_owned(), size.to_owned())].into(),
+        ..Default::default()
+    };
+    for service_type in [
+        sized("small", "small"),
+        sized("large", "large"),
+        sized("huge", "huge"),
+        ServiceType {
+            name: "any".into(),
+            ..Default::default()
+        },
+        ServiceType {
+            name: "pair".into(),
+            topology: Topology::ActiveStandby as i32,
+            ..Default::default()
+        },
+    ] {
+        devices
+            .create_service_type(CreateServiceTypeRequest {
+                service_type: Some(service_type),
+            })
+            .await
+            .unwrap();
+    }
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let backend = Backend::start("up").await;
+    let mut spec = populated("growing", &backend);
+    spec.flavor = "small".into();
+    let lb = support::create_active(&mut api, &project, spec).await;
+    let mut scheduler = SchedulerServiceClient::new(support::channel(stack.scheduler).await);
+    let placement = |scheduler: &mut SchedulerServiceClient<tonic::transport::Channel>| {
+        let mut scheduler = scheduler.clone();
+        let id = lb.id.clone();
+        async move {
+            scheduler
+                .get_placement(GetPlacementRequest {
+                    loadbalancer_id: id,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    assert_eq!(placement(&mut scheduler).await.device_id, small_device);
+
+    // Refused, nothing changed: an unknown flavor and a topology change (INVALID_ARGUMENT on the
+    // field), a flavor no device can take now (FAILED_PRECONDITION, with the reason).
+    for (flavor, code) in [
+        ("no-such-flavor", tonic::Code::InvalidArgument),
+        ("pair", tonic::Code::InvalidArgument),
+        ("huge", tonic::Code::FailedPrecondition),
+    ] {
+        let err = resize(&mut api, &project, &lb.id, flavor)
+            .await
+            .expect_err(flavor);
+        assert_eq!(err.code(), code, "{flavor}: {err:?}");
+        if code == tonic::Code::InvalidArgument {
+            assert_eq!(
+                support::violations(&err),
+                vec!["load_balancer.flavor".to_owned()],
+                "{flavor}"
+            );
+        } else {
+            assert!(
+                err.message().contains("size"),
+                "{flavor}: {}",
+                err.message()
+            );
+        }
+        let now = wait_settled(&api, &project, &lb.id).await;
+        assert_eq!(
+            (
+                now.flavor.as_str(),
+                now.generation,
+                now.provisioning_status()
+            ),
+            ("small", lb.generation, Prov::Active),
+            "{flavor}"
+        );
+    }
+
+    // small -> large under traffic: the load balancer moves to the large device, VIP kept.
+    let vip = format!("{}:8080", lb.vip_address);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = traffic_until(&vip, &stop);
+    let mut events = api
+        .watch_load_balancer(in_project(
+            &project,
+            pb::WatchLoadBalancerRequest { id: lb.id.clone() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let resized = resize(&mut api, &project, &lb.id, "large").await.unwrap();
+    assert_eq!(resized.flavor, "large");
+    assert_eq!(resized.provisioning_status(), Prov::PendingUpdate);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.next().await {
+            let now = event.unwrap().load_balancer.unwrap();
+            if now.provisioning_status() == Prov::Active
+                && now.applied_generation >= resized.generation
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the resize to apply");
+    let moved = placement(&mut scheduler).await;
+    assert_eq!(
+        (moved.device_id.as_str(), moved.vip_address.as_str()),
+        (large_device.as_str(), lb.vip_address.as_str())
+    );
+    poll_until(
+        Duration::from_secs(10),
+        "the small device to let go",
+        || {
+            let mut devices = devices.clone();
+            let small = small_device.clone();
+            async move {
+                let d = devices
+                    .get_device(lbaas::scheduler::v1::GetDeviceRequest { id: small })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (d.load == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(spread(&vip, 4).await.get("up"), Some(&4));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = traffic.await.unwrap();
+    eprintln!("resize under traffic: {ok} requests served, {failed} failed");
+    assert!(ok > 0);
+    assert_eq!(failed, 0, "requests failed during the resize");
+
+    // The flavor in use cannot be deleted; the one left behind can.
+    let err = devices
+        .delete_service_type(DeleteServiceTypeRequest {
+            name: "large".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    devices
+        .delete_service_type(DeleteServiceTypeRequest {
+            name: "small".into(),
+        })
+        .await
+        .expect("no load balancer uses small any more");
+
+    // large -> any: the large device serves "any" too, so the load balancer stays where it is.
+    let kept = resize(&mut api, &project, &lb.id, "any").await.unwrap();
+    let kept = wait_settled(&api, &project, &kept.id).await;
+    assert_eq!(
+        (kept.provisioning_status(), kept.flavor.as_str()),
+        (Prov::Active, "any"),
+        "{}",
+        kept.status_reason
+    );
+    assert_eq!(placement(&mut scheduler).await.device_id, large_device);
+    assert_eq!(spread(&vip, 2).await.get("up"), Some(&2));
+    stack.stop().await;
+}
+
+on_both_databases!(resize_moves_to_a_device_of_the_new_flavor, haproxy = true);

@@ -142,6 +142,18 @@ async fn rest_is_grpc(db: Db) {
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
     let p = project.as_str();
+    // A flavor every device serves: both updates resize to it (`flavor_id` on REST).
+    stack
+        .devices()
+        .await
+        .create_service_type(lbaas::scheduler::v1::CreateServiceTypeRequest {
+            service_type: Some(lbaas::scheduler::v1::ServiceType {
+                name: "wide".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
 
     // Through gRPC.
     let lb = create(
@@ -283,9 +295,10 @@ async fn rest_is_grpc(db: Db) {
                 id: lb.id.clone(),
                 description: "updated".into(),
                 tags: vec!["c".into()],
+                flavor: "wide".into(),
                 ..Default::default()
             }),
-            update_mask: mask(&["description", "tags"]),
+            update_mask: mask(&["description", "tags", "flavor"]),
         },
     ))
     .await
@@ -468,7 +481,7 @@ async fn rest_is_grpc(db: Db) {
     let updates = [
         (
             format!("{v}/loadbalancers/{lb_id}"),
-            json!({"loadbalancer": {"description": "updated", "tags": ["c"]}}),
+            json!({"loadbalancer": {"description": "updated", "tags": ["c"], "flavor_id": "wide"}}),
         ),
         (
             format!("{v}/listeners/{}", id_of(&listener)),

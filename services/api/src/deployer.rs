@@ -58,6 +58,9 @@ pub struct PlacementCheck<'a> {
     pub additional_vips: &'a [(String, String)],
     /// The load balancer, once it exists (its own device is checked).
     pub loadbalancer_id: &'a str,
+    /// A resize of `loadbalancer_id` from this flavor to `flavor` (the new flavor's devices are
+    /// checked instead of its own).
+    pub resize_from: Option<&'a str>,
 }
 
 pub struct Deployer {
@@ -439,8 +442,10 @@ impl Deployer {
             vip_address,
             additional_vips,
             loadbalancer_id,
+            resize_from,
         } = check;
-        if flavor.is_empty()
+        if resize_from.is_none()
+            && flavor.is_empty()
             && availability_zone.is_empty()
             && vip_network.is_empty()
             && vip_address.is_empty()
@@ -460,6 +465,7 @@ impl Deployer {
             loadbalancer_id: loadbalancer_id.to_owned(),
             vip_address: vip_address.to_owned(),
             availability_zone: availability_zone.to_owned(),
+            resize_from: resize_from.map(str::to_owned),
             additional_vips: additional_vips
                 .iter()
                 .map(|(network, address)| lbaas::scheduler::v1::AdditionalVip {

@@ -87,6 +87,36 @@ impl TenantApi {
         Ok(())
     }
 
+    /// A flavor update (resize): the new flavor exists, keeps the topology, and one of its
+    /// devices offers everything the load balancer uses and can take it now. Nothing is stored
+    /// when it fails.
+    async fn check_resize(&self, project: &str, patch: &pb::LoadBalancer) -> Result<(), Status> {
+        let view = self.store.get_load_balancer(project, &patch.id).await?;
+        let lb = &view.model;
+        if patch.flavor == lb.flavor {
+            return Ok(());
+        }
+        let config = self.store.desired_config(lb).await?;
+        let needs: crate::needs::Needs = lbaas::capability::required(&config)
+            .into_iter()
+            .map(|c| (c, "load_balancer.flavor".to_owned()))
+            .collect();
+        self.deployer
+            .validate_placement(
+                crate::deployer::PlacementCheck {
+                    flavor: &patch.flavor,
+                    availability_zone: &lb.availability_zone,
+                    vip_network: &lb.vip_network_id,
+                    loadbalancer_id: &lb.id,
+                    resize_from: Some(&lb.flavor),
+                    ..Default::default()
+                },
+                &needs,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Kicks the deployer for the load balancer the object `id` hangs under.
     fn kick(&self, loadbalancer_id: &str) {
         self.deployer.kick(loadbalancer_id);
@@ -138,6 +168,7 @@ impl LoadBalancerService for TenantApi {
                         .map(|(n, a)| (n.clone(), a.map(|ip| ip.to_string()).unwrap_or_default()))
                         .collect::<Vec<_>>(),
                     loadbalancer_id: "",
+                    resize_from: None,
                 },
                 &crate::needs::load_balancer(&new),
             )
@@ -227,6 +258,9 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let patch = required(r.load_balancer, "load_balancer")?;
         let paths = update::LOAD_BALANCER.paths(r.update_mask.as_ref())?;
+        if paths.iter().any(|p| p == "flavor") {
+            self.check_resize(&caller.project_id, &patch).await?;
+        }
         let view = self
             .store
             .update_load_balancer(&caller.project_id, &patch, &paths)

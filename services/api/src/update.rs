@@ -17,12 +17,11 @@ pub const TLS_PATHS: &[&str] = &["alpn_protocols", "tls_versions", "tls_ciphers"
 
 pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
     kind: "load_balancer",
-    updatable: &["name", "description", "admin_state_up", "tags"],
+    updatable: &["name", "description", "admin_state_up", "tags", "flavor"],
     immutable: &[
         "id",
         "project_id",
         "vip_address",
-        "flavor",
         "availability_zone",
         "vip_network_id",
         "additional_vips",
@@ -200,6 +199,7 @@ pub fn overlay_load_balancer(
             "description" => base.description.clone_from(&patch.description),
             "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
             "tags" => base.tags.clone_from(&patch.tags),
+            "flavor" => base.flavor.clone_from(&patch.flavor),
             _ => {}
         }
     }

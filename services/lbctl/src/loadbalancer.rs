@@ -154,6 +154,10 @@ pub struct Set {
     /// New description.
     #[arg(long)]
     pub description: Option<String>,
+    /// Resize: move the load balancer, VIP kept, to a device of this flavor (service type).
+    /// Both flavors must be SINGLE; the old device serves until the new one does.
+    #[arg(long)]
+    pub flavor: Option<String>,
     #[command(flatten)]
     pub admin: AdminState,
     #[command(flatten)]
@@ -308,6 +312,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             let mut mask = Mask::default();
             mask.set("name", &mut patch.name, args.name);
             mask.set("description", &mut patch.description, args.description);
+            mask.set("flavor", &mut patch.flavor, args.flavor);
             mask.set(
                 "admin_state_up",
                 &mut patch.admin_state_up,

@@ -1165,6 +1165,22 @@ async fn lbctl_operates_the_provider_api() {
         .await
         .stdout;
     assert_eq!(load, "1\n");
+    // Resize to a flavor no device can take: refused with the reason, nothing changed.
+    let resize = cli
+        .run(&["lb", "set", "--flavor", "platinum", "fast"])
+        .await;
+    assert!(
+        !resize.ok
+            && resize.stderr.starts_with("error: FAILED_PRECONDITION: ")
+            && resize.stderr.contains("label tier=platinum missing"),
+        "{}",
+        resize.stderr
+    );
+    let kept = cli.ok(&["lb", "show", "fast", "-o", "json"]).await.json();
+    assert_eq!(
+        (&kept["flavor"], &kept["provisioning_status"]),
+        (&serde_json::json!("gold"), &serde_json::json!("ACTIVE"))
+    );
 
     // Networks.
     let network = cli

@@ -101,6 +101,56 @@ impl SchedulerApi {
         Ok((device, agent.address))
     }
 
+    /// A resize from flavor `from` to `ask.flavor`: SINGLE to SINGLE (a pair would have to move
+    /// both devices), and a device of the new flavor can take the load balancer now (its own
+    /// device, when the new flavor allows it, or another).
+    async fn check_resize(
+        &self,
+        from: &str,
+        ask: &PlacementAsk,
+        loadbalancer_id: &str,
+    ) -> Result<(), SchedulerError> {
+        let (was, now) = (
+            self.placer.topology(from).await?,
+            self.placer.topology(&ask.flavor).await?,
+        );
+        if was != Topology::Single || now != Topology::Single {
+            let name = |t: Topology| t.as_str_name().trim_start_matches("TOPOLOGY_").to_owned();
+            return Err(SchedulerError::Invalid(vec![(
+                "flavor".into(),
+                format!(
+                    "a resize moves a SINGLE load balancer to another SINGLE flavor; {} is {} and {} is {}",
+                    if from.is_empty() {
+                        "the default flavor"
+                    } else {
+                        from
+                    },
+                    name(was),
+                    ask.flavor,
+                    name(now)
+                ),
+            )]));
+        }
+        let current = binding::Entity::find_by_id(loadbalancer_id)
+            .one(&self.db)
+            .await?;
+        if let Some(b) = current
+            && self.placer.fits_where_it_is(ask, &b.device_id).await?
+        {
+            return Ok(());
+        }
+        self.placer.can_take(ask).await?.map_err(|why| {
+            SchedulerError::FailedPrecondition(format!(
+                "no device of flavor {} can take the load balancer now: {why}",
+                if ask.flavor.is_empty() {
+                    "(default)"
+                } else {
+                    &ask.flavor
+                }
+            ))
+        })
+    }
+
     /// A VIP the tenant asked for: inside the VIP network's range or, with no network, some
     /// allowed device's range (never a network or broadcast address), and held by no other load
     /// balancer.
@@ -647,7 +697,10 @@ impl SchedulerService for SchedulerApi {
             self.check_requested_vip(&r.vip_address, &plan, &r.loadbalancer_id)
                 .await?;
         }
-        let device = if r.loadbalancer_id.is_empty() {
+        if let Some(from) = &r.resize_from {
+            self.check_resize(from, &ask, &r.loadbalancer_id).await?;
+        }
+        let device = if r.loadbalancer_id.is_empty() || r.resize_from.is_some() {
             None
         } else {
             binding::Entity::find_by_id(&r.loadbalancer_id)

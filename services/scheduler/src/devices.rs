@@ -478,6 +478,18 @@ impl DeviceService for DeviceApi {
         request: Request<DeleteServiceTypeRequest>,
     ) -> Result<Response<DeleteServiceTypeResponse>, Status> {
         let name = request.into_inner().name;
+        // Load balancers placed for it would fail over (or resize) into a flavor that is gone.
+        let in_use = binding::Entity::find()
+            .filter(binding::Column::Flavor.eq(&name))
+            .count(&self.db)
+            .await
+            .map_err(SchedulerError::from)?;
+        if in_use > 0 {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "service type {name} serves {in_use} load balancer(s); delete or resize them first"
+            ))
+            .into());
+        }
         let deleted = service_type::Entity::delete_by_id(&name)
             .exec(&self.db)
             .await

@@ -261,6 +261,7 @@ mod tests {
                 strategy: Set("least-loaded".into()),
                 created_ms: Set(0),
                 availability_zone: Set(String::new()),
+                flavor: Set(String::new()),
             }
             .insert(&db)
             .await

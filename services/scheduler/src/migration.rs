@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(NetworkRanges),
             Box::new(AdditionalVips),
             Box::new(AvailabilityZones),
+            Box::new(BindingFlavors),
         ]
     }
 }
@@ -276,6 +277,38 @@ impl MigrationTrait for AvailabilityZones {
                         .table(Alias::new("bindings"))
                         .add_column(
                             ColumnDef::new(Alias::new("availability_zone"))
+                                .text()
+                                .not_null()
+                                .default(""),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The flavor each binding was placed for (resize, and service types in use).
+struct BindingFlavors;
+
+impl MigrationName for BindingFlavors {
+    fn name(&self) -> &str {
+        "m0007_binding_flavors"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for BindingFlavors {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if !manager.has_column("bindings", "flavor").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("bindings"))
+                        .add_column(
+                            ColumnDef::new(Alias::new("flavor"))
                                 .text()
                                 .not_null()
                                 .default(""),

@@ -680,6 +680,7 @@ impl Placer {
             strategy: Set(plan.strategy.name()),
             created_ms: Set(now_ms()),
             availability_zone: Set(ask.availability_zone.clone()),
+            flavor: Set(ask.flavor.clone()),
         };
         let inserted = match model.insert(&txn).await {
             // The additional VIPs, in the same transaction: the binding and all its VIPs, or none.
@@ -730,13 +731,23 @@ impl Placer {
         else {
             return Ok((self.place(ask).await?, None));
         };
+        // A resize (another flavor than the one it was placed for): a device the new flavor also
+        // allows keeps it; otherwise it must move, never stay behind on a device of the old one.
+        let resize = existing.flavor != ask.flavor;
+        if resize && self.fits_where_it_is(ask, &existing.device_id).await? {
+            let mut active: binding::ActiveModel = existing.into();
+            active.flavor = Set(ask.flavor.clone());
+            let kept = active.update(&self.db).await?;
+            tracing::info!(loadbalancer = %kept.loadbalancer_id, device = %kept.device_id, flavor = %ask.flavor, "resize: the device also serves the new flavor");
+            return Ok((kept, None));
+        }
         let mut plan = self.plan(ask, Some(existing.device_id.clone())).await?;
         // The load balancer keeps its VIP wherever it goes: the new device's own range need not
         // hold it (that check is for a VIP a tenant asks for on create).
         plan.request.vip_address = None;
         for _ in 0..ATTEMPTS {
             let Some(device_id) = self.choose(&plan) else {
-                if self.takes_load(&existing.device_id).await? {
+                if !resize && self.takes_load(&existing.device_id).await? {
                     tracing::info!(loadbalancer = %existing.loadbalancer_id, device = %existing.device_id, "failover: no other device, redeploying in place");
                     return Ok((existing, None));
                 }
@@ -770,6 +781,7 @@ impl Placer {
             let mut active: binding::ActiveModel = current.into();
             active.device_id = Set(device_id.clone());
             active.strategy = Set(plan.strategy.name());
+            active.flavor = Set(ask.flavor.clone());
             let moved = active.update(&txn).await?;
             txn.commit().await?;
             {
@@ -783,6 +795,37 @@ impl Placer {
         Err(SchedulerError::Unavailable(
             "failover lost every race for a device; try again".into(),
         ))
+    }
+
+    /// Whether a placed load balancer's device serves what `ask` asks for (flavor, zone,
+    /// capabilities, a live agent). Its own share of the device's load counts as room.
+    pub async fn fits_where_it_is(
+        &self,
+        ask: &PlacementAsk,
+        device_id: &str,
+    ) -> Result<bool, SchedulerError> {
+        let mut plan = self.plan(ask, None).await?;
+        plan.request.vip_address = None;
+        let explained = plan.strategy.explain(&self.fleet(), &plan.request);
+        Ok(explained
+            .candidates
+            .iter()
+            .any(|c| c.device_id == device_id && (c.eligible || c.rejected_by == "capacity")))
+    }
+
+    /// Whether some device can take the load balancer `ask` describes now (or one would be
+    /// created on demand); the reason nothing can otherwise.
+    pub async fn can_take(&self, ask: &PlacementAsk) -> Result<Result<(), String>, SchedulerError> {
+        let mut plan = self.plan(ask, None).await?;
+        plan.request.vip_address = None;
+        if plan.on_demand.is_some() || self.choose(&plan).is_some() {
+            return Ok(Ok(()));
+        }
+        self.refresh().await?;
+        if self.choose(&plan).is_some() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(self.why_nothing_fits(&plan)))
     }
 
     /// The topology the flavor asks for (SINGLE without a flavor).

@@ -246,7 +246,8 @@ impl LoadBalancerBody {
     }
 
     pub fn mask(body: &serde_json::Map<String, Value>) -> FieldMask {
-        mask(body, &[], &[])
+        // A flavor_id on update is a resize.
+        mask(body, &[("flavor_id", "flavor")], &[])
     }
 }
 

@@ -465,11 +465,26 @@ impl Store {
         update::overlay_load_balancer(&mut merged, patch, paths);
         let checked = convert::validate_load_balancer(&merged)?;
         Self::bump(&txn, &lb).await?;
+        let old_flavor = lb.flavor.clone();
         let mut active: load_balancer::ActiveModel = lb.into();
         active.name = Set(checked.name);
         active.description = Set(checked.description);
         active.admin_state_up = Set(checked.admin_state_up);
         active.tags = Set(join_tags(&checked.tags));
+        if checked.flavor != old_flavor {
+            // A resize: the deploy re-places it on a device of the new flavor, VIP kept (the
+            // failover path; the old device lets go once the new one serves).
+            active.flavor = Set(checked.flavor);
+            active.failover_pending = Set(true);
+            active.status_reason = Set(format!(
+                "resize from flavor {} requested",
+                if old_flavor.is_empty() {
+                    "(default)"
+                } else {
+                    &old_flavor
+                }
+            ));
+        }
         let model = active.update(&txn).await?;
         txn.commit().await?;
         self.announce(project, &patch.id).await;

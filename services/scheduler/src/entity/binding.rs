@@ -15,6 +15,10 @@ pub struct Model {
     pub created_ms: i64,
     /// The availability zone the load balancer was placed in; empty for none.
     pub availability_zone: String,
+    /// The flavor (service type) the load balancer was placed for; empty for the default (and
+    /// for bindings made before the column existed). A failover asking for another flavor is a
+    /// resize: the load balancer must leave a device the new flavor does not allow.
+    pub flavor: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
