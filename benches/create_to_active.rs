@@ -114,6 +114,7 @@ async fn bare_haproxy(n: usize, backend: &Backend) -> Vec<Duration> {
             vip_address: format!("{net}.{}", i + 1),
             admin_state_up: true,
             vrrp: None,
+            access_log: None,
             additional_vip_addresses: Vec::new(),
             listeners: vec![ListenerConfig {
                 id: format!("l-{i}"),

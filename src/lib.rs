@@ -2,6 +2,7 @@
 //! telemetry, shutdown) that every service assembles the same way.
 
 pub mod capability;
+pub mod logformat;
 pub mod server;
 pub mod tls_options;
 

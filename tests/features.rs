@@ -2,7 +2,7 @@
 //! prove theirs: balance counts per algorithm, weights, backups, stickiness per persistence type,
 //! allowed CIDRs (a second loopback address as the outsider), inserted headers, every L7 rule type
 //! and action, TLS termination with the right certificate per SNI name, re-encryption to members,
-//! UDP, client source IP, health checks, HTTP/2 and gRPC. Each test runs on HAProxy and on the
+//! UDP, client source IP, health checks, access logs, HTTP/2 and gRPC. Each test runs on HAProxy and on the
 //! native data plane (UDP: native only; HAProxy refuses it with the missing capability named).
 //! This file holds the shared helpers; each concern is a module of its own in `features/`, in
 //! the one test binary.
@@ -378,6 +378,8 @@ mod balancing;
 mod grpc;
 #[path = "features/l7.rs"]
 mod l7;
+#[path = "features/logs.rs"]
+mod logs;
 #[path = "features/matrix.rs"]
 mod matrix;
 #[path = "features/monitors.rs"]

@@ -163,6 +163,7 @@ async fn services_talk_mutual_tls_and_refuse_strangers() {
             deploy_deadline_ms: 30_000,
             reconcile_interval_ms: 500,
             reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
+            access_log_format: lbaas_api::store::OCTAVIA_TENANT_LOG_FORMAT.into(),
             quota_load_balancers: -1,
             quota_listeners: -1,
             quota_pools: -1,

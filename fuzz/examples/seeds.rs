@@ -514,6 +514,7 @@ fn lb(
         listeners,
         pools,
         vrrp: None,
+        access_log: None,
         additional_vip_addresses: Vec::new(),
     }
 }

@@ -358,6 +358,7 @@ impl Stack {
             deploy_deadline_ms: options.deploy_deadline_ms,
             reconcile_interval_ms: 500,
             reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
+            access_log_format: lbaas_api::store::OCTAVIA_TENANT_LOG_FORMAT.into(),
             quota_load_balancers: options.quota_load_balancers,
             quota_listeners: -1,
             quota_pools: -1,

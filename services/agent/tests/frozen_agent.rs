@@ -152,6 +152,7 @@ async fn a_frozen_agent_cannot_hold_a_deploy_past_its_deadline() {
             deploy_deadline_ms: DEADLINE_MS,
             reconcile_interval_ms: 500,
             reserved_ips: Vec::new(),
+            access_log_format: lbaas_api::store::OCTAVIA_TENANT_LOG_FORMAT.into(),
             quota_load_balancers: -1,
             quota_listeners: -1,
             quota_pools: -1,

@@ -83,6 +83,15 @@ pub struct ApiConfig {
         default_value = "169.254.169.254"
     )]
     pub reserved_ips: Vec<std::net::IpAddr>,
+    /// The line load balancers' access logs carry (those with an `access_log_target`), in
+    /// HAProxy's log-format syntax with `{{ project_id }}` and `{{ lb_id }}` filled in: Octavia's
+    /// tenant log format by default.
+    #[arg(
+        long,
+        env = "LBAAS_ACCESS_LOG_FORMAT",
+        default_value = crate::store::OCTAVIA_TENANT_LOG_FORMAT
+    )]
+    pub access_log_format: String,
 }
 
 impl ApiConfig {

@@ -95,6 +95,8 @@ pub struct NewLoadBalancer {
     pub admin_state_up: bool,
     pub flavor: String,
     pub availability_zone: String,
+    /// The access log target in canonical form (`udp://IP:PORT`), or empty.
+    pub access_log_target: String,
     pub vip_network_id: String,
     /// (network, address asked for or `None`).
     pub additional_vips: Vec<(String, Option<IpAddr>)>,
@@ -328,6 +330,17 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
             "must be at most 64 letters, digits, '-' or '_'",
         );
     }
+    let access_log_target = if input.access_log_target.is_empty() {
+        String::new()
+    } else {
+        match parse_log_target(&input.access_log_target) {
+            Ok(target) => target.to_string(),
+            Err(why) => {
+                v.add(format!("{f}.access_log_target"), why);
+                String::new()
+            }
+        }
+    };
     if input.vip_network_id.len() > 64
         || !input
             .vip_network_id
@@ -427,6 +440,7 @@ pub fn validate_load_balancer(input: &pb::LoadBalancer) -> Result<NewLoadBalance
         admin_state_up: input.admin_state_up.unwrap_or(true),
         flavor: input.flavor.clone(),
         availability_zone: input.availability_zone.clone(),
+        access_log_target,
         vip_network_id: input.vip_network_id.clone(),
         additional_vips,
         tags: tags(&mut v, &format!("{f}.tags"), &input.tags),
@@ -800,6 +814,43 @@ fn persistence(
     (kind, input.cookie_name.clone())
 }
 
+/// An access log target: where a load balancer's syslog lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogTarget {
+    pub tcp: bool,
+    pub addr: std::net::SocketAddr,
+}
+
+impl std::fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tcp { "tcp" } else { "udp" };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
+/// Reads `udp://IP:PORT` or `tcp://IP:PORT` (IPv6 in brackets; no host names: the device
+/// resolves nothing). The address must be one a server can have and the port 1-65535.
+pub fn parse_log_target(text: &str) -> Result<LogTarget, String> {
+    let (tcp, rest) = if let Some(rest) = text.strip_prefix("udp://") {
+        (false, rest)
+    } else if let Some(rest) = text.strip_prefix("tcp://") {
+        (true, rest)
+    } else {
+        return Err("must be udp://ADDRESS:PORT or tcp://ADDRESS:PORT".into());
+    };
+    let addr: std::net::SocketAddr = rest.parse().map_err(|_| {
+        "must be udp://ADDRESS:PORT or tcp://ADDRESS:PORT with an IP address (IPv6 in brackets)"
+            .to_owned()
+    })?;
+    if addr.port() == 0 {
+        return Err("needs a port from 1 to 65535".into());
+    }
+    if let Some(why) = unusable_member_address(addr.ip()) {
+        return Err(format!("{} {why}", addr.ip()));
+    }
+    Ok(LogTarget { tcp, addr })
+}
+
 /// Why no member can be at `ip`: an unspecified, broadcast or multicast address reaches no one
 /// server.
 fn unusable_member_address(ip: IpAddr) -> Option<&'static str> {
@@ -1165,6 +1216,7 @@ pub fn load_balancer_to_proto(
         applied_generation: m.applied_generation,
         flavor: m.flavor,
         availability_zone: m.availability_zone,
+        access_log_target: m.access_log_target,
         vip_network_id: m.vip_network_id,
         additional_vips: split_additional_vips(&m.additional_vips)
             .into_iter()
@@ -1483,5 +1535,28 @@ mod tests {
         .unwrap();
         assert_eq!(m.weight, 1);
         assert!(m.admin_state_up);
+    }
+
+    #[test]
+    fn access_log_targets_are_udp_or_tcp_to_an_address() {
+        let ok = |t: &str| parse_log_target(t).map(|t| t.to_string());
+        assert_eq!(
+            ok("udp://127.0.0.1:514").as_deref(),
+            Ok("udp://127.0.0.1:514")
+        );
+        assert_eq!(ok("tcp://[::1]:6514").as_deref(), Ok("tcp://[::1]:6514"));
+        for bad in [
+            "127.0.0.1:514",
+            "syslog://127.0.0.1:514",
+            "udp://127.0.0.1",
+            "udp://127.0.0.1:0",
+            "udp://logs.example.com:514",
+            "udp://0.0.0.0:514",
+            "udp://224.0.0.1:514",
+            "udp://255.255.255.255:514",
+            "udp://127.0.0.1:514\n",
+        ] {
+            assert!(parse_log_target(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -110,7 +110,10 @@ pub async fn run_with_rest(
         Some(file) => Some(certs::SecretKey::read(file)?),
         None => None,
     };
-    let store = store::Store::new(db.clone(), hub.clone(), config.quota_defaults(), secret);
+    let mut store = store::Store::new(db.clone(), hub.clone(), config.quota_defaults(), secret);
+    store
+        .access_log_format
+        .clone_from(&config.access_log_format);
     let deployer = deployer::Deployer::new(
         store.clone(),
         SchedulerServiceClient::new(channel.clone()),

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(AvailabilityZones),
             Box::new(MemberMonitorTarget),
             Box::new(L7Quotas),
+            Box::new(AccessLogTargets),
         ]
     }
 }
@@ -379,5 +380,27 @@ impl MigrationTrait for L7Quotas {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Load balancers gain an access log target, where the column is missing.
+struct AccessLogTargets;
+
+impl MigrationName for AccessLogTargets {
+    fn name(&self) -> &str {
+        "m0010_access_log_targets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AccessLogTargets {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        add_text_column(
+            manager,
+            load_balancer::Entity,
+            load_balancer::Column::AccessLogTarget,
+        )
+        .await
     }
 }

@@ -87,6 +87,20 @@ impl TenantApi {
         Ok(())
     }
 
+    /// An access log target at an address the operator reserved is refused, as members there are.
+    fn reserved_log_target(&self, target: &str) -> Result<(), Status> {
+        if let Ok(t) = convert::parse_log_target(target)
+            && self.reserved_ips.contains(&t.addr.ip())
+        {
+            return Err(ApiError::invalid(
+                "load_balancer.access_log_target",
+                format!("{} is reserved by the operator", t.addr.ip()),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     /// A flavor update (resize): the new flavor exists, keeps the topology, and one of its
     /// devices offers everything the load balancer uses and can take it now. Nothing is stored
     /// when it fails.
@@ -148,6 +162,7 @@ impl LoadBalancerService for TenantApi {
         let input = required(r.load_balancer, "load_balancer")?;
         let new = convert::validate_load_balancer(&input)?;
         convert::reserved_member_addresses(convert::tree_members(&new), &self.reserved_ips)?;
+        self.reserved_log_target(&new.access_log_target)?;
         let vip = new.vip_address.map(|ip| ip.to_string()).unwrap_or_default();
         if !vip.is_empty() && self.store.vip_held(&vip).await? {
             return Err(ApiError::AlreadyExists(format!(
@@ -258,6 +273,9 @@ impl LoadBalancerService for TenantApi {
         let r = request.into_inner();
         let patch = required(r.load_balancer, "load_balancer")?;
         let paths = update::LOAD_BALANCER.paths(r.update_mask.as_ref())?;
+        if paths.iter().any(|p| p == "access_log_target") {
+            self.reserved_log_target(&patch.access_log_target)?;
+        }
         if paths.iter().any(|p| p == "flavor") {
             self.check_resize(&caller.project_id, &patch).await?;
         }

@@ -17,7 +17,14 @@ pub const TLS_PATHS: &[&str] = &["alpn_protocols", "tls_versions", "tls_ciphers"
 
 pub const LOAD_BALANCER: UpdatableFields = UpdatableFields {
     kind: "load_balancer",
-    updatable: &["name", "description", "admin_state_up", "tags", "flavor"],
+    updatable: &[
+        "name",
+        "description",
+        "admin_state_up",
+        "tags",
+        "flavor",
+        "access_log_target",
+    ],
     immutable: &[
         "id",
         "project_id",
@@ -200,6 +207,7 @@ pub fn overlay_load_balancer(
             "admin_state_up" => base.admin_state_up = Some(patch.admin_state_up.unwrap_or(true)),
             "tags" => base.tags.clone_from(&patch.tags),
             "flavor" => base.flavor.clone_from(&patch.flavor),
+            "access_log_target" => base.access_log_target.clone_from(&patch.access_log_target),
             _ => {}
         }
     }

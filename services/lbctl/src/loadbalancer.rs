@@ -111,6 +111,10 @@ pub struct Create {
     /// The availability zone whose devices serve it (one the operator defined).
     #[arg(long)]
     pub availability_zone: Option<String>,
+    /// Send access logs (RFC 5424 syslog, the operator's format) to udp://IP:PORT or
+    /// tcp://IP:PORT.
+    #[arg(long, value_name = "URL")]
+    pub access_log_target: Option<String>,
     #[command(flatten)]
     pub admin: AdminState,
     #[command(flatten)]
@@ -158,6 +162,9 @@ pub struct Set {
     /// Both flavors must be SINGLE; the old device serves until the new one does.
     #[arg(long)]
     pub flavor: Option<String>,
+    /// Send access logs to udp://IP:PORT or tcp://IP:PORT instead.
+    #[arg(long, value_name = "URL")]
+    pub access_log_target: Option<String>,
     #[command(flatten)]
     pub admin: AdminState,
     #[command(flatten)]
@@ -176,6 +183,9 @@ pub struct Unset {
     /// Clear the description.
     #[arg(long)]
     pub description: bool,
+    /// Stop sending access logs.
+    #[arg(long)]
+    pub access_log_target: bool,
     #[command(flatten)]
     pub tags: UnsetTags,
     #[command(flatten)]
@@ -225,6 +235,7 @@ impl Create {
                 .collect(),
             flavor: self.flavor.clone().unwrap_or_default(),
             availability_zone: self.availability_zone.clone().unwrap_or_default(),
+            access_log_target: self.access_log_target.clone().unwrap_or_default(),
             admin_state_up: self.admin.value(),
             tags: self.tags.tags.clone(),
             ..Default::default()
@@ -314,6 +325,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             mask.set("description", &mut patch.description, args.description);
             mask.set("flavor", &mut patch.flavor, args.flavor);
             mask.set(
+                "access_log_target",
+                &mut patch.access_log_target,
+                args.access_log_target,
+            );
+            mask.set(
                 "admin_state_up",
                 &mut patch.admin_state_up,
                 args.admin.value().map(Some),
@@ -330,6 +346,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             let mut mask = Mask::default();
             mask.clear("name", &mut patch.name, args.name);
             mask.clear("description", &mut patch.description, args.description);
+            mask.clear(
+                "access_log_target",
+                &mut patch.access_log_target,
+                args.access_log_target,
+            );
             mask.set("tags", &mut patch.tags, args.tags.apply(&current.tags));
             update(ctx, patch, mask, &args.wait).await?;
         }

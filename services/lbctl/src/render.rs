@@ -50,6 +50,7 @@ pub fn load_balancer(lb: &pb::LoadBalancer) -> Val {
         .field("applied_generation", lb.applied_generation)
         .field("flavor", &lb.flavor)
         .field("availability_zone", &lb.availability_zone)
+        .field("access_log_target", &lb.access_log_target)
         .field("tags", &lb.tags)
         .field("etag", &lb.etag)
         .field("create_time_ms", Val::Time(lb.create_time_ms))

@@ -229,6 +229,7 @@ pub(crate) fn api_config(
         deploy_deadline_ms: 60_000,
         reconcile_interval_ms: 2_000,
         reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
+        access_log_format: lbaas_api::store::OCTAVIA_TENANT_LOG_FORMAT.into(),
         quota_load_balancers: -1,
         quota_listeners: -1,
         quota_pools: -1,

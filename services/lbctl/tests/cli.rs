@@ -107,6 +107,7 @@ impl Stack {
             deploy_deadline_ms: 30_000,
             reconcile_interval_ms: 500,
             reserved_ips: vec![std::net::IpAddr::from([169, 254, 169, 254])],
+            access_log_format: lbaas_api::store::OCTAVIA_TENANT_LOG_FORMAT.into(),
             quota_load_balancers: -1,
             quota_listeners: -1,
             quota_pools: -1,
@@ -726,11 +727,42 @@ async fn lbctl_manages_every_object_kind() {
     assert_eq!(member["provisioning_status"], "ACTIVE");
     let lb = cli
         .ok(&[
-            "lb", "set", "--name", "web2", "--tag", "more", "--wait", "web", "-o", "json",
+            "lb",
+            "set",
+            "--name",
+            "web2",
+            "--tag",
+            "more",
+            "--access-log-target",
+            "udp://127.0.0.1:5140",
+            "--wait",
+            "web",
+            "-o",
+            "json",
         ])
         .await
         .json();
     assert_eq!(lb["name"], "web2");
+    assert_eq!(lb["access_log_target"], "udp://127.0.0.1:5140");
+    cli.run(&["lb", "set", "--access-log-target", "syslog://x", "web2"])
+        .await
+        .assert_refused(
+            "INVALID_ARGUMENT",
+            &["  load_balancer.access_log_target: must be udp://ADDRESS:PORT or tcp://ADDRESS:PORT"],
+        );
+    let lb = cli
+        .ok(&[
+            "lb",
+            "unset",
+            "--access-log-target",
+            "--wait",
+            "web2",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(lb["access_log_target"], "");
     assert_eq!(lb["tags"], serde_json::json!(["e2e", "more"]));
     assert_eq!(lb["provisioning_status"], "ACTIVE");
     let listener = cli

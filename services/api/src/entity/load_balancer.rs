@@ -23,6 +23,8 @@ pub struct Model {
     pub flavor: String,
     /// The availability zone the load balancer's devices are in; empty for any.
     pub availability_zone: String,
+    /// `udp://IP:PORT` or `tcp://IP:PORT` (canonical form); empty for no access logs.
+    pub access_log_target: String,
     /// Empty for the device's own VIP range.
     pub vip_network_id: String,
     /// Additional VIPs, a line each: `network=address` (`network=` until one is allocated).

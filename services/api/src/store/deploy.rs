@@ -250,6 +250,17 @@ impl Store {
                 .collect(),
             // The scheduler fills in each device's VRRP side for ACTIVE_STANDBY.
             vrrp: None,
+            access_log: crate::convert::parse_log_target(&lb.access_log_target)
+                .ok()
+                .map(|target| agent::AccessLog {
+                    transport: if target.tcp { "tcp" } else { "udp" }.to_owned(),
+                    address: target.addr.ip().to_string(),
+                    port: u32::from(target.addr.port()),
+                    format: self
+                        .access_log_format
+                        .replace("{{ project_id }}", &lb.project_id)
+                        .replace("{{ lb_id }}", &lb.id),
+                }),
         })
     }
 

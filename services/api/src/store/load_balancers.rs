@@ -192,6 +192,7 @@ impl Store {
                     pending_since_ms: Set(now),
                     flavor: Set(new.flavor.clone()),
                     availability_zone: Set(new.availability_zone.clone()),
+                    access_log_target: Set(new.access_log_target.clone()),
                     vip_network_id: Set(new.vip_network_id.clone()),
                     additional_vips: Set(crate::convert::join_additional_vips(
                         &new.additional_vips
@@ -471,6 +472,7 @@ impl Store {
         active.description = Set(checked.description);
         active.admin_state_up = Set(checked.admin_state_up);
         active.tags = Set(join_tags(&checked.tags));
+        active.access_log_target = Set(checked.access_log_target);
         if checked.flavor != old_flavor {
             // A resize: the deploy re-places it on a device of the new flavor, VIP kept (the
             // failover path; the old device lets go once the new one serves).

@@ -153,7 +153,12 @@ pub struct Store {
     pub quota_defaults: QuotaLimits,
     /// Seals certificate keys; `None` when no secret key is configured.
     pub secret: Option<crate::certs::SecretKey>,
+    /// The operator's access log line (see `ApiConfig::access_log_format`).
+    pub access_log_format: String,
 }
+
+/// Octavia's default tenant access log format (its `user_log_format`).
+pub const OCTAVIA_TENANT_LOG_FORMAT: &str = "{{ project_id }} {{ lb_id }} %f %ci %cp %t %{+Q}r %ST %B %U %[ssl_c_verify] %{+Q}[ssl_c_s_dn] %b %s %Tt %tsc";
 
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -206,6 +211,7 @@ impl Store {
             hub,
             quota_defaults,
             secret,
+            access_log_format: OCTAVIA_TENANT_LOG_FORMAT.to_owned(),
         }
     }
 

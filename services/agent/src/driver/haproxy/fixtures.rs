@@ -274,6 +274,13 @@ pub fn everything(ca: &TestCa, ports: &Ports) -> LoadBalancerConfig {
         vip_address: "127.0.0.1".into(),
         admin_state_up: true,
         vrrp: None,
+        // Octavia's tenant format, with a quote and a dollar sign to keep quoted.
+        access_log: Some(lbaas::agent::v1::AccessLog {
+            transport: "tcp".into(),
+            address: "127.0.0.1".into(),
+            port: 5140,
+            format: "p lb-all %f %ci %cp %t %{+Q}r %ST %B %U %[ssl_c_verify] %{+Q}[ssl_c_s_dn] %b %s %Tt %tsc it's $HOME".into(),
+        }),
         additional_vip_addresses: Vec::new(),
         listeners: vec![
             ListenerConfig {

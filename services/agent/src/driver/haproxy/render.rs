@@ -316,6 +316,9 @@ fn render_listener(
     if mode == "http" {
         let _ = writeln!(out, "    option httplog");
     }
+    if let Some(log) = &lb.access_log {
+        render_access_log(out, log, mode == "http")?;
+    }
     render_allowed_cidrs(out, listener, field)?;
     if mode == "http" {
         let scheme = if protocol == ListenerProtocol::TerminatedHttps {
@@ -357,6 +360,47 @@ fn render_listener(
         let _ = writeln!(out, "    default_backend p_{}", listener.default_pool_id);
     }
     out.push('\n');
+    Ok(())
+}
+
+/// The frontend's access log: RFC 5424 lines to the target (UDP, or TCP through HAProxy's
+/// implicit ring, which drops lines rather than wait), in the operator's format. The format goes
+/// in single quotes, where HAProxy expands nothing; a quote in it closes, escapes and reopens.
+fn render_access_log(
+    out: &mut String,
+    log: &lbaas::agent::v1::AccessLog,
+    http: bool,
+) -> Result<(), RenderError> {
+    let ip: IpAddr = log
+        .address
+        .parse()
+        .map_err(|_| reject("access_log.address", "is not an IP address"))?;
+    let port = u16::try_from(log.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| reject("access_log.port", "must be 1-65535"))?;
+    let prefix = match log.transport.as_str() {
+        "udp" => "",
+        "tcp" => "tcp@",
+        _ => return Err(reject("access_log.transport", "must be \"udp\" or \"tcp\"")),
+    };
+    if log.format.is_empty() || log.format.chars().any(char::is_control) {
+        return Err(reject(
+            "access_log.format",
+            "must be one line without control characters",
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "    log {prefix}{} len 8192 format rfc5424 local0 info",
+        socket_address(ip, port)
+    );
+    let format = if http {
+        log.format.clone()
+    } else {
+        lbaas::logformat::for_tcp(&log.format)
+    };
+    let _ = writeln!(out, "    log-format '{}'", format.replace('\'', "'\\''"));
     Ok(())
 }
 
@@ -873,6 +917,7 @@ mod tests {
             vip_address: "127.0.10.1".into(),
             admin_state_up: true,
             vrrp: None,
+            access_log: None,
             additional_vip_addresses: Vec::new(),
             listeners: vec![ListenerConfig {
                 id: "l-1".into(),

@@ -169,7 +169,38 @@ pub async fn serve<I>(
         let upstream = upstream.clone();
         async move {
             let http1 = request.version() < hyper::Version::HTTP_2;
-            let mut response = forward(request, (peer, local), https, route, upstream).await;
+            let log = route.log.clone().map(|log| {
+                let entry = super::access_log::Entry {
+                    listener: route.listener_id.clone(),
+                    client: Some(peer),
+                    local: Some(local),
+                    accepted: Some(std::time::SystemTime::now()),
+                    started: Some(std::time::Instant::now()),
+                    request: Some(format!(
+                        "{} {} {:?}",
+                        request.method(),
+                        request.uri().path_and_query().map_or("/", |p| p.as_str()),
+                        request.version()
+                    )),
+                    bytes_in: content_length(request.headers()),
+                    tls: https,
+                    http: true,
+                    ..Default::default()
+                };
+                (log, entry)
+            });
+            let mut served = Served::default();
+            let mut response =
+                forward(request, (peer, local), https, route, upstream, &mut served).await;
+            if let Some((log, mut entry)) = log {
+                let status = response.status();
+                entry.status = Some(status.as_u16());
+                entry.bytes_out = content_length(response.headers());
+                entry.response_ms = entry.started.map(|s| s.elapsed().as_millis());
+                entry.termination = served.termination(status);
+                (entry.pool, entry.member) = (served.pool, served.member);
+                log.log(&entry);
+            }
             // A draining process ends each HTTP/1 connection after its current response: the
             // client opens its next one on the successor, and no request is lost in between.
             if http1 && draining() {
@@ -216,12 +247,48 @@ async fn drain_started() {
     notified.await;
 }
 
+/// The `Content-Length` a message declares (0 when it declares none: a streamed body is not
+/// counted, as the line is written when the response head is ready).
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Who served a request, for its access log line.
+#[derive(Debug, Default)]
+struct Served {
+    pool: Option<String>,
+    member: Option<String>,
+    /// The response came from the member.
+    answered: bool,
+}
+
+impl Served {
+    /// HAProxy's termination state (with cookie flags) for a request that ended with `status`.
+    fn termination(&self, status: StatusCode) -> &'static str {
+        if self.answered {
+            return "----";
+        }
+        match status.as_u16() {
+            300..=399 => "LR--",
+            502 => "SH--",
+            503 => "SC--",
+            504 => "sH--",
+            _ => "PR--",
+        }
+    }
+}
+
 async fn forward(
     mut request: Request<Incoming>,
     (peer, local): (SocketAddr, SocketAddr),
     https: bool,
     route: Route,
     upstream: Upstream,
+    served: &mut Served,
 ) -> Response<Body> {
     let counters = route.counters.clone();
     let front = route.front.http().cloned().unwrap_or_default();
@@ -252,10 +319,12 @@ async fn forward(
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no pool\n");
     };
     let client = peer.ip().to_canonical();
+    served.pool = Some(pool.id.clone());
     let Some((member, set_cookie)) = choose(&pool, request.headers(), client) else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::SERVICE_UNAVAILABLE, "no member is available\n");
     };
+    served.member = Some(member.id.clone());
     let path = request
         .uri()
         .path_and_query()
@@ -324,6 +393,7 @@ async fn forward(
     };
     match tokio::time::timeout(route.connect_timeout + route.data_timeout, sent).await {
         Ok(Ok(response)) => {
+            served.answered = true;
             let (mut parts, body) = response.into_parts();
             // Hop-by-hop: the client's connection is not the member's.
             parts.headers.remove(header::CONNECTION);

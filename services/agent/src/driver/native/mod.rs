@@ -19,6 +19,7 @@
 //! active-connection counts and persistence tables carry over, and connections already proxied run
 //! to completion even when their listener goes away. Nothing restarts.
 
+mod access_log;
 mod balance;
 pub mod checks;
 mod http;
@@ -151,6 +152,10 @@ struct Route {
     /// Clients allowed (empty: everyone).
     allowed: Arc<[IpNet]>,
     front: Front,
+    /// The listener's id, for access log lines.
+    listener_id: Arc<str>,
+    /// The load balancer's access log, when it has one.
+    log: Option<Arc<access_log::Logger>>,
 }
 
 /// Whether a client address may use a listener.
@@ -188,6 +193,9 @@ struct Runtime {
     pools: HashMap<String, Arc<Pool>>,
     /// By listener id.
     counters: HashMap<String, Arc<Counters>>,
+    /// Access logs by load balancer id, kept while their config stays (a TCP target keeps its
+    /// connection across applies).
+    loggers: HashMap<String, Arc<access_log::Logger>>,
 }
 
 /// The in-process data plane: what `lbaas-dataplane` runs.
@@ -621,6 +629,8 @@ fn listener_route(
             client_timeout: millis(l.timeout_client_data_ms, client_default),
             allowed: allowed.into(),
             front,
+            listener_id: l.id.as_str().into(),
+            log: None,
         },
     ))
 }
@@ -652,9 +662,23 @@ impl Driver for Engine {
         // Listeners: every address to serve, with its route.
         let mut wanted: HashMap<(Transport, SocketAddr), Route> = HashMap::new();
         let mut counters: HashMap<String, Arc<Counters>> = HashMap::new();
+        let mut loggers: HashMap<String, Arc<access_log::Logger>> = HashMap::new();
         for lb in desired {
             if !lb.admin_state_up {
                 continue;
+            }
+            let logger = match &lb.access_log {
+                None => None,
+                Some(config) => Some(match rt.loggers.get(&lb.id) {
+                    Some(kept) if kept.config == *config => kept.clone(),
+                    _ => Arc::new(
+                        access_log::Logger::start(config)
+                            .map_err(|why| rejected(format!("load balancer {}: {why}", lb.id)))?,
+                    ),
+                }),
+            };
+            if let Some(logger) = &logger {
+                loggers.insert(lb.id.clone(), logger.clone());
             }
             for l in &lb.listeners {
                 if !l.admin_state_up {
@@ -666,8 +690,9 @@ impl Driver for Engine {
                     .map(|vip| address(vip, l.port, &format!("listener {}", l.id)))
                     .collect::<Result<Vec<_>, _>>()?;
                 let listener_counters = rt.counters.get(&l.id).cloned().unwrap_or_default();
-                let (transport, route) =
+                let (transport, mut route) =
                     listener_route(l, &pools, &pool_configs, listener_counters.clone())?;
+                route.log.clone_from(&logger);
                 counters.insert(l.id.clone(), listener_counters);
                 for addr in addrs {
                     if wanted.insert((transport, addr), route.clone()).is_some() {
@@ -765,6 +790,7 @@ impl Driver for Engine {
         rt.members = members_kept;
         rt.counters = counters;
         rt.pools = pools;
+        rt.loggers = loggers;
         Ok(())
     }
 
@@ -969,13 +995,43 @@ impl Drop for Open {
     }
 }
 
-/// Proxies one TCP connection to a member (one retry on another member if the connect fails).
-async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route) {
+/// Proxies one TCP connection to a member (one retry on another member if the connect fails),
+/// and logs it when the load balancer has an access log.
+async fn proxy(client: tokio::net::TcpStream, peer: SocketAddr, route: Route) {
+    let Some(log) = route.log.clone() else {
+        proxy_once(client, peer, route, None).await;
+        return;
+    };
+    let mut entry = access_log::Entry {
+        listener: route.listener_id.clone(),
+        client: Some(peer),
+        local: client.local_addr().ok(),
+        accepted: Some(std::time::SystemTime::now()),
+        started: Some(std::time::Instant::now()),
+        termination: "----",
+        ..Default::default()
+    };
+    proxy_once(client, peer, route, Some(&mut entry)).await;
+    log.log(&entry);
+}
+
+async fn proxy_once(
+    mut client: tokio::net::TcpStream,
+    peer: SocketAddr,
+    route: Route,
+    mut entry: Option<&mut access_log::Entry>,
+) {
     let counters = route.counters.clone();
     let Some(pool) = route.pool else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = entry {
+            e.termination = "SC--";
+        }
         return;
     };
+    if let Some(e) = entry.as_deref_mut() {
+        e.pool = Some(pool.id.clone());
+    }
     // One retry on another member when a connect fails, as HAProxy's redispatch does.
     let mut tried: Option<SocketAddr> = None;
     for _ in 0..2 {
@@ -1009,10 +1065,17 @@ async fn proxy(mut client: tokio::net::TcpStream, peer: SocketAddr, route: Route
         counters.bytes_in.fetch_add(sent, Ordering::Relaxed);
         counters.bytes_out.fetch_add(received, Ordering::Relaxed);
         drop(active);
+        if let Some(e) = entry {
+            e.member = Some(member.id.clone());
+            (e.bytes_in, e.bytes_out) = (sent, received);
+        }
         return;
     }
     // No member could take it.
     counters.errors.fetch_add(1, Ordering::Relaxed);
+    if let Some(e) = entry {
+        e.termination = "SC--";
+    }
 }
 
 /// Copies both ways until both sides have closed, one fails, or nothing has moved either way for
