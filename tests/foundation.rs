@@ -128,6 +128,7 @@ async fn one_load_balancer_end_to_end(db: Db, driver: &'static str) {
                 pool_id: pool_id.clone(),
                 page_size: 0,
                 page_token: String::new(),
+                filter: None,
             },
         ))
         .await

@@ -230,3 +230,223 @@ async fn lists_filter_and_span_projects(db: Db) {
     stack.stop().await;
 }
 on_both_databases!(lists_filter_and_span_projects, haproxy = false);
+
+/// The child lists take `ListFilter`: exact matches on any top-level attribute (enums by name,
+/// scalars by their text), the four tag filters, and an order on any attribute, paged as a whole;
+/// what is not an attribute is refused with the field.
+async fn child_lists_filter_and_order(db: Db) {
+    let stack = Stack::start(StackOptions {
+        db,
+        driver: "noop",
+        ..Default::default()
+    })
+    .await;
+    let project = support::fresh_project();
+    let mut api = stack.api_client().await;
+    let tagged = |protocol: pb::Protocol, port: i32, tags: &[&str], members: Vec<pb::Member>| {
+        let pool_protocol = if protocol == pb::Protocol::Http {
+            pb::Protocol::Http
+        } else {
+            pb::Protocol::Tcp
+        };
+        pb::Listener {
+            protocol: protocol as i32,
+            protocol_port: port,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            default_pool: Some(pb::Pool {
+                protocol: pool_protocol as i32,
+                lb_algorithm: pb::LbAlgorithm::RoundRobin as i32,
+                members,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let weighted = |port: i32, weight: i32, backup: bool| pb::Member {
+        weight: Some(weight),
+        backup,
+        ..member_at(port)
+    };
+    let lb = create(
+        &mut api,
+        &project,
+        pb::LoadBalancer {
+            name: "filtered".into(),
+            listeners: vec![
+                tagged(
+                    pb::Protocol::Http,
+                    80,
+                    &["a", "b"],
+                    vec![
+                        weighted(9001, 1, false),
+                        weighted(9002, 10, false),
+                        weighted(9003, 5, true),
+                    ],
+                ),
+                tagged(pb::Protocol::Tcp, 81, &["b"], Vec::new()),
+                tagged(pb::Protocol::Http, 82, &[], Vec::new()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    active(&api, &project, &lb.id).await;
+    let filter = |equals: &[(&str, &str)], order_by: &str| pb::ListFilter {
+        equals: equals
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        order_by: order_by.to_owned(),
+        ..Default::default()
+    };
+    let listeners = |filter: pb::ListFilter, page_size: i32, page_token: String| {
+        let mut api = api.clone();
+        let (project, lb) = (project.clone(), lb.id.clone());
+        async move {
+            api.list_listeners(in_project(
+                &project,
+                pb::ListListenersRequest {
+                    loadbalancer_id: lb,
+                    page_size,
+                    page_token,
+                    filter: Some(filter),
+                },
+            ))
+            .await
+        }
+    };
+    let ports = |f: pb::ListFilter| {
+        let listeners = &listeners;
+        async move {
+            listeners(f, 0, String::new())
+                .await
+                .unwrap()
+                .into_inner()
+                .listeners
+                .iter()
+                .map(|l| l.protocol_port)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Exact matches: an enum by its short or full name, a number.
+    assert_eq!(ports(filter(&[("protocol", "HTTP")], "")).await.len(), 2);
+    assert_eq!(
+        ports(filter(&[("protocol", "PROTOCOL_HTTP")], "protocol_port")).await,
+        vec![80, 82]
+    );
+    assert_eq!(
+        ports(filter(&[("protocol_port", "81")], "")).await,
+        vec![81]
+    );
+    assert_eq!(
+        ports(filter(&[("protocol", "HTTP"), ("protocol_port", "81")], "")).await,
+        Vec::<i32>::new()
+    );
+    // Tags, ordered by port.
+    let tags = |tags: &[&str], any: &[&str], not: &[&str], not_any: &[&str]| {
+        let own = |t: &[&str]| t.iter().map(|t| (*t).to_owned()).collect();
+        pb::ListFilter {
+            tags: own(tags),
+            tags_any: own(any),
+            not_tags: own(not),
+            not_tags_any: own(not_any),
+            order_by: "protocol_port".into(),
+            ..Default::default()
+        }
+    };
+    assert_eq!(ports(tags(&["b"], &[], &[], &[])).await, vec![80, 81]);
+    assert_eq!(ports(tags(&[], &["a"], &[], &[])).await, vec![80]);
+    assert_eq!(ports(tags(&[], &[], &["a", "b"], &[])).await, vec![81, 82]);
+    assert_eq!(ports(tags(&[], &[], &[], &["b"])).await, vec![82]);
+    // Ordered on any attribute, and paged in that order one at a time.
+    assert_eq!(
+        ports(filter(&[], "protocol_port desc")).await,
+        vec![82, 81, 80]
+    );
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = listeners(filter(&[], "protocol_port desc"), 1, token)
+            .await
+            .unwrap()
+            .into_inner();
+        paged.extend(page.listeners.iter().map(|l| l.protocol_port));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, vec![82, 81, 80]);
+
+    // Members: by weight, by a boolean.
+    let listed = listeners(filter(&[("protocol_port", "80")], ""), 0, String::new())
+        .await
+        .unwrap()
+        .into_inner()
+        .listeners;
+    let pool_id = listed[0].default_pool_id.clone();
+    let members = |f: pb::ListFilter| {
+        let mut api = api.clone();
+        let (project, pool_id) = (project.clone(), pool_id.clone());
+        async move {
+            api.list_members(in_project(
+                &project,
+                pb::ListMembersRequest {
+                    pool_id,
+                    filter: Some(f),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .members
+                    .iter()
+                    .map(|m| m.weight.unwrap_or_default())
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    assert_eq!(
+        members(filter(&[], "weight desc")).await.unwrap(),
+        vec![10, 5, 1]
+    );
+    assert_eq!(
+        members(filter(&[("backup", "true")], "")).await.unwrap(),
+        vec![5]
+    );
+    assert_eq!(
+        members(filter(&[("weight", "10")], "")).await.unwrap(),
+        vec![10]
+    );
+
+    // Refused with the field: not an attribute, not a singular one, a bad order, tags on what
+    // has none.
+    for (f, field) in [
+        (filter(&[("nope", "x")], ""), "filter.equals"),
+        (filter(&[], "tags"), "filter.order_by"),
+        (filter(&[], "weight sideways"), "filter.order_by"),
+    ] {
+        let err = members(f).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert_eq!(support::violations(&err), vec![field.to_owned()]);
+    }
+    let err = api
+        .list_health_monitors(in_project(
+            &project,
+            pb::ListHealthMonitorsRequest {
+                pool_id: pool_id.clone(),
+                filter: Some(pb::ListFilter {
+                    tags: vec!["a".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(support::violations(&err), vec!["filter.tags".to_owned()]);
+    stack.stop().await;
+}
+on_both_databases!(child_lists_filter_and_order, haproxy = false);

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod deployer;
 pub mod entity;
 pub mod error;
+pub mod filter;
 pub mod health;
 pub mod l7;
 pub mod migration;

@@ -137,6 +137,37 @@ impl TenantApi {
     }
 }
 
+/// One page of a child list: the store's own page when no filter is asked for; otherwise every
+/// page of it (`page(size, token)`), filtered, ordered and paged by `crate::filter`.
+async fn listed<T, F, Fut>(
+    message: &str,
+    filter: Option<pb::ListFilter>,
+    size: i32,
+    token: &str,
+    mut page: F,
+) -> Result<(Vec<T>, String), Status>
+where
+    T: prost::Message,
+    F: FnMut(i32, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), Status>>,
+{
+    let Some(filter) = filter.filter(|f| !crate::filter::is_empty(f)) else {
+        return page(size, token.to_owned()).await;
+    };
+    let mut all = Vec::new();
+    let mut next = String::new();
+    loop {
+        let (items, after) = page(1000, next).await?;
+        all.extend(items);
+        if after.is_empty() {
+            break;
+        }
+        next = after;
+    }
+    let page = crate::filter::apply(message, all, &filter, size, token)?;
+    Ok((page.items, page.next_page_token))
+}
+
 /// The id a request names: INVALID_ARGUMENT when it names none.
 fn required_id(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
@@ -422,22 +453,26 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListListenersResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_listeners(
-                &caller.project_id,
-                &r.loadbalancer_id,
-                r.page_size,
-                &r.page_token,
-            )
-            .await?;
-        let mut listeners = Vec::with_capacity(page.items.len());
-        for l in page.items {
-            listeners.push(self.listener(l).await?);
-        }
+        let project = caller.project_id.as_str();
+        let lb = r.loadbalancer_id.as_str();
+        let (listeners, next_page_token) = listed(
+            "lbaas.api.v1.Listener",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self.store.list_listeners(project, lb, size, &token).await?;
+                let mut listeners = Vec::with_capacity(page.items.len());
+                for l in page.items {
+                    listeners.push(self.listener(l).await?);
+                }
+                Ok((listeners, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListListenersResponse {
             listeners,
-            next_page_token: page.next_page_token,
+            next_page_token,
         }))
     }
 
@@ -544,22 +579,27 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_pools(
-                &caller.project_id,
-                &r.loadbalancer_id,
-                r.page_size,
-                &r.page_token,
-            )
-            .await?;
+        let project = caller.project_id.as_str();
+        let lb = r.loadbalancer_id.as_str();
+        let (pools, next_page_token) = listed(
+            "lbaas.api.v1.Pool",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self.store.list_pools(project, lb, size, &token).await?;
+                let pools = page
+                    .items
+                    .into_iter()
+                    .map(|(p, m)| convert::pool_to_proto(p, m))
+                    .collect();
+                Ok((pools, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListPoolsResponse {
-            pools: page
-                .items
-                .into_iter()
-                .map(|(p, m)| convert::pool_to_proto(p, m))
-                .collect(),
-            next_page_token: page.next_page_token,
+            pools,
+            next_page_token,
         }))
     }
 
@@ -648,17 +688,27 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_members(&caller.project_id, &r.pool_id, r.page_size, &r.page_token)
-            .await?;
+        let project = caller.project_id.as_str();
+        let pool = r.pool_id.as_str();
+        let (members, next_page_token) = listed(
+            "lbaas.api.v1.Member",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self.store.list_members(project, pool, size, &token).await?;
+                let members = page
+                    .items
+                    .into_iter()
+                    .map(convert::member_to_proto)
+                    .collect();
+                Ok((members, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListMembersResponse {
-            members: page
-                .items
-                .into_iter()
-                .map(convert::member_to_proto)
-                .collect(),
-            next_page_token: page.next_page_token,
+            members,
+            next_page_token,
         }))
     }
 
@@ -794,17 +844,30 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListHealthMonitorsResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_health_monitors(&caller.project_id, &r.pool_id, r.page_size, &r.page_token)
-            .await?;
+        let project = caller.project_id.as_str();
+        let pool = r.pool_id.as_str();
+        let (health_monitors, next_page_token) = listed(
+            "lbaas.api.v1.HealthMonitor",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self
+                    .store
+                    .list_health_monitors(project, pool, size, &token)
+                    .await?;
+                let monitors = page
+                    .items
+                    .into_iter()
+                    .map(convert::health_monitor_to_proto)
+                    .collect();
+                Ok((monitors, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListHealthMonitorsResponse {
-            health_monitors: page
-                .items
-                .into_iter()
-                .map(convert::health_monitor_to_proto)
-                .collect(),
-            next_page_token: page.next_page_token,
+            health_monitors,
+            next_page_token,
         }))
     }
 
@@ -889,22 +952,29 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListL7PoliciesResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_l7policies(
-                &caller.project_id,
-                &r.listener_id,
-                r.page_size,
-                &r.page_token,
-            )
-            .await?;
-        let mut l7policies = Vec::with_capacity(page.items.len());
-        for p in page.items {
-            l7policies.push(self.store.get_l7policy(&caller.project_id, &p.id).await?);
-        }
+        let project = caller.project_id.as_str();
+        let listener = r.listener_id.as_str();
+        let (l7policies, next_page_token) = listed(
+            "lbaas.api.v1.L7Policy",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self
+                    .store
+                    .list_l7policies(project, listener, size, &token)
+                    .await?;
+                let mut l7policies = Vec::with_capacity(page.items.len());
+                for p in page.items {
+                    l7policies.push(self.store.get_l7policy(project, &p.id).await?);
+                }
+                Ok((l7policies, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListL7PoliciesResponse {
             l7policies,
-            next_page_token: page.next_page_token,
+            next_page_token,
         }))
     }
 
@@ -986,22 +1056,30 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListL7RulesResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_l7rules(
-                &caller.project_id,
-                &r.l7policy_id,
-                r.page_size,
-                &r.page_token,
-            )
-            .await?;
+        let project = caller.project_id.as_str();
+        let policy = r.l7policy_id.as_str();
+        let (rules, next_page_token) = listed(
+            "lbaas.api.v1.L7Rule",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self
+                    .store
+                    .list_l7rules(project, policy, size, &token)
+                    .await?;
+                let rules = page
+                    .items
+                    .into_iter()
+                    .map(crate::l7::l7rule_to_proto)
+                    .collect();
+                Ok((rules, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListL7RulesResponse {
-            rules: page
-                .items
-                .into_iter()
-                .map(crate::l7::l7rule_to_proto)
-                .collect(),
-            next_page_token: page.next_page_token,
+            rules,
+            next_page_token,
         }))
     }
 
@@ -1079,17 +1157,26 @@ impl CertificateService for CertificateApi {
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
         let caller = self.auth.caller(request.metadata())?;
         let r = request.into_inner();
-        let page = self
-            .store
-            .list_certificates(&caller.project_id, r.page_size, &r.page_token)
-            .await?;
+        let project = caller.project_id.as_str();
+        let (certificates, next_page_token) = listed(
+            "lbaas.api.v1.Certificate",
+            r.filter,
+            r.page_size,
+            &r.page_token,
+            |size, token| async move {
+                let page = self.store.list_certificates(project, size, &token).await?;
+                let certificates = page
+                    .items
+                    .into_iter()
+                    .map(crate::certs::certificate_to_proto)
+                    .collect();
+                Ok((certificates, page.next_page_token))
+            },
+        )
+        .await?;
         Ok(Response::new(pb::ListCertificatesResponse {
-            certificates: page
-                .items
-                .into_iter()
-                .map(crate::certs::certificate_to_proto)
-                .collect(),
-            next_page_token: page.next_page_token,
+            certificates,
+            next_page_token,
         }))
     }
 

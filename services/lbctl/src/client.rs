@@ -216,6 +216,7 @@ impl Api {
                     loadbalancer_id: loadbalancer_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;
@@ -238,6 +239,7 @@ impl Api {
                     loadbalancer_id: loadbalancer_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;
@@ -260,6 +262,7 @@ impl Api {
                     pool_id: pool_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;
@@ -282,6 +285,7 @@ impl Api {
                     pool_id: pool_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;
@@ -304,6 +308,7 @@ impl Api {
                     listener_id: listener_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;
@@ -326,6 +331,7 @@ impl Api {
                     l7policy_id: l7policy_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;
@@ -347,6 +353,7 @@ impl Api {
                 .list_certificates(pb::ListCertificatesRequest {
                     page_size: PAGE,
                     page_token: token,
+                    filter: None,
                 })
                 .await
                 .api()?;

@@ -298,6 +298,7 @@ pub async fn list_listeners(
                 loadbalancer_id: lb.clone(),
                 page_size: PAGE,
                 page_token,
+                filter: None,
             },
         );
         async move {
@@ -418,6 +419,7 @@ pub async fn list_pools(
                 loadbalancer_id: lb.clone(),
                 page_size: PAGE,
                 page_token,
+                filter: None,
             },
         );
         async move {
@@ -530,6 +532,7 @@ pub async fn list_members(
                 pool_id: pool_id.clone(),
                 page_size: PAGE,
                 page_token,
+                filter: None,
             },
         );
         async move {
@@ -725,6 +728,7 @@ pub async fn list_health_monitors(
                 pool_id: pool_id.clone(),
                 page_size: PAGE,
                 page_token,
+                filter: None,
             },
         );
         async move {
@@ -844,6 +848,7 @@ pub async fn list_l7_policies(
                 listener_id: listener_id.clone(),
                 page_size: PAGE,
                 page_token,
+                filter: None,
             },
         );
         async move {
@@ -955,6 +960,7 @@ pub async fn list_l7_rules(
                 l7policy_id: policy.clone(),
                 page_size: PAGE,
                 page_token,
+                filter: None,
             },
         );
         async move {
