@@ -478,6 +478,14 @@ impl DeviceService for DeviceApi {
         request: Request<DeleteServiceTypeRequest>,
     ) -> Result<Response<DeleteServiceTypeResponse>, Status> {
         let name = request.into_inner().name;
+        if service_type::Entity::find_by_id(&name)
+            .one(&self.db)
+            .await
+            .map_err(SchedulerError::from)?
+            .is_none()
+        {
+            return Err(SchedulerError::NotFound(format!("service type {name}")).into());
+        }
         // Load balancers placed for it would fail over (or resize) into a flavor that is gone.
         let in_use = binding::Entity::find()
             .filter(binding::Column::Flavor.eq(&name))
