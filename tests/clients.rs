@@ -261,10 +261,10 @@ async fn grpcurl_reaches_every_tenant_method_with_a_token() {
     }
     stack.stop().await;
     println!("{}", report.join("\n"));
-    // LoadBalancerService 42, CertificateService 4, QuotaService 4 (as in tests/auth.rs).
+    // LoadBalancerService 44, CertificateService 4, QuotaService 4 (as in tests/auth.rs).
     assert_eq!(
         counted,
-        42 + 4 + 4,
+        44 + 4 + 4,
         "methods described:\n{}",
         report.join("\n")
     );

@@ -927,6 +927,31 @@ async fn availability_zones_confine_placement(db: Db) {
 
     let project = support::fresh_project();
     let mut api = stack.api_client().await;
+    // Tenants see the zones (not their labels) and the flavors they may name.
+    let seen = api
+        .list_availability_zones(in_project(&project, pb::ListAvailabilityZonesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .availability_zones;
+    assert_eq!(
+        seen.iter()
+            .map(|z| (z.name.as_str(), z.enabled))
+            .collect::<Vec<_>>(),
+        [("az-a", true), ("az-b", true), ("az-c", false)]
+    );
+    let flavors = api
+        .list_flavors(in_project(&project, pb::ListFlavorsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .flavors;
+    let mut names: Vec<(&str, &str)> = flavors
+        .iter()
+        .map(|f| (f.name.as_str(), f.topology.as_str()))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, [("elastic", "SINGLE"), ("in-b", "SINGLE")]);
     for (zone_name, flavor, why) in [
         ("nowhere", "", "no availability zone is named"),
         ("az-c", "", "is disabled"),

@@ -390,6 +390,54 @@ impl Deployer {
     /// (with `loadbalancer_id`: the load balancer's own device, once placed) offers every
     /// capability in `needs`. INVALID_ARGUMENT with the api's field names when not; when the
     /// scheduler cannot say (unreachable), the request goes ahead and the deploy will tell.
+    /// The operator's flavors, as tenants see them.
+    pub async fn flavors(&self) -> Result<Vec<lbaas::api::v1::Flavor>, tonic::Status> {
+        let types = self
+            .scheduler
+            .clone()
+            .list_service_types(lbaas::server::traced(
+                lbaas::scheduler::v1::ListServiceTypesRequest {},
+            ))
+            .await?
+            .into_inner()
+            .service_types;
+        Ok(types
+            .into_iter()
+            .map(|t| lbaas::api::v1::Flavor {
+                topology: t
+                    .topology()
+                    .as_str_name()
+                    .trim_start_matches("TOPOLOGY_")
+                    .to_owned(),
+                name: t.name,
+                description: t.description,
+            })
+            .collect())
+    }
+
+    /// The operator's availability zones, as tenants see them.
+    pub async fn availability_zones(
+        &self,
+    ) -> Result<Vec<lbaas::api::v1::AvailabilityZone>, tonic::Status> {
+        let zones = self
+            .scheduler
+            .clone()
+            .list_availability_zones(lbaas::server::traced(
+                lbaas::scheduler::v1::ListAvailabilityZonesRequest {},
+            ))
+            .await?
+            .into_inner()
+            .availability_zones;
+        Ok(zones
+            .into_iter()
+            .map(|z| lbaas::api::v1::AvailabilityZone {
+                enabled: z.enabled.unwrap_or(true),
+                name: z.name,
+                description: z.description,
+            })
+            .collect())
+    }
+
     /// The devices serving a load balancer and their roles, as the scheduler placed them; empty
     /// when it is not placed or the scheduler does not answer within a second.
     pub async fn device_roles(&self, loadbalancer_id: &str) -> Vec<lbaas::api::v1::DeviceRole> {

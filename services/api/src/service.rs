@@ -386,6 +386,26 @@ impl LoadBalancerService for TenantApi {
         Ok(Response::new(view.into_proto()))
     }
 
+    async fn list_flavors(
+        &self,
+        request: Request<pb::ListFlavorsRequest>,
+    ) -> Result<Response<pb::ListFlavorsResponse>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(pb::ListFlavorsResponse {
+            flavors: self.deployer.flavors().await?,
+        }))
+    }
+
+    async fn list_availability_zones(
+        &self,
+        request: Request<pb::ListAvailabilityZonesRequest>,
+    ) -> Result<Response<pb::ListAvailabilityZonesResponse>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(pb::ListAvailabilityZonesResponse {
+            availability_zones: self.deployer.availability_zones().await?,
+        }))
+    }
+
     type WatchLoadBalancerStream = EventStream;
 
     async fn watch_load_balancer(
