@@ -2,6 +2,19 @@
 //! the names accepted, the defaults, and what each driver can do with them, shared by the api
 //! (validation, defaults) and the agent (HAProxy rendering, the native data plane's rustls).
 
+/// The Strict-Transport-Security header value (RFC 6797) of a listener's HSTS settings, the same
+/// on both drivers: `max-age=N[; includeSubDomains][; preload]`.
+pub fn hsts_header(h: &crate::agent::v1::Hsts) -> String {
+    let mut value = format!("max-age={}", h.max_age_s);
+    if h.include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if h.preload {
+        value.push_str("; preload");
+    }
+    value
+}
+
 /// ALPN protocol ids a listener may offer or a pool may ask members for.
 pub const ALPN_PROTOCOLS: &[&str] = &["h2", "http/1.1", "http/1.0"];
 

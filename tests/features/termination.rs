@@ -178,6 +178,9 @@ async fn tls_termination_with_sni(driver: &'static str) {
                 insert_headers: [("X-Forwarded-Proto".to_owned(), "true".to_owned())]
                     .into_iter()
                     .collect(),
+                hsts_max_age: Some(31_536_000),
+                hsts_include_subdomains: true,
+                hsts_preload: true,
                 ..listener(
                     pb::Protocol::TerminatedHttps,
                     8443,
@@ -206,6 +209,56 @@ async fn tls_termination_with_sni(driver: &'static str) {
         );
         assert_eq!(reply.status, 200, "{reply:?}");
         assert_eq!(reply.body, "plain");
+        assert_eq!(
+            reply.header("strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains; preload"),
+            "{driver}: {reply:?}"
+        );
+    }
+    // HSTS belongs to TERMINATED_HTTPS listeners, and its directives need a max-age.
+    for (protocol, hsts, field) in [
+        (pb::Protocol::Http, (Some(60), false, false), "hsts_max_age"),
+        (pb::Protocol::Http, (None, false, true), "hsts_preload"),
+        (
+            pb::Protocol::TerminatedHttps,
+            (None, true, false),
+            "hsts_max_age",
+        ),
+        (
+            pb::Protocol::TerminatedHttps,
+            (Some(-1), false, false),
+            "hsts_max_age",
+        ),
+    ] {
+        let err = api
+            .create_listener(in_project(
+                &project,
+                pb::CreateListenerRequest {
+                    listener: Some(pb::Listener {
+                        loadbalancer_id: created.id.clone(),
+                        protocol: protocol as i32,
+                        protocol_port: 9443,
+                        default_tls_container_ref: if protocol == pb::Protocol::TerminatedHttps {
+                            default_id.id.clone()
+                        } else {
+                            String::new()
+                        },
+                        hsts_max_age: hsts.0,
+                        hsts_include_subdomains: hsts.1,
+                        hsts_preload: hsts.2,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{hsts:?}");
+        assert_eq!(
+            support::violations(&err),
+            vec![format!("listener.{field}")],
+            "{hsts:?}"
+        );
     }
     // On the agent's disk, every file holding a key is 0600 and every folder above it 0700.
     let key_files = private_key_files(&stack.agent_config.state_dir, &one.key_pem);

@@ -126,7 +126,50 @@ pub struct NewListener {
     pub sni_container_refs: Vec<String>,
     /// ALPN, versions and ciphers as given (empty: the defaults).
     pub tls: TlsFields,
+    pub hsts: Hsts,
     pub default_pool: Option<NewPool>,
+}
+
+/// A TERMINATED_HTTPS listener's HTTP Strict Transport Security: none without a max-age.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Option<i32>,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+/// Octavia's HSTS rules: TERMINATED_HTTPS listeners only, a max-age of 0 or more, and the two
+/// directives only with a max-age.
+fn hsts(v: &mut Violations, f: &str, protocol: Protocol, input: &pb::Listener) -> Hsts {
+    let h = Hsts {
+        max_age: input.hsts_max_age,
+        include_subdomains: input.hsts_include_subdomains,
+        preload: input.hsts_preload,
+    };
+    if h == Hsts::default() {
+        return h;
+    }
+    let field = if h.max_age.is_some() {
+        "hsts_max_age"
+    } else if h.include_subdomains {
+        "hsts_include_subdomains"
+    } else {
+        "hsts_preload"
+    };
+    if protocol != Protocol::TerminatedHttps {
+        v.add(
+            format!("{f}.{field}"),
+            "HSTS is for TERMINATED_HTTPS listeners",
+        );
+    } else if h.max_age.is_none() {
+        v.add(
+            format!("{f}.hsts_max_age"),
+            "is required with hsts_include_subdomains or hsts_preload",
+        );
+    } else if h.max_age.is_some_and(|a| a < 0) {
+        v.add(format!("{f}.hsts_max_age"), "must be 0 or more seconds");
+    }
+    h
 }
 
 #[derive(Debug, Clone)]
@@ -550,6 +593,7 @@ fn listener_fields(
             &input.tls_versions,
             &input.tls_ciphers,
         ),
+        hsts: hsts(v, f, protocol, input),
         default_pool,
     }
 }
@@ -1281,6 +1325,9 @@ pub fn listener_to_proto(m: listener::Model) -> pb::Listener {
         alpn_protocols: tls.alpn_protocols,
         tls_versions: tls.tls_versions,
         tls_ciphers: tls.tls_ciphers,
+        hsts_max_age: m.hsts_max_age,
+        hsts_include_subdomains: m.hsts_include_subdomains,
+        hsts_preload: m.hsts_preload,
     }
 }
 

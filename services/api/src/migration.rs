@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(MemberMonitorTarget),
             Box::new(L7Quotas),
             Box::new(AccessLogTargets),
+            Box::new(ListenerHsts),
         ]
     }
 }
@@ -402,5 +403,40 @@ impl MigrationTrait for AccessLogTargets {
             load_balancer::Column::AccessLogTarget,
         )
         .await
+    }
+}
+
+/// Listeners gain Octavia's HSTS fields, where the columns are missing.
+struct ListenerHsts;
+
+impl MigrationName for ListenerHsts {
+    fn name(&self) -> &str {
+        "m0011_listener_hsts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ListenerHsts {
+    #[allow(elided_lifetimes_in_paths)]
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        add_column(
+            manager,
+            listener::Entity,
+            listener::Column::HstsMaxAge,
+            |c| {
+                c.integer().null();
+            },
+        )
+        .await?;
+        for column in [
+            listener::Column::HstsIncludeSubdomains,
+            listener::Column::HstsPreload,
+        ] {
+            add_column(manager, listener::Entity, column, |c| {
+                c.boolean().not_null().default(false);
+            })
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -56,6 +56,9 @@ pub const LISTENER: UpdatableFields = UpdatableFields {
         "alpn_protocols",
         "tls_versions",
         "tls_ciphers",
+        "hsts_max_age",
+        "hsts_include_subdomains",
+        "hsts_preload",
     ],
     immutable: &[
         "id",
@@ -238,6 +241,11 @@ pub fn overlay_listener(base: &mut pb::Listener, patch: &pb::Listener, paths: &[
             "alpn_protocols" => base.alpn_protocols.clone_from(&patch.alpn_protocols),
             "tls_versions" => base.tls_versions.clone_from(&patch.tls_versions),
             "tls_ciphers" => base.tls_ciphers.clone_from(&patch.tls_ciphers),
+            "hsts_max_age" => base.hsts_max_age = patch.hsts_max_age,
+            "hsts_include_subdomains" => {
+                base.hsts_include_subdomains = patch.hsts_include_subdomains;
+            }
+            "hsts_preload" => base.hsts_preload = patch.hsts_preload,
             _ => {}
         }
     }

@@ -93,6 +93,15 @@ pub struct Settings {
     /// TERMINATED_HTTPS: ALPN, TLS versions and ciphers offered to clients.
     #[command(flatten)]
     pub tls: TlsOptionArgs,
+    /// TERMINATED_HTTPS: send Strict-Transport-Security with this max-age (seconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub hsts_max_age: Option<i32>,
+    /// With --hsts-max-age: add includeSubDomains.
+    #[arg(long)]
+    pub hsts_include_subdomains: bool,
+    /// With --hsts-max-age: add preload.
+    #[arg(long)]
+    pub hsts_preload: bool,
     #[command(flatten)]
     pub admin: AdminState,
 }
@@ -164,6 +173,9 @@ pub struct Unset {
     /// Allow everyone again.
     #[arg(long)]
     pub allowed_cidrs: bool,
+    /// Send no Strict-Transport-Security header.
+    #[arg(long)]
+    pub hsts: bool,
     #[command(flatten)]
     pub tls: UnsetTlsOptions,
     #[command(flatten)]
@@ -235,6 +247,15 @@ impl Settings {
             ),
             mask,
         );
+        if self.hsts_max_age.is_some() || self.hsts_include_subdomains || self.hsts_preload {
+            mask.set("hsts_max_age", &mut l.hsts_max_age, Some(self.hsts_max_age));
+            mask.set(
+                "hsts_include_subdomains",
+                &mut l.hsts_include_subdomains,
+                Some(self.hsts_include_subdomains),
+            );
+            mask.set("hsts_preload", &mut l.hsts_preload, Some(self.hsts_preload));
+        }
         mask.set(
             "admin_state_up",
             &mut l.admin_state_up,
@@ -369,6 +390,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 ),
                 &mut mask,
             );
+            mask.clear("hsts_max_age", &mut patch.hsts_max_age, args.hsts);
+            mask.clear(
+                "hsts_include_subdomains",
+                &mut patch.hsts_include_subdomains,
+                args.hsts,
+            );
+            mask.clear("hsts_preload", &mut patch.hsts_preload, args.hsts);
             mask.set("tags", &mut patch.tags, args.tags.apply(&current.tags));
             update(ctx, &current, patch, mask, &args.wait).await?;
         }

@@ -111,6 +111,12 @@ pub fn listener(l: &pb::Listener) -> Val {
         .field("alpn_protocols", &l.alpn_protocols)
         .field("tls_versions", &l.tls_versions)
         .field("tls_ciphers", &l.tls_ciphers)
+        .field(
+            "hsts_max_age",
+            l.hsts_max_age.map_or(Val::Null, |a| Val::Int(i64::from(a))),
+        )
+        .field("hsts_include_subdomains", l.hsts_include_subdomains)
+        .field("hsts_preload", l.hsts_preload)
         .build()
 }
 

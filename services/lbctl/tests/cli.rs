@@ -615,6 +615,9 @@ async fn lbctl_manages_every_object_kind() {
             "8443",
             "--default-tls-container-ref",
             &cert_id,
+            "--hsts-max-age",
+            "600",
+            "--hsts-preload",
             "--wait",
             &lb_id,
             "-o",
@@ -624,6 +627,18 @@ async fn lbctl_manages_every_object_kind() {
         .json();
     assert_eq!(tls["protocol"], "TERMINATED_HTTPS");
     assert_eq!(tls["default_tls_container_ref"], cert_id.as_str());
+    assert_eq!(
+        (
+            &tls["hsts_max_age"],
+            &tls["hsts_include_subdomains"],
+            &tls["hsts_preload"]
+        ),
+        (
+            &serde_json::json!(600),
+            &serde_json::json!(false),
+            &serde_json::json!(true)
+        )
+    );
     let certs = cli.ok(&["certificate", "list"]).await.stdout;
     assert!(
         certs.contains("| id ") && certs.contains(&cert_id),

@@ -34,6 +34,10 @@ pub struct Model {
     pub tls_versions: String,
     /// Colon-separated OpenSSL cipher names as given; empty: the default.
     pub tls_ciphers: String,
+    /// TERMINATED_HTTPS: HSTS max-age in seconds; `None` for no HSTS.
+    pub hsts_max_age: Option<i32>,
+    pub hsts_include_subdomains: bool,
+    pub hsts_preload: bool,
     pub provisioning_status: String,
     pub operating_status: String,
     /// Bumped by every update of this object: its etag.

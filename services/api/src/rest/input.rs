@@ -286,9 +286,12 @@ pub struct ListenerBody {
     pub client_ca_tls_container_ref: Option<Value>,
     pub client_authentication: Option<Value>,
     pub client_crl_container_ref: Option<Value>,
-    pub hsts_max_age: Option<Value>,
-    pub hsts_include_subdomains: Option<Value>,
-    pub hsts_preload: Option<Value>,
+    #[serde(default, deserialize_with = "int_opt")]
+    pub hsts_max_age: Option<i32>,
+    #[serde(default, deserialize_with = "bool_opt")]
+    pub hsts_include_subdomains: Option<bool>,
+    #[serde(default, deserialize_with = "bool_opt")]
+    pub hsts_preload: Option<bool>,
     pub default_pool: Option<Value>,
     pub l7policies: Option<Value>,
 }
@@ -302,7 +305,6 @@ impl ListenerBody {
                     &self.client_ca_tls_container_ref,
                 ),
                 ("client_crl_container_ref", &self.client_crl_container_ref),
-                ("hsts_max_age", &self.hsts_max_age),
                 ("default_pool", &self.default_pool),
                 ("l7policies", &self.l7policies),
             ],
@@ -314,16 +316,6 @@ impl ListenerBody {
             return Err(RestError::bad_request(format!(
                 "client_authentication: {a:?} is not supported yet (only NONE)"
             )));
-        }
-        for (name, v) in [
-            ("hsts_include_subdomains", &self.hsts_include_subdomains),
-            ("hsts_preload", &self.hsts_preload),
-        ] {
-            if v.as_ref().and_then(Value::as_bool) == Some(true) {
-                return Err(RestError::bad_request(format!(
-                    "{name}: HSTS is not supported yet"
-                )));
-            }
         }
         if self.timeout_tcp_inspect.is_some_and(|t| t != 0) {
             return Err(RestError::bad_request(
@@ -354,6 +346,9 @@ impl ListenerBody {
             alpn_protocols: self.alpn_protocols.unwrap_or_default(),
             tls_versions: self.tls_versions.unwrap_or_default(),
             tls_ciphers: self.tls_ciphers.unwrap_or_default(),
+            hsts_max_age: self.hsts_max_age,
+            hsts_include_subdomains: self.hsts_include_subdomains.unwrap_or_default(),
+            hsts_preload: self.hsts_preload.unwrap_or_default(),
             ..Default::default()
         })
     }
@@ -371,9 +366,6 @@ impl ListenerBody {
                 "client_authentication",
                 "client_ca_tls_container_ref",
                 "client_crl_container_ref",
-                "hsts_max_age",
-                "hsts_include_subdomains",
-                "hsts_preload",
             ],
         )
     }

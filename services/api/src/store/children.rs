@@ -71,6 +71,9 @@ pub(super) async fn insert_listener(
         alpn_protocols: Set(alpn_protocols),
         tls_versions: Set(tls_versions),
         tls_ciphers: Set(tls_ciphers),
+        hsts_max_age: Set(new.hsts.max_age),
+        hsts_include_subdomains: Set(new.hsts.include_subdomains),
+        hsts_preload: Set(new.hsts.preload),
         provisioning_status: Set(PENDING_CREATE.into()),
         operating_status: Set(OFFLINE.into()),
         revision: Set(1),
@@ -412,6 +415,9 @@ impl Store {
         active.alpn_protocols = Set(alpn_protocols);
         active.tls_versions = Set(tls_versions);
         active.tls_ciphers = Set(tls_ciphers);
+        active.hsts_max_age = Set(checked.hsts.max_age);
+        active.hsts_include_subdomains = Set(checked.hsts.include_subdomains);
+        active.hsts_preload = Set(checked.hsts.preload);
         active.provisioning_status = Set(status.into());
         active.revision = Set(found.revision + 1);
         active.updated_ms = Set(now_ms());

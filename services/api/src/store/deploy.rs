@@ -148,6 +148,11 @@ impl Store {
                     timeout_member_connect_ms: nonneg(l.timeout_member_connect_ms),
                     timeout_member_data_ms: nonneg(l.timeout_member_data_ms),
                     allowed_cidrs: split_tags(&l.allowed_cidrs),
+                    hsts: l.hsts_max_age.map(|age| agent::Hsts {
+                        max_age_s: nonneg(age),
+                        include_subdomains: l.hsts_include_subdomains,
+                        preload: l.hsts_preload,
+                    }),
                     insert_headers: l
                         .insert_headers
                         .lines()

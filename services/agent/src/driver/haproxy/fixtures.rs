@@ -294,6 +294,11 @@ pub fn everything(ca: &TestCa, ports: &Ports) -> LoadBalancerConfig {
                 default_certificate: Some(default),
                 sni_certificates: vec![a, b],
                 l7_policies: policies,
+                hsts: Some(lbaas::agent::v1::Hsts {
+                    max_age_s: 31_536_000,
+                    include_subdomains: true,
+                    preload: true,
+                }),
                 tls: Some(TlsOptions {
                     alpn_protocols: lbaas::tls_options::DEFAULT_LISTENER_ALPN
                         .iter()

@@ -327,8 +327,27 @@ fn render_listener(
             "http"
         };
         render_insert_headers(out, listener, scheme, field)?;
+        if let Some(hsts) = &listener.hsts {
+            if protocol != ListenerProtocol::TerminatedHttps {
+                return Err(reject(
+                    format!("{field}.hsts"),
+                    "only TERMINATED_HTTPS listeners send HSTS",
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "    http-response set-header Strict-Transport-Security \"{}\"",
+                lbaas::tls_options::hsts_header(hsts)
+            );
+        }
         l7::render_policies(out, lb, listener, field)?;
     } else {
+        if listener.hsts.is_some() {
+            return Err(reject(
+                format!("{field}.hsts"),
+                "only TERMINATED_HTTPS listeners send HSTS",
+            ));
+        }
         if !listener.insert_headers.is_empty() {
             return Err(reject(
                 format!("{field}.insert_headers"),

@@ -52,6 +52,8 @@ pub struct Front {
     pub forwarded_proto: bool,
     /// In evaluation order.
     pub policies: Vec<l7::Policy>,
+    /// TERMINATED_HTTPS: the Strict-Transport-Security value every response carries.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// The clients every HTTP listener forwards through (connections to members are pooled): plain
@@ -190,8 +192,14 @@ pub async fn serve<I>(
                 (log, entry)
             });
             let mut served = Served::default();
+            let hsts = route.front.http().and_then(|f| f.hsts.clone());
             let mut response =
                 forward(request, (peer, local), https, route, upstream, &mut served).await;
+            if let Some(hsts) = hsts {
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
             if let Some((log, mut entry)) = log {
                 let status = response.status();
                 entry.status = Some(status.as_u16());

@@ -519,6 +519,11 @@ fn listener_route(
         protocol,
         ListenerProtocol::Http | ListenerProtocol::TerminatedHttps
     );
+    if l.hsts.is_some() && protocol != ListenerProtocol::TerminatedHttps {
+        return Err(rejected(format!(
+            "{what}: HSTS needs a TERMINATED_HTTPS listener"
+        )));
+    }
     if !http {
         if !l.insert_headers.is_empty() {
             return Err(rejected(format!(
@@ -567,6 +572,12 @@ fn listener_route(
     let http_front = || -> Result<Arc<http::Front>, DriverError> {
         let mut front = http::Front {
             port: u16::try_from(l.port).unwrap_or_default(),
+            hsts: l
+                .hsts
+                .as_ref()
+                .map(|h| hyper::header::HeaderValue::from_str(&lbaas::tls_options::hsts_header(h)))
+                .transpose()
+                .map_err(|e| rejected(format!("{what}: hsts: {e}")))?,
             ..Default::default()
         };
         // Raw values: the generated getter would skip ones this agent does not know.
