@@ -13,7 +13,10 @@ pub enum Command {
     /// Upload a certificate and its private key.
     Create(Create),
     /// List certificates.
-    List,
+    List {
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
+    },
     /// Show a certificate (never its key).
     Show {
         /// Certificate (name or id).
@@ -72,9 +75,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 .api()?;
             ctx.out.show(&render::certificate(&created));
         }
-        Command::List => {
+        Command::List { filter } => {
             let items: Vec<_> = api
-                .certificates()
+                .certificates(filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .map(render::certificate)

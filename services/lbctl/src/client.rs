@@ -205,7 +205,11 @@ impl Api {
         }
     }
 
-    pub async fn listeners(&self, loadbalancer_id: &str) -> anyhow::Result<Vec<pb::Listener>> {
+    pub async fn listeners(
+        &self,
+        loadbalancer_id: &str,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::Listener>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -216,7 +220,7 @@ impl Api {
                     loadbalancer_id: loadbalancer_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -228,7 +232,11 @@ impl Api {
         }
     }
 
-    pub async fn pools(&self, loadbalancer_id: &str) -> anyhow::Result<Vec<pb::Pool>> {
+    pub async fn pools(
+        &self,
+        loadbalancer_id: &str,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::Pool>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -239,7 +247,7 @@ impl Api {
                     loadbalancer_id: loadbalancer_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -251,7 +259,11 @@ impl Api {
         }
     }
 
-    pub async fn members(&self, pool_id: &str) -> anyhow::Result<Vec<pb::Member>> {
+    pub async fn members(
+        &self,
+        pool_id: &str,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::Member>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -262,7 +274,7 @@ impl Api {
                     pool_id: pool_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -274,7 +286,11 @@ impl Api {
         }
     }
 
-    pub async fn health_monitors(&self, pool_id: &str) -> anyhow::Result<Vec<pb::HealthMonitor>> {
+    pub async fn health_monitors(
+        &self,
+        pool_id: &str,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::HealthMonitor>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -285,7 +301,7 @@ impl Api {
                     pool_id: pool_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -297,7 +313,11 @@ impl Api {
         }
     }
 
-    pub async fn l7policies(&self, listener_id: &str) -> anyhow::Result<Vec<pb::L7Policy>> {
+    pub async fn l7policies(
+        &self,
+        listener_id: &str,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::L7Policy>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -308,7 +328,7 @@ impl Api {
                     listener_id: listener_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -320,7 +340,11 @@ impl Api {
         }
     }
 
-    pub async fn l7rules(&self, l7policy_id: &str) -> anyhow::Result<Vec<pb::L7Rule>> {
+    pub async fn l7rules(
+        &self,
+        l7policy_id: &str,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::L7Rule>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -331,7 +355,7 @@ impl Api {
                     l7policy_id: l7policy_id.to_owned(),
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -343,7 +367,10 @@ impl Api {
         }
     }
 
-    pub async fn certificates(&self) -> anyhow::Result<Vec<pb::Certificate>> {
+    pub async fn certificates(
+        &self,
+        filter: Option<&pb::ListFilter>,
+    ) -> anyhow::Result<Vec<pb::Certificate>> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
@@ -353,7 +380,7 @@ impl Api {
                 .list_certificates(pb::ListCertificatesRequest {
                     page_size: PAGE,
                     page_token: token,
-                    filter: None,
+                    filter: filter.cloned(),
                 })
                 .await
                 .api()?;
@@ -388,7 +415,7 @@ impl Api {
         if is_id(arg) {
             return Ok(arg.to_owned());
         }
-        let found = self.listeners("").await?;
+        let found = self.listeners("", None).await?;
         pick(
             "listener",
             arg,
@@ -400,7 +427,7 @@ impl Api {
         if is_id(arg) {
             return Ok(arg.to_owned());
         }
-        let found = self.pools("").await?;
+        let found = self.pools("", None).await?;
         pick(
             "pool",
             arg,
@@ -413,7 +440,7 @@ impl Api {
         if is_id(arg) {
             return Ok(arg.to_owned());
         }
-        let found = self.members(pool_id).await?;
+        let found = self.members(pool_id, None).await?;
         let by_address: Vec<(String, String)> = found
             .iter()
             .map(|m| (m.id.clone(), format!("{}:{}", m.address, m.protocol_port)))
@@ -433,7 +460,7 @@ impl Api {
         if is_id(arg) {
             return Ok(arg.to_owned());
         }
-        let found = self.health_monitors("").await?;
+        let found = self.health_monitors("", None).await?;
         pick(
             "health monitor",
             arg,
@@ -445,7 +472,7 @@ impl Api {
         if is_id(arg) {
             return Ok(arg.to_owned());
         }
-        let found = self.l7policies("").await?;
+        let found = self.l7policies("", None).await?;
         pick(
             "L7 policy",
             arg,
@@ -457,7 +484,7 @@ impl Api {
         if is_id(arg) {
             return Ok(arg.to_owned());
         }
-        let found = self.certificates().await?;
+        let found = self.certificates(None).await?;
         pick(
             "certificate",
             arg,

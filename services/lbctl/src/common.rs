@@ -47,6 +47,57 @@ impl AdminState {
     }
 }
 
+/// Filters and order of the lists of a load balancer's objects (the API's `ListFilter`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ListFilterArgs {
+    /// Only objects whose ATTRIBUTE (a field name, e.g. protocol_port) is VALUE (enums by name,
+    /// e.g. protocol=HTTP); repeat for more.
+    #[arg(long = "filter", value_name = "ATTRIBUTE=VALUE")]
+    pub equals: Vec<String>,
+    /// Only objects with all these tags (TAG,TAG,...).
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Only objects with at least one of these tags.
+    #[arg(long, value_delimiter = ',')]
+    pub any_tags: Vec<String>,
+    /// Leave out objects with all these tags.
+    #[arg(long, value_delimiter = ',')]
+    pub not_tags: Vec<String>,
+    /// Leave out objects with any of these tags.
+    #[arg(long, value_delimiter = ',')]
+    pub not_any_tags: Vec<String>,
+    /// Order by an attribute: ATTRIBUTE or ATTRIBUTE:desc.
+    #[arg(long, value_name = "ATTRIBUTE[:desc]")]
+    pub sort: Option<String>,
+}
+
+impl ListFilterArgs {
+    /// The filter to send; `None` when nothing is asked for.
+    pub fn to_proto(&self) -> anyhow::Result<Option<lbaas::api::v1::ListFilter>> {
+        let mut equals = std::collections::HashMap::new();
+        for pair in &self.equals {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--filter {pair:?}: expected ATTRIBUTE=VALUE"))?;
+            equals.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+        let order_by = match self.sort.as_deref().map(|s| s.split_once(':')) {
+            None => String::new(),
+            Some(None) => self.sort.clone().unwrap_or_default(),
+            Some(Some((key, direction))) => format!("{key} {direction}"),
+        };
+        let filter = lbaas::api::v1::ListFilter {
+            equals,
+            tags: self.tags.clone(),
+            tags_any: self.any_tags.clone(),
+            not_tags: self.not_tags.clone(),
+            not_tags_any: self.not_any_tags.clone(),
+            order_by,
+        };
+        Ok((filter != lbaas::api::v1::ListFilter::default()).then_some(filter))
+    }
+}
+
 /// Tags on create.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct CreateTags {

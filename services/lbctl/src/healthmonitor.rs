@@ -17,6 +17,8 @@ pub enum Command {
         /// Only the monitor of this pool (name or id).
         #[arg(long)]
         pool: Option<String>,
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
     },
     /// Show a health monitor.
     Show {
@@ -180,13 +182,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             ctx.out.show(&render::health_monitor(&shown));
         }
-        Command::List { pool } => {
+        Command::List { pool, filter } => {
             let pool = match pool {
                 Some(p) => api.pool_id(&p).await?,
                 None => String::new(),
             };
             let items: Vec<_> = api
-                .health_monitors(&pool)
+                .health_monitors(&pool, filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .map(render::health_monitor)

@@ -17,6 +17,8 @@ pub enum Command {
         /// Only the policies of this listener (name or id).
         #[arg(long)]
         listener: Option<String>,
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
     },
     /// Show an L7 policy.
     Show {
@@ -200,13 +202,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             ctx.out.show(&render::l7policy(&shown));
         }
-        Command::List { listener } => {
+        Command::List { listener, filter } => {
             let listener = match listener {
                 Some(l) => api.listener_id(&l).await?,
                 None => String::new(),
             };
             let items: Vec<_> = api
-                .l7policies(&listener)
+                .l7policies(&listener, filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .map(render::l7policy)

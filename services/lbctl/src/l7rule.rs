@@ -17,6 +17,8 @@ pub enum Command {
     List {
         /// L7 policy (name or id).
         l7policy: String,
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
     },
     /// Show an L7 rule.
     Show {
@@ -183,10 +185,10 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             ctx.out.show(&render::l7rule(&shown));
         }
-        Command::List { l7policy } => {
+        Command::List { l7policy, filter } => {
             let policy = api.l7policy_id(&l7policy).await?;
             let items: Vec<_> = api
-                .l7rules(&policy)
+                .l7rules(&policy, filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .map(render::l7rule)

@@ -23,6 +23,8 @@ pub enum Command {
         /// Only listeners with this name.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
     },
     /// Show a listener.
     Show {
@@ -296,13 +298,17 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             ctx.out.show(&render::listener(&shown));
         }
-        Command::List { loadbalancer, name } => {
+        Command::List {
+            loadbalancer,
+            name,
+            filter,
+        } => {
             let lb = match loadbalancer {
                 Some(lb) => api.lb_id(&lb).await?,
                 None => String::new(),
             };
             let items: Vec<_> = api
-                .listeners(&lb)
+                .listeners(&lb, filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .filter(|l| name.as_ref().is_none_or(|n| &l.name == n))

@@ -17,6 +17,8 @@ pub enum Command {
     List {
         /// Pool (name or id).
         pool: String,
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
     },
     /// Show a member.
     Show {
@@ -199,10 +201,10 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             ctx.out.show(&render::member(&shown));
         }
-        Command::List { pool } => {
+        Command::List { pool, filter } => {
             let pool = api.pool_id(&pool).await?;
             let items: Vec<_> = api
-                .members(&pool)
+                .members(&pool, filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .map(render::member)

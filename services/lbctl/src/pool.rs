@@ -23,6 +23,8 @@ pub enum Command {
         /// Only pools with this name.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        filter: crate::common::ListFilterArgs,
     },
     /// Show a pool.
     Show {
@@ -196,13 +198,17 @@ pub async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             };
             ctx.out.show(&render::pool(&shown));
         }
-        Command::List { loadbalancer, name } => {
+        Command::List {
+            loadbalancer,
+            name,
+            filter,
+        } => {
             let lb = match loadbalancer {
                 Some(lb) => api.lb_id(&lb).await?,
                 None => String::new(),
             };
             let items: Vec<_> = api
-                .pools(&lb)
+                .pools(&lb, filter.to_proto()?.as_ref())
                 .await?
                 .iter()
                 .filter(|p| name.as_ref().is_none_or(|n| &p.name == n))

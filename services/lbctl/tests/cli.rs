@@ -639,6 +639,49 @@ async fn lbctl_manages_every_object_kind() {
             &serde_json::json!(true)
         )
     );
+    // Lists filtered and ordered on any attribute; what is not one is refused with the field.
+    let only_tls = cli
+        .ok(&[
+            "lb",
+            "listener",
+            "list",
+            "--filter",
+            "protocol=TERMINATED_HTTPS",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(only_tls.as_array().unwrap().len(), 1, "{only_tls}");
+    assert_eq!(only_tls[0]["protocol_port"], 8443);
+    let sorted = cli
+        .ok(&[
+            "lb",
+            "listener",
+            "list",
+            "--sort",
+            "protocol_port:desc",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    let ports: Vec<i64> = sorted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["protocol_port"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ports.len() > 1 && ports.windows(2).all(|w| w[0] >= w[1]),
+        "{ports:?}"
+    );
+    cli.run(&["lb", "listener", "list", "--filter", "nope=1"])
+        .await
+        .assert_refused(
+            "INVALID_ARGUMENT",
+            &["  filter.equals: \"nope\" is not an attribute of Listener to filter or order on"],
+        );
     let certs = cli.ok(&["certificate", "list"]).await.stdout;
     assert!(
         certs.contains("| id ") && certs.contains(&cert_id),
