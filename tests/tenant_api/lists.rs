@@ -447,6 +447,53 @@ async fn child_lists_filter_and_order(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(support::violations(&err), vec!["filter.tags".to_owned()]);
+
+    // Load balancers order by any attribute too (beyond id, name and create_time).
+    for (name, description) in [("second", "b"), ("first", "a")] {
+        create(
+            &mut api,
+            &project,
+            pb::LoadBalancer {
+                name: name.into(),
+                description: description.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let ordered = |order_by: &str, page_size: i32, page_token: String| {
+        let mut api = api.clone();
+        let project = project.clone();
+        let order_by = order_by.to_owned();
+        async move {
+            api.list_load_balancers(in_project(
+                &project,
+                pb::ListLoadBalancersRequest {
+                    order_by,
+                    page_size,
+                    page_token,
+                    ..Default::default()
+                },
+            ))
+            .await
+        }
+    };
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ordered("description desc", 2, token)
+            .await
+            .unwrap()
+            .into_inner();
+        names.extend(page.load_balancers.into_iter().map(|l| l.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(names, ["second", "first", "filtered"]);
+    let err = ordered("listeners", 0, String::new()).await.unwrap_err();
+    assert_eq!(support::violations(&err), vec!["order_by".to_owned()]);
     stack.stop().await;
 }
 on_both_databases!(child_lists_filter_and_order, haproxy = false);

@@ -271,7 +271,7 @@ impl LoadBalancerService for TenantApi {
             (true, "") => None,
             (_, asked) => Some(asked),
         };
-        let filter = LoadBalancerFilter {
+        let mut filter = LoadBalancerFilter {
             name: r.name,
             provisioning_status: status,
             vip_address: r.vip_address,
@@ -286,12 +286,55 @@ impl LoadBalancerService for TenantApi {
             not_tags: r.not_tags,
             not_tags_any: r.not_tags_any,
         };
-        let page = self
-            .store
-            .list_load_balancers(project, &filter, r.page_size, &r.page_token)
-            .await?;
+        // id, name and create_time are ordered (and paged) by the database; any other attribute
+        // over the whole filtered list, as the child lists are.
+        if matches!(
+            filter.order_by.split_whitespace().next(),
+            None | Some("id" | "name" | "create_time")
+        ) {
+            let page = self
+                .store
+                .list_load_balancers(project, &filter, r.page_size, &r.page_token)
+                .await?;
+            return Ok(Response::new(pb::ListLoadBalancersResponse {
+                load_balancers: page.items.into_iter().map(|v| v.into_proto()).collect(),
+                next_page_token: page.next_page_token,
+            }));
+        }
+        let order = pb::ListFilter {
+            order_by: std::mem::take(&mut filter.order_by),
+            ..Default::default()
+        };
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .store
+                .list_load_balancers(project, &filter, 1000, &token)
+                .await?;
+            all.extend(page.items.into_iter().map(|v| v.into_proto()));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let page = crate::filter::apply(
+            "lbaas.api.v1.LoadBalancer",
+            all,
+            &order,
+            r.page_size,
+            &r.page_token,
+        )
+        .map_err(|e| match e {
+            ApiError::Invalid(v) => ApiError::Invalid(
+                v.into_iter()
+                    .map(|(f, d)| (f.replace("filter.order_by", "order_by"), d))
+                    .collect(),
+            ),
+            other => other,
+        })?;
         Ok(Response::new(pb::ListLoadBalancersResponse {
-            load_balancers: page.items.into_iter().map(|v| v.into_proto()).collect(),
+            load_balancers: page.items,
             next_page_token: page.next_page_token,
         }))
     }
