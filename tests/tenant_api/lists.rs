@@ -492,6 +492,23 @@ async fn child_lists_filter_and_order(db: Db) {
         token = page.next_page_token;
     }
     assert_eq!(names, ["second", "first", "filtered"]);
+    let matched = api
+        .clone()
+        .list_load_balancers(in_project(
+            &project,
+            pb::ListLoadBalancersRequest {
+                filter: Some(filter(&[("description", "a")], "")),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .load_balancers;
+    assert_eq!(
+        matched.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        ["first"]
+    );
     let err = ordered("listeners", 0, String::new()).await.unwrap_err();
     assert_eq!(support::violations(&err), vec!["order_by".to_owned()]);
     stack.stop().await;

@@ -286,12 +286,18 @@ impl LoadBalancerService for TenantApi {
             not_tags: r.not_tags,
             not_tags_any: r.not_tags_any,
         };
-        // id, name and create_time are ordered (and paged) by the database; any other attribute
-        // over the whole filtered list, as the child lists are.
-        if matches!(
-            filter.order_by.split_whitespace().next(),
-            None | Some("id" | "name" | "create_time")
-        ) {
+        // id, name and create_time are ordered (and paged) by the database; any other attribute,
+        // and a `filter`, over the whole list, as the child lists are.
+        let mut extra = r.filter.unwrap_or_default();
+        if filter.order_by.is_empty() {
+            filter.order_by = std::mem::take(&mut extra.order_by);
+        }
+        if crate::filter::is_empty(&extra)
+            && matches!(
+                filter.order_by.split_whitespace().next(),
+                None | Some("id" | "name" | "create_time")
+            )
+        {
             let page = self
                 .store
                 .list_load_balancers(project, &filter, r.page_size, &r.page_token)
@@ -303,7 +309,7 @@ impl LoadBalancerService for TenantApi {
         }
         let order = pb::ListFilter {
             order_by: std::mem::take(&mut filter.order_by),
-            ..Default::default()
+            ..extra
         };
         let mut all = Vec::new();
         let mut token = String::new();
@@ -328,7 +334,13 @@ impl LoadBalancerService for TenantApi {
         .map_err(|e| match e {
             ApiError::Invalid(v) => ApiError::Invalid(
                 v.into_iter()
-                    .map(|(f, d)| (f.replace("filter.order_by", "order_by"), d))
+                    .map(|(f, d)| {
+                        if f == "filter.order_by" {
+                            ("order_by".to_owned(), d)
+                        } else {
+                            (f, d)
+                        }
+                    })
                     .collect(),
             ),
             other => other,
