@@ -129,6 +129,8 @@ async fn one_load_balancer_end_to_end(db: Db, driver: &'static str) {
                 page_size: 0,
                 page_token: String::new(),
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         ))
         .await

@@ -310,6 +310,7 @@ async fn child_lists_filter_and_order(db: Db) {
                     page_size,
                     page_token,
                     filter: Some(filter),
+                    ..Default::default()
                 },
             ))
             .await
@@ -447,6 +448,48 @@ async fn child_lists_filter_and_order(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(support::violations(&err), vec!["filter.tags".to_owned()]);
+
+    // Admins list other projects' objects (one project, or all); anyone else is refused.
+    let scoped = |all_projects: bool, project_id: &str| pb::ListListenersRequest {
+        all_projects,
+        project_id: project_id.to_owned(),
+        ..Default::default()
+    };
+    for request in [scoped(false, &project), scoped(true, "")] {
+        let seen = api
+            .clone()
+            .list_listeners(with_token(ADMIN_TOKEN, request))
+            .await
+            .unwrap()
+            .into_inner()
+            .listeners;
+        let mut ports: Vec<i32> = seen.iter().map(|l| l.protocol_port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [80, 81, 82]);
+    }
+    for request in [scoped(true, ""), scoped(false, "someone-else")] {
+        let err = api
+            .clone()
+            .list_listeners(in_project(&project, request))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    let admin_members = api
+        .clone()
+        .list_members(with_token(
+            ADMIN_TOKEN,
+            pb::ListMembersRequest {
+                pool_id: pool_id.clone(),
+                project_id: project.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(admin_members.len(), 3);
 
     // Load balancers order by any attribute too (beyond id, name and create_time).
     for (name, description) in [("second", "b"), ("first", "a")] {

@@ -168,6 +168,25 @@ where
     Ok((page.items, page.next_page_token))
 }
 
+/// Whose objects a list shows: the caller's own, or (admins only) every project's
+/// (`all_projects`) or another's (`project_id`); PERMISSION_DENIED for anyone else asking.
+fn list_scope<'a>(
+    caller: &'a crate::auth::Caller,
+    all_projects: bool,
+    asked: &'a str,
+) -> Result<Option<&'a str>, Status> {
+    match (all_projects, asked) {
+        (false, "") => Ok(Some(caller.project_id.as_str())),
+        (false, asked) if asked == caller.project_id => Ok(Some(asked)),
+        _ if caller.role != Role::Admin => Err(ApiError::PermissionDenied(
+            "only admins list other projects' objects".into(),
+        )
+        .into()),
+        (true, "") => Ok(None),
+        (_, asked) => Ok(Some(asked)),
+    }
+}
+
 /// The id a request names: INVALID_ARGUMENT when it names none.
 fn required_id(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
@@ -259,18 +278,7 @@ impl LoadBalancerService for TenantApi {
             Err(_) => return Err(ApiError::invalid("operating_status", "unknown status").into()),
         };
         // Admins may look across projects; everyone else sees their own.
-        let project = match (r.all_projects, r.project_id.as_str()) {
-            (false, "") => Some(caller.project_id.as_str()),
-            (false, asked) if asked == caller.project_id => Some(asked),
-            _ if caller.role != Role::Admin => {
-                return Err(ApiError::PermissionDenied(
-                    "only admins list other projects' load balancers".into(),
-                )
-                .into());
-            }
-            (true, "") => None,
-            (_, asked) => Some(asked),
-        };
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let mut filter = LoadBalancerFilter {
             name: r.name,
             provisioning_status: status,
@@ -528,7 +536,7 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListListenersResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let project = caller.project_id.as_str();
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let lb = r.loadbalancer_id.as_str();
         let (listeners, next_page_token) = listed(
             "lbaas.api.v1.Listener",
@@ -654,7 +662,7 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let project = caller.project_id.as_str();
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let lb = r.loadbalancer_id.as_str();
         let (pools, next_page_token) = listed(
             "lbaas.api.v1.Pool",
@@ -763,7 +771,7 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let project = caller.project_id.as_str();
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let pool = r.pool_id.as_str();
         let (members, next_page_token) = listed(
             "lbaas.api.v1.Member",
@@ -919,7 +927,7 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListHealthMonitorsResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let project = caller.project_id.as_str();
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let pool = r.pool_id.as_str();
         let (health_monitors, next_page_token) = listed(
             "lbaas.api.v1.HealthMonitor",
@@ -1027,7 +1035,7 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListL7PoliciesResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let project = caller.project_id.as_str();
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let listener = r.listener_id.as_str();
         let (l7policies, next_page_token) = listed(
             "lbaas.api.v1.L7Policy",
@@ -1041,7 +1049,7 @@ impl LoadBalancerService for TenantApi {
                     .await?;
                 let mut l7policies = Vec::with_capacity(page.items.len());
                 for p in page.items {
-                    l7policies.push(self.store.get_l7policy(project, &p.id).await?);
+                    l7policies.push(self.store.get_l7policy(&p.project_id, &p.id).await?);
                 }
                 Ok((l7policies, page.next_page_token))
             },
@@ -1131,7 +1139,7 @@ impl LoadBalancerService for TenantApi {
     ) -> Result<Response<pb::ListL7RulesResponse>, Status> {
         let caller = self.caller(&request)?;
         let r = request.into_inner();
-        let project = caller.project_id.as_str();
+        let project = list_scope(&caller, r.all_projects, &r.project_id)?;
         let policy = r.l7policy_id.as_str();
         let (rules, next_page_token) = listed(
             "lbaas.api.v1.L7Rule",

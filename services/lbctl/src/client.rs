@@ -221,6 +221,8 @@ impl Api {
                     page_size: PAGE,
                     page_token: token,
                     filter: filter.cloned(),
+                    all_projects: false,
+                    project_id: String::new(),
                 })
                 .await
                 .api()?;
@@ -248,6 +250,8 @@ impl Api {
                     page_size: PAGE,
                     page_token: token,
                     filter: filter.cloned(),
+                    all_projects: false,
+                    project_id: String::new(),
                 })
                 .await
                 .api()?;
@@ -275,6 +279,8 @@ impl Api {
                     page_size: PAGE,
                     page_token: token,
                     filter: filter.cloned(),
+                    all_projects: false,
+                    project_id: String::new(),
                 })
                 .await
                 .api()?;
@@ -302,6 +308,8 @@ impl Api {
                     page_size: PAGE,
                     page_token: token,
                     filter: filter.cloned(),
+                    all_projects: false,
+                    project_id: String::new(),
                 })
                 .await
                 .api()?;
@@ -329,6 +337,8 @@ impl Api {
                     page_size: PAGE,
                     page_token: token,
                     filter: filter.cloned(),
+                    all_projects: false,
+                    project_id: String::new(),
                 })
                 .await
                 .api()?;
@@ -356,6 +366,8 @@ impl Api {
                     page_size: PAGE,
                     page_token: token,
                     filter: filter.cloned(),
+                    all_projects: false,
+                    project_id: String::new(),
                 })
                 .await
                 .api()?;

@@ -299,6 +299,8 @@ pub async fn list_listeners(
                 page_size: PAGE,
                 page_token,
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         );
         async move {
@@ -420,6 +422,8 @@ pub async fn list_pools(
                 page_size: PAGE,
                 page_token,
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         );
         async move {
@@ -533,6 +537,8 @@ pub async fn list_members(
                 page_size: PAGE,
                 page_token,
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         );
         async move {
@@ -729,6 +735,8 @@ pub async fn list_health_monitors(
                 page_size: PAGE,
                 page_token,
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         );
         async move {
@@ -849,6 +857,8 @@ pub async fn list_l7_policies(
                 page_size: PAGE,
                 page_token,
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         );
         async move {
@@ -961,6 +971,8 @@ pub async fn list_l7_rules(
                 page_size: PAGE,
                 page_token,
                 filter: None,
+                all_projects: false,
+                project_id: String::new(),
             },
         );
         async move {

@@ -326,15 +326,16 @@ impl Store {
 
     pub async fn list_listeners(
         &self,
-        project: &str,
+        project: Option<&str>,
         lb: &str,
         size: i32,
         token: &str,
     ) -> Result<Page<listener::Model>, ApiError> {
         let size = page_size(size)?;
-        let mut query = listener::Entity::find()
-            .filter(listener::Column::ProjectId.eq(project))
-            .order_by_asc(listener::Column::Id);
+        let mut query = listener::Entity::find().order_by_asc(listener::Column::Id);
+        if let Some(project) = project {
+            query = query.filter(listener::Column::ProjectId.eq(project));
+        }
         if !lb.is_empty() {
             query = query.filter(listener::Column::LoadbalancerId.eq(lb));
         }
@@ -559,15 +560,16 @@ impl Store {
 
     pub async fn list_pools(
         &self,
-        project: &str,
+        project: Option<&str>,
         lb: &str,
         size: i32,
         token: &str,
     ) -> Result<Page<(pool::Model, Option<String>)>, ApiError> {
         let size = page_size(size)?;
-        let mut query = pool::Entity::find()
-            .filter(pool::Column::ProjectId.eq(project))
-            .order_by_asc(pool::Column::Id);
+        let mut query = pool::Entity::find().order_by_asc(pool::Column::Id);
+        if let Some(project) = project {
+            query = query.filter(pool::Column::ProjectId.eq(project));
+        }
         if !lb.is_empty() {
             query = query.filter(pool::Column::LoadbalancerId.eq(lb));
         }
@@ -721,15 +723,16 @@ impl Store {
 
     pub async fn list_members(
         &self,
-        project: &str,
+        project: Option<&str>,
         pool_id: &str,
         size: i32,
         token: &str,
     ) -> Result<Page<member::Model>, ApiError> {
         let size = page_size(size)?;
-        let mut query = member::Entity::find()
-            .filter(member::Column::ProjectId.eq(project))
-            .order_by_asc(member::Column::Id);
+        let mut query = member::Entity::find().order_by_asc(member::Column::Id);
+        if let Some(project) = project {
+            query = query.filter(member::Column::ProjectId.eq(project));
+        }
         if !pool_id.is_empty() {
             query = query.filter(member::Column::PoolId.eq(pool_id));
         }
@@ -920,15 +923,16 @@ impl Store {
 
     pub async fn list_health_monitors(
         &self,
-        project: &str,
+        project: Option<&str>,
         pool_id: &str,
         size: i32,
         token: &str,
     ) -> Result<Page<health_monitor::Model>, ApiError> {
         let size = page_size(size)?;
-        let mut query = health_monitor::Entity::find()
-            .filter(health_monitor::Column::ProjectId.eq(project))
-            .order_by_asc(health_monitor::Column::Id);
+        let mut query = health_monitor::Entity::find().order_by_asc(health_monitor::Column::Id);
+        if let Some(project) = project {
+            query = query.filter(health_monitor::Column::ProjectId.eq(project));
+        }
         if !pool_id.is_empty() {
             query = query.filter(health_monitor::Column::PoolId.eq(pool_id));
         }

@@ -235,15 +235,16 @@ impl Store {
     /// Policies in position order per listener (then id), paged by id.
     pub async fn list_l7policies(
         &self,
-        project: &str,
+        project: Option<&str>,
         listener_id: &str,
         size: i32,
         token: &str,
     ) -> Result<Page<l7_policy::Model>, ApiError> {
         let size = page_size(size)?;
-        let mut query = l7_policy::Entity::find()
-            .filter(l7_policy::Column::ProjectId.eq(project))
-            .order_by_asc(l7_policy::Column::Id);
+        let mut query = l7_policy::Entity::find().order_by_asc(l7_policy::Column::Id);
+        if let Some(project) = project {
+            query = query.filter(l7_policy::Column::ProjectId.eq(project));
+        }
         if !listener_id.is_empty() {
             query = query.filter(l7_policy::Column::ListenerId.eq(listener_id));
         }
@@ -434,15 +435,16 @@ impl Store {
 
     pub async fn list_l7rules(
         &self,
-        project: &str,
+        project: Option<&str>,
         policy_id: &str,
         size: i32,
         token: &str,
     ) -> Result<Page<l7_rule::Model>, ApiError> {
         let size = page_size(size)?;
-        let mut query = l7_rule::Entity::find()
-            .filter(l7_rule::Column::ProjectId.eq(project))
-            .order_by_asc(l7_rule::Column::Id);
+        let mut query = l7_rule::Entity::find().order_by_asc(l7_rule::Column::Id);
+        if let Some(project) = project {
+            query = query.filter(l7_rule::Column::ProjectId.eq(project));
+        }
         if !policy_id.is_empty() {
             query = query.filter(l7_rule::Column::L7policyId.eq(policy_id));
         }
